@@ -1,0 +1,1 @@
+"""Placement, queueing and worker lifecycle, on the front end's event loop."""

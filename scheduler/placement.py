@@ -1,0 +1,61 @@
+"""Where a model goes: a pure function of (devices, loaded models, request) -> decision.
+
+A device takes a model when it has the memory and is under the per-device model limit. When no
+device does, the cheapest fix is chosen: evict idle models, least recently used first, on the
+device where that takes the fewest evictions. If nothing can be evicted the caller waits for a
+model to go idle. A device with nothing loaded always accepts (llama.cpp then decides, e.g. by
+memory-mapping weights larger than free RAM).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from scheduler.devices import Device
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model_id: str
+    device_id: str
+    size: int
+    idle: bool
+    last_used: float
+
+
+@dataclass(frozen=True)
+class Placement:
+    device_id: str | None  # None: nothing fits now; wait for a model to become idle
+    evict: tuple[str, ...] = ()
+
+
+def estimate_bytes(file_size: int, kv_bytes_per_token: int, num_ctx: int, slots: int) -> int:
+    """Weights plus the KV cache for every slot, plus 10% for compute buffers."""
+    return int((file_size + kv_bytes_per_token * num_ctx * slots) * 1.1)
+
+
+def place(devices: Sequence[Device], loaded: Sequence[LoadedModel], need: int,
+          max_loaded_per_device: int) -> Placement:
+    best: Placement | None = None
+    # Most free memory first: spreads models over GPUs instead of stacking them on one.
+    for device in sorted(devices, key=lambda d: d.free_memory, reverse=True):
+        here = [m for m in loaded if m.device_id == device.id]
+        if not here:
+            return Placement(device.id)
+        free, count = device.free_memory, len(here)
+        evicted: list[str] = []
+        for victim in sorted((m for m in here if m.idle), key=lambda m: m.last_used):
+            if _fits(free, need, count, max_loaded_per_device):
+                break
+            evicted.append(victim.model_id)
+            free += victim.size
+            count -= 1
+        if _fits(free, need, count, max_loaded_per_device):
+            if best is None or len(evicted) < len(best.evict):
+                best = Placement(device.id, tuple(evicted))
+    return best or Placement(None)
+
+
+def _fits(free: int, need: int, count: int, limit: int) -> bool:
+    return (free >= need or count == 0) and count < limit

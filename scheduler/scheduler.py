@@ -1,0 +1,349 @@
+"""Policy: which worker runs a job, when models load and unload, how many requests may wait.
+
+Runs in the front-end process on the event loop. A `Runner` is one model loaded on one worker
+with `slots` sequences; a job holds one slot from dispatch until its final message. Requests that
+find no free slot wait (at most `max_queue` of them; more get 503). An idle runner unloads when
+its keep-alive expires, or earlier when placement needs its memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from scheduler import placement
+from scheduler.devices import Inventory
+from scheduler.worker import CRASH_MESSAGE, WorkerDied, WorkerHandle
+from workers import protocol
+
+log = logging.getLogger("corral.scheduler")
+
+RESTART_DELAY = 1.0
+
+
+class SchedulerError(RuntimeError):
+    """A failure to report as HTTP 500 (load failure, crashed worker)."""
+
+
+class QueueFull(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What the scheduler needs to know about a stored model; built by the front end."""
+
+    name: str  # display name, e.g. "gemma3:270m"
+    digest: str  # weights blob digest: identifies the model
+    manifest_digest: str  # what /api/ps shows as "digest"
+    path: str
+    file_size: int
+    kv_bytes_per_token: int
+    details: dict
+
+
+@dataclass
+class Runner:
+    ref: ModelRef
+    model_id: str
+    num_ctx: int
+    slots: int
+    worker: WorkerHandle
+    ready: asyncio.Future[None]
+    keep_alive: float
+    active: int = 0
+    draining: bool = False  # takes no new jobs: waiting to be replaced or unloaded
+    size: int = 0
+    size_vram: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    expires_at: float = 0.0  # wall clock, for /api/ps
+    expiry: asyncio.TimerHandle | None = None
+
+
+@dataclass
+class Job:
+    """One request's hold on a runner slot; iterate for Chunk, then Done or Failed."""
+
+    id: int
+    runner: Runner
+    load_duration: int
+    _scheduler: "Scheduler"
+    _queue: asyncio.Queue[protocol.FromWorker] | None = None
+    finished: bool = False
+
+    async def events(self) -> AsyncIterator[protocol.FromWorker]:
+        assert self._queue is not None
+        while not self.finished:
+            msg = await self._queue.get()
+            if not isinstance(msg, protocol.Chunk):
+                self.finished = True
+                self._scheduler._release(self)
+            yield msg
+
+    def close(self) -> None:
+        """Ends the job early (client gone) or confirms its end; frees the slot once."""
+        if not self.finished:
+            self.finished = True
+            try:
+                self.runner.worker.send(protocol.Cancel(self.id))
+            except WorkerDied:
+                pass
+            self._scheduler._release(self)
+
+
+class Scheduler:
+    def __init__(self, inventory: Inventory, *, slots: int, max_queue: int,
+                 max_loaded_per_device: int, default_keep_alive: float, n_threads: int,
+                 debug: bool = False) -> None:
+        self._inventory = inventory
+        self._slots = slots
+        self._max_queue = max_queue
+        self._max_loaded = max_loaded_per_device
+        self._default_keep_alive = default_keep_alive
+        self._n_threads = n_threads
+        self._debug = debug
+        self._workers: dict[str, WorkerHandle] = {}
+        self._runners: dict[str, Runner] = {}  # by weights digest
+        self._changed = asyncio.Condition()
+        self._waiting = 0
+        self._ids = itertools.count(1)
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        devices = self._inventory.devices()
+        handles = [WorkerHandle(d, self._n_threads, self._debug, self._worker_exited) for d in devices]
+        await asyncio.gather(*(h.start() for h in handles))
+        self._workers = {h.device.id: h for h in handles}
+
+    async def stop_admitting(self) -> None:
+        """New and queued requests fail from now on; running jobs go on."""
+        self._stopping = True
+        await self._notify()
+
+    async def stop(self) -> None:
+        """Stops every worker (after the HTTP side has let running requests finish)."""
+        self._stopping = True
+        for runner in self._runners.values():
+            if runner.expiry:
+                runner.expiry.cancel()
+        await asyncio.gather(*(w.stop() for w in self._workers.values()))
+
+    def _worker_exited(self, worker: WorkerHandle) -> None:
+        for digest, runner in list(self._runners.items()):
+            if runner.worker is worker:
+                self._drop(digest)
+        if not self._stopping:
+            self._spawn(self._restart(worker))
+
+    async def _restart(self, old: WorkerHandle) -> None:
+        await asyncio.sleep(RESTART_DELAY)
+        while not self._stopping:
+            handle = WorkerHandle(old.device, self._n_threads, self._debug, self._worker_exited)
+            try:
+                await handle.start()
+            except (WorkerDied, asyncio.TimeoutError) as exc:
+                log.error("restarting worker %s failed: %s", old.device.id, exc)
+                await handle.stop()
+                await asyncio.sleep(RESTART_DELAY * 5)
+                continue
+            self._workers[old.device.id] = handle
+            await self._notify()
+            return
+
+    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- public API ----------------------------------------------------------------------
+
+    async def submit(self, ref: ModelRef, num_ctx: int, keep_alive: float | None,
+                     prompt: protocol.PromptSpec, options: protocol.SamplingOptions,
+                     want_context: bool) -> Job:
+        job = await self._acquire(ref, num_ctx, keep_alive)
+        job._queue = job.runner.worker.open_job(job.id)
+        try:
+            job.runner.worker.send(protocol.Submit(job.id, job.runner.model_id, prompt, options,
+                                                   want_context))
+        except WorkerDied:
+            job.finished = True
+            self._release(job)
+            raise SchedulerError(CRASH_MESSAGE) from None
+        return job
+
+    async def embed(self, ref: ModelRef, num_ctx: int, keep_alive: float | None,
+                    inputs: list[str], truncate: bool) -> tuple[protocol.FromWorker, int]:
+        """(Embedded or Failed, load duration in ns)."""
+        job = await self._acquire(ref, num_ctx, keep_alive)
+        job._queue = job.runner.worker.open_job(job.id)
+        try:
+            job.runner.worker.send(protocol.Embed(job.id, job.runner.model_id, inputs, truncate))
+            async for msg in job.events():
+                return msg, job.load_duration
+            raise SchedulerError(CRASH_MESSAGE)
+        except WorkerDied:
+            raise SchedulerError(CRASH_MESSAGE) from None
+        finally:
+            job.close()
+
+    async def load(self, ref: ModelRef, num_ctx: int, keep_alive: float | None) -> int:
+        """Loads (or keeps) the model and returns the load duration; holds no slot after."""
+        job = await self._acquire(ref, num_ctx, keep_alive)
+        job.finished = True
+        self._release(job)
+        return job.load_duration
+
+    async def unload(self, digest: str) -> None:
+        """Unloads now if idle, else as soon as the last running job ends."""
+        runner = self._runners.get(digest)
+        if runner is None:
+            return
+        runner.keep_alive = 0
+        runner.draining = True
+        if runner.active == 0:
+            await self._unload(runner)
+
+    def running(self) -> list[Runner]:
+        return [r for r in self._runners.values() if r.ready.done() and not r.ready.exception()]
+
+    # ---- slots ---------------------------------------------------------------------------
+
+    async def _acquire(self, ref: ModelRef, num_ctx: int, keep_alive: float | None) -> Job:
+        if self._waiting >= self._max_queue:
+            raise QueueFull()
+        self._waiting += 1
+        started = time.perf_counter_ns()
+        try:
+            while True:
+                if self._stopping:
+                    raise SchedulerError("server is shutting down")
+                runner = self._runners.get(ref.digest)
+                if runner is not None and runner.num_ctx != num_ctx and not runner.draining:
+                    runner.draining = True  # same weights, other context size: replace when idle
+                    if runner.active == 0:
+                        await self._unload(runner)
+                        continue
+                if runner is None:
+                    runner = await self._place_and_load(ref, num_ctx, keep_alive)
+                    if runner is None:
+                        await self._wait_for_change()
+                        continue
+                if not runner.ready.done():
+                    await asyncio.shield(runner.ready)
+                if runner.ready.exception() is not None:
+                    raise SchedulerError(str(runner.ready.exception()))
+                if not runner.draining and runner.active < runner.slots and runner.worker.alive:
+                    break
+                await self._wait_for_change()
+        finally:
+            self._waiting -= 1
+        runner.active += 1
+        runner.keep_alive = self._default_keep_alive if keep_alive is None else keep_alive
+        runner.expires_at = time.time() + min(runner.keep_alive, 1e10)
+        if runner.expiry is not None:
+            runner.expiry.cancel()
+            runner.expiry = None
+        return Job(next(self._ids), runner, time.perf_counter_ns() - started, self)
+
+    def _release(self, job: Job) -> None:
+        runner = job.runner
+        runner.worker.close_job(job.id)
+        runner.active -= 1
+        runner.last_used = time.monotonic()
+        runner.expires_at = time.time() + min(runner.keep_alive, 1e10)
+        if runner.active == 0 and self._runners.get(runner.ref.digest) is runner:
+            if runner.draining or runner.keep_alive <= 0:
+                self._spawn(self._unload(runner))
+            elif math.isfinite(runner.keep_alive):
+                runner.expiry = asyncio.get_running_loop().call_later(
+                    runner.keep_alive, lambda: self._spawn(self._expire(runner)))
+        self._spawn(self._notify())
+
+    async def _expire(self, runner: Runner) -> None:
+        if runner.active == 0 and self._runners.get(runner.ref.digest) is runner:
+            log.info("keep-alive expired for %s", runner.ref.name)
+            await self._unload(runner)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _wait_for_change(self) -> None:
+        async with self._changed:
+            await self._changed.wait()
+
+    # ---- loading -------------------------------------------------------------------------
+
+    async def _place_and_load(self, ref: ModelRef, num_ctx: int,
+                              keep_alive: float | None) -> Runner | None:
+        need = placement.estimate_bytes(ref.file_size, ref.kv_bytes_per_token, num_ctx, self._slots)
+        live = {d.id: d for d in self._inventory.devices() if d.id in self._workers
+                and self._workers[d.id].alive}
+        loaded = [placement.LoadedModel(r.model_id, r.worker.device.id, r.size,
+                                        r.active == 0 and r.ready.done(), r.last_used)
+                  for r in self._runners.values()]
+        decision = placement.place(list(live.values()), loaded, need, self._max_loaded)
+        if decision.device_id is None:
+            return None
+        for victim in [r for r in self._runners.values() if r.model_id in decision.evict]:
+            log.info("evicting %s to make room for %s", victim.ref.name, ref.name)
+            await self._unload(victim)
+        if ref.digest in self._runners:  # someone else started this load while we evicted
+            return self._runners[ref.digest]
+        worker = self._workers[decision.device_id]
+        runner = Runner(ref=ref, model_id=f"{ref.digest[7:19]}-{next(self._ids)}", num_ctx=num_ctx,
+                        slots=self._slots, worker=worker,
+                        ready=asyncio.get_running_loop().create_future(),
+                        keep_alive=self._default_keep_alive if keep_alive is None else keep_alive)
+        self._runners[ref.digest] = runner
+        self._spawn(self._load(runner))
+        return runner
+
+    async def _load(self, runner: Runner) -> None:
+        n_gpu_layers = 999 if runner.worker.device.is_gpu and runner.worker.gpu_offload else 0
+        try:
+            reply = await runner.worker.request(protocol.Load(
+                runner.model_id, runner.ref.path, runner.num_ctx, runner.slots, n_gpu_layers))
+        except WorkerDied as exc:
+            reply = protocol.LoadFailed(runner.model_id, str(exc))
+        if isinstance(reply, protocol.Loaded):
+            runner.size, runner.size_vram = reply.size, reply.size_vram
+            log.info("loaded %s on %s in %.2fs", runner.ref.name, runner.worker.device.id,
+                     reply.load_duration / 1e9)
+            runner.ready.set_result(None)
+        else:
+            message = reply.message if isinstance(reply, protocol.LoadFailed) else "load failed"
+            log.error("loading %s failed: %s", runner.ref.name, message)
+            runner.ready.set_exception(SchedulerError(f"unable to load model: {message}"))
+            runner.ready.exception()  # mark retrieved: waiters re-raise it themselves
+            if self._runners.get(runner.ref.digest) is runner:
+                del self._runners[runner.ref.digest]
+        await self._notify()
+
+    async def _unload(self, runner: Runner) -> None:
+        if self._runners.get(runner.ref.digest) is not runner:
+            return
+        self._drop(runner.ref.digest)
+        if runner.worker.alive:
+            try:
+                await runner.worker.request(protocol.Unload(runner.model_id))
+            except WorkerDied:
+                pass
+        log.info("unloaded %s", runner.ref.name)
+        await self._notify()
+
+    def _drop(self, digest: str) -> None:
+        runner = self._runners.pop(digest)
+        if runner.expiry is not None:
+            runner.expiry.cancel()
+        if not runner.ready.done():
+            runner.ready.set_exception(SchedulerError(CRASH_MESSAGE))
+            runner.ready.exception()

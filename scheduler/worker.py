@@ -1,0 +1,167 @@
+"""The front end's handle on one worker process: spawn, pipe I/O, death detection.
+
+Replies are read on the event loop with `loop.add_reader` on the pipe's file descriptor (no
+thread per request or per worker). When the pipe closes or the process dies, every job and
+request waiting on this worker gets a clear failure and `on_exit` lets the scheduler restart it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from multiprocessing.connection import Connection
+from typing import Callable
+
+from scheduler.devices import Device
+from workers import protocol
+from workers.main import run as worker_main
+
+log = logging.getLogger("corral.scheduler")
+
+CRASH_MESSAGE = ("model runner has unexpectedly stopped, this may be due to resource limitations "
+                 "or an internal error, check corral server logs for details")
+START_TIMEOUT = 120.0
+STOP_TIMEOUT = 10.0
+
+
+class WorkerDied(RuntimeError):
+    pass
+
+
+class WorkerHandle:
+    def __init__(self, device: Device, n_threads: int, debug: bool,
+                 on_exit: Callable[["WorkerHandle"], None]) -> None:
+        self.device = device
+        self._n_threads = n_threads
+        self._debug = debug
+        self._on_exit = on_exit
+        self._conn: Connection | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._ready: asyncio.Future[protocol.Ready] | None = None
+        self._jobs: dict[int, asyncio.Queue[protocol.FromWorker]] = {}
+        self._replies: dict[tuple[str, str], asyncio.Future[protocol.FromWorker]] = {}
+        self.alive = False
+        self.gpu_offload = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        ctx = multiprocessing.get_context("spawn")  # no forked copy of the event loop or locks
+        parent, child = ctx.Pipe(duplex=True)
+        self._process = ctx.Process(
+            target=worker_main, args=(child, self.device.env, self._n_threads, self._debug),
+            name=f"corral-worker-{self.device.id}", daemon=True)
+        self._process.start()
+        child.close()  # only the worker holds this end now, so its exit closes our pipe
+        self._conn = parent
+        self._ready = loop.create_future()
+        loop.add_reader(parent.fileno(), self._on_readable)
+        self.alive = True
+        ready = await asyncio.wait_for(self._ready, START_TIMEOUT)
+        self.gpu_offload = ready.gpu_offload
+        log.info("worker %s started (pid %s, gpu offload %s)", self.device.id, ready.pid,
+                 ready.gpu_offload)
+
+    # ---- sending -------------------------------------------------------------------------
+
+    def send(self, msg: protocol.ToWorker) -> None:
+        if not self.alive or self._conn is None:
+            raise WorkerDied(CRASH_MESSAGE)
+        try:
+            self._conn.send_bytes(protocol.encode(msg))
+        except OSError:
+            self._died()
+            raise WorkerDied(CRASH_MESSAGE) from None
+
+    def open_job(self, job_id: int) -> asyncio.Queue[protocol.FromWorker]:
+        queue: asyncio.Queue[protocol.FromWorker] = asyncio.Queue()
+        self._jobs[job_id] = queue
+        return queue
+
+    def close_job(self, job_id: int) -> None:
+        self._jobs.pop(job_id, None)
+
+    async def request(self, msg: protocol.Load | protocol.Unload) -> protocol.FromWorker:
+        """Sends Load/Unload and waits for the worker's answer for that model."""
+        key = ("load" if isinstance(msg, protocol.Load) else "unload", msg.model_id)
+        future = asyncio.get_running_loop().create_future()
+        self._replies[key] = future
+        try:
+            self.send(msg)
+            return await future
+        finally:
+            self._replies.pop(key, None)
+
+    # ---- receiving -----------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        conn = self._conn
+        try:
+            while conn is not None and conn.poll():
+                self._dispatch(protocol.decode(conn.recv_bytes()))
+        except (EOFError, OSError):
+            self._died()
+
+    def _dispatch(self, msg: protocol.FromWorker) -> None:
+        if isinstance(msg, (protocol.Chunk, protocol.Done, protocol.Failed, protocol.Embedded)):
+            queue = self._jobs.get(msg.job_id)
+            if queue is not None:  # a cancelled job's late messages are dropped here
+                queue.put_nowait(msg)
+        elif isinstance(msg, (protocol.Loaded, protocol.LoadFailed)):
+            self._resolve(("load", msg.model_id), msg)
+        elif isinstance(msg, protocol.Unloaded):
+            self._resolve(("unload", msg.model_id), msg)
+        elif isinstance(msg, protocol.Ready) and self._ready and not self._ready.done():
+            self._ready.set_result(msg)
+
+    def _resolve(self, key: tuple[str, str], msg: protocol.FromWorker) -> None:
+        future = self._replies.get(key)
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    def _died(self) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        if self._conn is not None:
+            asyncio.get_running_loop().remove_reader(self._conn.fileno())
+            self._conn.close()
+            self._conn = None
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+        log.error("worker %s (pid %s) exited unexpectedly", self.device.id, self.pid)
+        for job_id, queue in self._jobs.items():
+            queue.put_nowait(protocol.Failed(job_id, CRASH_MESSAGE))
+        self._jobs.clear()
+        for future in self._replies.values():
+            if not future.done():
+                future.set_exception(WorkerDied(CRASH_MESSAGE))
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(WorkerDied(CRASH_MESSAGE))
+        self._on_exit(self)
+
+    async def stop(self) -> None:
+        """Asks the worker to exit, then makes sure it has (kill after STOP_TIMEOUT)."""
+        process = self._process
+        if self.alive and self._conn is not None:
+            self.alive = False
+            try:
+                self._conn.send_bytes(protocol.encode(protocol.Shutdown()))
+            except OSError:
+                pass
+            asyncio.get_running_loop().remove_reader(self._conn.fileno())
+        if process is not None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + STOP_TIMEOUT
+            while process.is_alive() and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+            if process.is_alive():
+                process.kill()
+            process.join(timeout=1)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,43 @@
+"""POST /api/chat: the next assistant message of a conversation."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from server.api.inference import load_or_unload, prepare, scheduler_errors
+from server.schemas import ChatRequest, read_json
+from server.streaming import final_stats, now_rfc3339, respond
+from workers.protocol import ChatMessage, PromptSpec
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter_ns()
+    req = ChatRequest.parse(await read_json(request))
+    p = prepare(request, req.model, req.options)
+    if not req.messages:
+        return await load_or_unload(p, req.model, req.keep_alive,
+                                    {"message": {"role": "assistant", "content": ""}})
+
+    messages: list[ChatMessage] = [{"role": m["role"], "content": m["content"]}
+                                   for m in p.spec.messages] + req.messages
+    if p.spec.system and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": p.spec.system})
+    prompt: PromptSpec = {"raw": None, "messages": messages, "template": p.spec.template,
+                          "context": []}
+
+    with scheduler_errors():
+        job = await p.scheduler.submit(p.ref, p.num_ctx, req.keep_alive, prompt, p.sampling,
+                                       want_context=False)
+
+    def chunk(text: str) -> dict:
+        return {"model": req.model, "created_at": now_rfc3339(),
+                "message": {"role": "assistant", "content": text}, "done": False}
+
+    def final(text: str, done) -> dict:  # type: ignore[no-untyped-def]
+        return {"model": req.model, "created_at": now_rfc3339(),
+                "message": {"role": "assistant", "content": text}, "done": True,
+                **final_stats(done, job.load_duration, started)}
+
+    return await respond(request, job, req.stream, chunk, final)

@@ -1,0 +1,57 @@
+"""POST /api/embed (normalized, batched input) and the legacy POST /api/embeddings."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from aiohttp import web
+
+from server import errors
+from server.api.inference import prepare, scheduler_errors
+from server.schemas import EmbedRequest, read_json
+from server.streaming import failure, json_response
+from workers import protocol
+
+
+async def _run(request: web.Request, req: EmbedRequest) -> tuple[protocol.Embedded, int]:
+    p = prepare(request, req.model, req.options)
+    with scheduler_errors():
+        if not req.inputs:  # Ollama loads the model and answers with no vectors
+            load_duration = await p.scheduler.load(p.ref, p.num_ctx, req.keep_alive)
+            return protocol.Embedded(0, [], 0), load_duration
+        reply, load_duration = await p.scheduler.embed(p.ref, p.num_ctx, req.keep_alive,
+                                                       req.inputs, req.truncate)
+    if isinstance(reply, protocol.Failed):
+        raise failure(reply)
+    assert isinstance(reply, protocol.Embedded)
+    return reply, load_duration
+
+
+def normalize(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(v * v for v in vector))
+    return [v / norm for v in vector] if norm > 0 else vector
+
+
+async def embed(request: web.Request) -> web.Response:
+    started = time.perf_counter_ns()
+    req = EmbedRequest.parse(await read_json(request))
+    reply, load_duration = await _run(request, req)
+    vectors = [normalize(v[: req.dimensions] if req.dimensions else v) for v in reply.embeddings]
+    return json_response({
+        "model": req.model,
+        "embeddings": vectors,
+        "total_duration": time.perf_counter_ns() - started,
+        "load_duration": load_duration,
+        "prompt_eval_count": reply.prompt_eval_count,
+    })
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    prompt = body.get("prompt", "")
+    if not isinstance(prompt, str):
+        raise errors.BadRequest('"prompt" must be a string')
+    req = EmbedRequest.parse({**body, "input": [prompt] if prompt else []})
+    reply, _ = await _run(request, req)
+    return json_response({"embedding": reply.embeddings[0] if reply.embeddings else []})

@@ -1,0 +1,54 @@
+"""POST /api/generate: a completion for one prompt."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from server import errors
+from server.api.inference import load_or_unload, prepare, scheduler_errors
+from server.schemas import GenerateRequest, read_json
+from server.streaming import final_stats, now_rfc3339, respond
+from workers.prompt import TemplateError, check_go_template
+from workers.protocol import ChatMessage, PromptSpec
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter_ns()
+    req = GenerateRequest.parse(await read_json(request))
+    p = prepare(request, req.model, req.options)
+    if not req.prompt and not req.context:
+        return await load_or_unload(p, req.model, req.keep_alive, {"response": ""})
+    if req.template:
+        try:
+            check_go_template(req.template)
+        except TemplateError as exc:
+            raise errors.BadRequest(str(exc)) from None
+
+    if req.raw:
+        prompt: PromptSpec = {"raw": req.prompt, "messages": [], "template": "",
+                              "context": req.context}
+    else:
+        messages: list[ChatMessage] = []
+        system = req.system or p.spec.system
+        if system:
+            messages.append({"role": "system", "content": system})
+        if not req.context:  # Modelfile MESSAGEs start a conversation, not a continued one
+            messages += [{"role": m["role"], "content": m["content"]} for m in p.spec.messages]
+        messages.append({"role": "user", "content": req.prompt})
+        prompt = {"raw": None, "messages": messages, "template": req.template or p.spec.template,
+                  "context": req.context}
+
+    with scheduler_errors():
+        job = await p.scheduler.submit(p.ref, p.num_ctx, req.keep_alive, prompt, p.sampling,
+                                       want_context=True)
+
+    def chunk(text: str) -> dict:
+        return {"model": req.model, "created_at": now_rfc3339(), "response": text, "done": False}
+
+    def final(text: str, done) -> dict:  # type: ignore[no-untyped-def]
+        return {"model": req.model, "created_at": now_rfc3339(), "response": text, "done": True,
+                "context": done.context, **final_stats(done, job.load_duration, started)}
+
+    return await respond(request, job, req.stream, chunk, final)

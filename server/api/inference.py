@@ -1,0 +1,60 @@
+"""What /api/generate, /api/chat and /api/embed share: model resolution, options, load/unload."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from aiohttp import web
+
+from scheduler.scheduler import ModelRef, QueueFull, Scheduler, SchedulerError
+from server import errors, options
+from server.context import SCHEDULER, SETTINGS, STORE
+from server.modelspec import ModelSpec, model_ref, resolve
+from server.streaming import json_response, now_rfc3339
+from workers.protocol import SamplingOptions
+
+
+@dataclass
+class Prepared:
+    spec: ModelSpec
+    ref: ModelRef
+    sampling: SamplingOptions
+    num_ctx: int
+    scheduler: Scheduler
+
+
+def prepare(request: web.Request, model: str, request_options: dict[str, Any]) -> Prepared:
+    spec = resolve(request.app[STORE], model)
+    try:
+        sampling, num_ctx = options.merge(spec.params, request_options,
+                                          request.app[SETTINGS].context_length)
+    except options.InvalidOption as exc:
+        raise errors.BadRequest(str(exc)) from None
+    return Prepared(spec, model_ref(spec), sampling, num_ctx, request.app[SCHEDULER])
+
+
+async def load_or_unload(p: Prepared, model: str, keep_alive: float | None,
+                         empty: dict[str, Any]) -> web.Response:
+    """An empty prompt loads the model; with keep_alive 0 it unloads it instead."""
+    if keep_alive == 0:
+        await p.scheduler.unload(p.ref.digest)
+        reason = "unload"
+    else:
+        with scheduler_errors():
+            await p.scheduler.load(p.ref, p.num_ctx, keep_alive)
+        reason = "load"
+    return json_response({"model": model, "created_at": now_rfc3339(), **empty,
+                          "done": True, "done_reason": reason})
+
+
+@contextmanager
+def scheduler_errors() -> Iterator[None]:
+    """Maps scheduler failures to API errors (503 when the queue is full)."""
+    try:
+        yield
+    except QueueFull:
+        raise errors.ServerBusy() from None
+    except SchedulerError as exc:
+        raise errors.WorkerError(str(exc)) from None

@@ -1,0 +1,45 @@
+"""The aiohttp application: routes, middleware, and start/stop of the scheduler."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from scheduler.scheduler import Scheduler
+from server.api import blobs, chat, create, embed, generate, models, ps, system
+from server.context import SCHEDULER, SETTINGS, STORE
+from server.errors import error_middleware
+from server.settings import Settings
+from server.store import Store
+
+MAX_BODY = 64 << 20  # bounds JSON bodies read whole; blob uploads are streamed, not read whole
+
+
+def build_app(settings: Settings, store: Store, scheduler: Scheduler) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    app[SETTINGS] = settings
+    app[STORE] = store
+    app[SCHEDULER] = scheduler
+    app.router.add_get("/", system.root)  # aiohttp answers HEAD for GET routes too
+    app.router.add_get("/api/version", system.version)
+    app.router.add_post("/api/generate", generate.generate)
+    app.router.add_post("/api/chat", chat.chat)
+    app.router.add_post("/api/embed", embed.embed)
+    app.router.add_post("/api/embeddings", embed.embeddings)
+    app.router.add_post("/api/create", create.create)
+    app.router.add_get("/api/tags", models.tags)
+    app.router.add_post("/api/show", models.show)
+    app.router.add_post("/api/copy", models.copy)
+    app.router.add_delete("/api/delete", models.delete)
+    app.router.add_get("/api/ps", ps.ps)
+    app.router.add_route("HEAD", "/api/blobs/{digest}", blobs.head_blob)
+    app.router.add_post("/api/blobs/{digest}", blobs.push_blob)
+
+    async def stop_admitting(app: web.Application) -> None:
+        await app[SCHEDULER].stop_admitting()
+
+    async def stop_workers(app: web.Application) -> None:
+        await app[SCHEDULER].stop()
+
+    app.on_shutdown.append(stop_admitting)
+    app.on_cleanup.append(stop_workers)
+    return app

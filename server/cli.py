@@ -1,0 +1,96 @@
+"""`corral` command line: `corral serve`, `corral bootstrap`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import psutil
+
+from server import __version__
+from server.settings import Settings, SettingsError, help_text, load
+
+log = logging.getLogger("corral")
+
+# How long running requests may take to finish after SIGTERM/SIGINT before they are cut off.
+SHUTDOWN_GRACE = 30.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="corral", description="Ollama-compatible LLM server.",
+        epilog="environment:\n" + help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"corral {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="start the server")
+    sub.add_parser("bootstrap", help="register the embedded gemma3:270m model in the store")
+    args = parser.parse_args(argv)
+    try:
+        settings = load()
+    except SettingsError as exc:
+        print(f"corral: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "bootstrap":
+        return bootstrap(settings)
+    return serve(settings)
+
+
+def bootstrap(settings: Settings) -> int:
+    from server.bootstrap import ensure_default_model  # noqa: PLC0415
+    from server.store import Store  # noqa: PLC0415
+
+    for status in ensure_default_model(Store(settings.models_dir)):
+        print(status)
+    return 0
+
+
+def serve(settings: Settings) -> int:
+    import uvloop  # noqa: PLC0415
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> int:
+    from aiohttp import web  # noqa: PLC0415
+
+    from scheduler.devices import SystemInventory  # noqa: PLC0415
+    from scheduler.scheduler import Scheduler  # noqa: PLC0415
+    from server.app import build_app  # noqa: PLC0415
+    from server.store import Store  # noqa: PLC0415
+
+    store = Store(settings.models_dir)
+    scheduler = Scheduler(
+        SystemInventory(), slots=settings.num_parallel, max_queue=settings.max_queue,
+        max_loaded_per_device=settings.max_loaded_models,
+        default_keep_alive=settings.keep_alive,
+        n_threads=psutil.cpu_count(logical=False) or psutil.cpu_count() or 1,
+        debug=settings.debug)
+    await scheduler.start()
+    app = build_app(settings, store, scheduler)
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE,
+                           access_log=log if settings.debug else None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
+        await runner.cleanup()
+        return 1
+    log.info("corral %s listening on http://%s:%s (models in %s)", __version__, settings.host,
+             settings.port, settings.models_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: finishing running requests")
+    await runner.cleanup()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,68 @@
+"""Internal errors and the one place that turns them into HTTP answers.
+
+Handlers raise `APIError` subclasses; `error_middleware` writes `{"error": "..."}` with the
+matching status. Anything unexpected becomes a 500 with its message, and the server carries on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiohttp import web
+
+log = logging.getLogger("corral.http")
+
+
+class APIError(Exception):
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(APIError):
+    status = 400
+
+
+class NotFound(APIError):
+    status = 404
+
+
+class ServerBusy(APIError):
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("server busy, please try again.  maximum pending requests exceeded")
+
+
+class WorkerError(APIError):
+    """The model runner failed (crash, load failure); the server itself is fine."""
+
+    status = 500
+
+
+def model_not_found(name: str) -> NotFound:
+    return NotFound(f'model "{name}" not found, try pulling it first')
+
+
+def json_error(status: int, message: str) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps({"error": message}),
+                        content_type="application/json")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    try:
+        return await handler(request)
+    except APIError as exc:
+        return json_error(exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return json_error(exc.status, exc.reason.lower())
+    except Exception as exc:  # noqa: BLE001 - last line of defence; the server must stay up
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error(500, str(exc) or type(exc).__name__)
+

@@ -1,0 +1,113 @@
+"""A stored model, resolved from its name: the weights path plus Modelfile layers.
+
+This is what handlers hand to the scheduler; it is read from the manifest and its small layers
+on each request, so a re-created model takes effect on the next request without a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from scheduler.scheduler import ModelRef
+from server import errors
+from server.gguf import cached_info
+from server.names import InvalidName, ModelName, parse_name
+from server.store import (CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA, MODEL_MEDIA,
+                          PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA, Manifest, Store)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: ModelName
+    manifest: Manifest
+    model_path: Path
+    template: str
+    system: str
+    params: dict[str, Any]
+    messages: list[dict[str, Any]]
+    licenses: list[str]
+    config: dict[str, Any]
+
+    @property
+    def digest(self) -> str:
+        """The model weights' blob digest: what identifies a loaded model to the scheduler."""
+        layer = self.manifest.layer(MODEL_MEDIA)
+        assert layer is not None
+        return layer.digest
+
+
+def parse_or_400(text: Any, field: str = "model") -> ModelName:
+    if not isinstance(text, str) or not text:
+        raise errors.BadRequest(f"{field} is required")
+    try:
+        return parse_name(text)
+    except InvalidName as exc:
+        raise errors.BadRequest(str(exc)) from None
+
+
+def resolve(store: Store, text: Any) -> ModelSpec:
+    """ModelSpec for a request's model name; 400 for a bad name, 404 for an unknown one."""
+    name = parse_or_400(text)
+    manifest = store.read_manifest(name)
+    if manifest is None:
+        raise errors.model_not_found(str(text))
+    model_layer = manifest.layer(MODEL_MEDIA)
+    if model_layer is None or not store.has_blob(model_layer.digest):
+        raise errors.model_not_found(str(text))
+
+    def text_of(media: str) -> str:
+        layer = manifest.layer(media)
+        return store.read_blob(layer.digest).decode() if layer else ""
+
+    def json_of(media: str, default: Any) -> Any:
+        layer = manifest.layer(media)
+        return orjson.loads(store.read_blob(layer.digest)) if layer else default
+
+    return ModelSpec(
+        name=name,
+        manifest=manifest,
+        model_path=store.blob_path(model_layer.digest),
+        template=text_of(TEMPLATE_MEDIA),
+        system=text_of(SYSTEM_MEDIA),
+        params=json_of(PARAMS_MEDIA, {}),
+        messages=json_of(MESSAGES_MEDIA, []),
+        licenses=[store.read_blob(lay.digest).decode() for lay in manifest.layers
+                  if lay.media_type == LICENSE_MEDIA],
+        config=read_config(store, manifest),
+    )
+
+
+def details(config: dict[str, Any]) -> dict[str, Any]:
+    """The `details` object of /api/tags, /api/show and /api/ps, from the config blob."""
+    family = config.get("model_family", "")
+    return {
+        "parent_model": config.get("parent_model", ""),
+        "format": config.get("model_format", "gguf"),
+        "family": family,
+        "families": config.get("model_families") or ([family] if family else None),
+        "parameter_size": config.get("model_type", ""),
+        "quantization_level": config.get("file_type", ""),
+    }
+
+
+def read_config(store: Store, manifest: Manifest) -> dict[str, Any]:
+    if manifest.config.media_type != CONFIG_MEDIA_TYPE or not store.has_blob(manifest.config.digest):
+        return {}
+    return orjson.loads(store.read_blob(manifest.config.digest))
+
+
+def model_ref(spec: ModelSpec) -> ModelRef:
+    info = cached_info(str(spec.model_path))
+    return ModelRef(
+        name=spec.name.display,
+        digest=spec.digest,
+        manifest_digest=spec.manifest.digest,
+        path=str(spec.model_path),
+        file_size=spec.model_path.stat().st_size,
+        kv_bytes_per_token=info.kv_bytes_per_token,
+        details=details(spec.config),
+    )

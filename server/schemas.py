@@ -1,0 +1,226 @@
+"""Request bodies, parsed and validated into typed objects before anything else happens.
+
+Every check raises `errors.BadRequest` with a message naming the field, so a handler never sees
+a half-valid request and the client always learns what to fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from server import errors, options
+from server.durations import parse_duration
+from workers.protocol import ChatMessage
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    body = await request.read()
+    if not body.strip():
+        raise errors.BadRequest("missing request body")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise errors.BadRequest(f"invalid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise errors.BadRequest("request body must be a JSON object")
+    return data
+
+
+def _typed(body: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    value = body.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        names = {str: "a string", bool: "a boolean", list: "a list", dict: "an object",
+                 int: "an integer"}
+        want = names.get(kind, "valid") if isinstance(kind, type) else "valid"
+        raise errors.BadRequest(f'"{key}" must be {want}')
+    return value
+
+
+def _keep_alive(body: dict[str, Any]) -> float | None:
+    if body.get("keep_alive") is None:
+        return None
+    try:
+        return parse_duration(body["keep_alive"])
+    except ValueError as exc:
+        raise errors.BadRequest(f'invalid "keep_alive": {exc}') from None
+
+
+def _options(body: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return options.validate(body.get("options"))
+    except options.InvalidOption as exc:
+        raise errors.BadRequest(str(exc)) from None
+
+
+def _model(body: dict[str, Any]) -> str:
+    model = body.get("model") or body.get("name")  # "name" is the older spelling
+    if not isinstance(model, str) or not model:
+        raise errors.BadRequest("model is required")
+    return model
+
+
+def _unsupported(body: dict[str, Any], model: str) -> None:
+    """Features of later milestones fail clearly instead of being silently ignored."""
+    if body.get("think") not in (None, False):
+        raise errors.BadRequest(f'"{model}" does not support thinking')
+    if body.get("format") not in (None, ""):
+        raise errors.BadRequest("structured output (format) is not supported yet")
+    if body.get("images"):
+        raise errors.BadRequest(f'"{model}" does not support images')
+
+
+@dataclass
+class GenerateRequest:
+    model: str
+    prompt: str
+    system: str
+    template: str
+    raw: bool
+    context: list[int]
+    stream: bool
+    options: dict[str, Any]
+    keep_alive: float | None
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> "GenerateRequest":
+        model = _model(body)
+        _unsupported(body, model)
+        if body.get("suffix"):
+            raise errors.BadRequest(f'"{model}" does not support insert')
+        context = _typed(body, "context", list, [])
+        if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in context):
+            raise errors.BadRequest('"context" must be a list of token ids')
+        return cls(
+            model=model,
+            prompt=_typed(body, "prompt", str, ""),
+            system=_typed(body, "system", str, ""),
+            template=_typed(body, "template", str, ""),
+            raw=_typed(body, "raw", bool, False),
+            context=context,
+            stream=_typed(body, "stream", bool, True),
+            options=_options(body),
+            keep_alive=_keep_alive(body),
+        )
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    messages: list[ChatMessage]
+    stream: bool
+    options: dict[str, Any]
+    keep_alive: float | None
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> "ChatRequest":
+        model = _model(body)
+        _unsupported(body, model)
+        if body.get("tools"):
+            raise errors.BadRequest(f'"{model}" does not support tools')
+        return cls(
+            model=model,
+            messages=parse_messages(_typed(body, "messages", list, [])),
+            stream=_typed(body, "stream", bool, True),
+            options=_options(body),
+            keep_alive=_keep_alive(body),
+        )
+
+
+def parse_messages(raw: list[Any]) -> list[ChatMessage]:
+    messages: list[ChatMessage] = []
+    for i, msg in enumerate(raw):
+        if not isinstance(msg, dict):
+            raise errors.BadRequest(f"messages[{i}] must be an object")
+        role, content = msg.get("role"), msg.get("content", "")
+        if role not in ROLES:
+            raise errors.BadRequest(f'messages[{i}] has invalid role "{role}"; '
+                                    f"expected one of {', '.join(ROLES)}")
+        if content is None:
+            content = ""
+        if not isinstance(content, str):
+            raise errors.BadRequest(f"messages[{i}].content must be a string")
+        if msg.get("images"):
+            raise errors.BadRequest("this model does not support images")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+@dataclass
+class EmbedRequest:
+    model: str
+    inputs: list[str]
+    truncate: bool
+    dimensions: int
+    options: dict[str, Any]
+    keep_alive: float | None
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> "EmbedRequest":
+        raw = body.get("input")
+        if raw is None:
+            inputs: list[str] = []
+        elif isinstance(raw, str):
+            inputs = [raw]
+        elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+            inputs = list(raw)
+        else:
+            raise errors.BadRequest('"input" must be a string or a list of strings')
+        dimensions = _typed(body, "dimensions", int, 0)
+        if dimensions < 0:
+            raise errors.BadRequest('"dimensions" must not be negative')
+        return cls(model=_model(body), inputs=inputs, truncate=_typed(body, "truncate", bool, True),
+                   dimensions=dimensions, options=_options(body), keep_alive=_keep_alive(body))
+
+
+@dataclass
+class CreateRequest:
+    model: str
+    from_: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+    template: str | None = None
+    system: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    licenses: list[str] = field(default_factory=list)
+    messages: list[ChatMessage] | None = None
+    stream: bool = True
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> "CreateRequest":
+        model = _model(body)
+        if body.get("quantize"):
+            raise errors.BadRequest("quantization is not supported yet")
+        if body.get("adapters"):
+            raise errors.BadRequest("adapters are not supported yet")
+        files = _typed(body, "files", dict, {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise errors.BadRequest('"files" must map file names to digests')
+        licenses = body.get("license")
+        if isinstance(licenses, str):
+            licenses = [licenses]
+        if licenses is not None and not (isinstance(licenses, list)
+                                         and all(isinstance(s, str) for s in licenses)):
+            raise errors.BadRequest('"license" must be a string or a list of strings')
+        try:
+            parameters = options.validate(body.get("parameters"))
+        except options.InvalidOption as exc:
+            raise errors.BadRequest(str(exc).replace("option", "parameter", 1)) from None
+        raw_messages = body.get("messages")
+        return cls(
+            model=model,
+            from_=_typed(body, "from", str, ""),
+            files=files,
+            template=_typed(body, "template", str, None),
+            system=_typed(body, "system", str, None),
+            parameters=parameters,
+            licenses=licenses or [],
+            messages=None if raw_messages is None else parse_messages(_typed(body, "messages", list, [])),
+            stream=_typed(body, "stream", bool, True),
+        )

@@ -1,0 +1,119 @@
+"""Every server setting: the OLLAMA_* environment variables, their defaults and help text.
+
+Values are read once at start. A bad value raises `SettingsError` naming the variable; the CLI
+prints that one line and exits, so a misconfigured systemd unit fails loudly and early.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+from urllib.parse import urlsplit
+
+from server.durations import parse_duration
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    models_dir: Path
+    keep_alive: float  # seconds; math.inf = forever
+    num_parallel: int
+    max_queue: int
+    max_loaded_models: int
+    context_length: int
+    debug: bool
+
+
+@dataclass(frozen=True)
+class _Var:
+    name: str
+    default: str
+    help: str
+
+
+VARIABLES: tuple[_Var, ...] = (
+    _Var("OLLAMA_HOST", "127.0.0.1:11434",
+         "Address to listen on: host, host:port or http://host:port."),
+    _Var("OLLAMA_MODELS", "~/.ollama/models",
+         "Model store (Ollama's layout: manifests/ and blobs/), so an Ollama store is served as is."),
+    _Var("OLLAMA_KEEP_ALIVE", "5m",
+         "How long an idle model stays loaded: a duration (5m, 1h) or seconds; negative = forever."),
+    _Var("OLLAMA_NUM_PARALLEL", "4",
+         "Sequences decoded together per loaded model (continuous-batching slots)."),
+    _Var("OLLAMA_MAX_QUEUE", "512",
+         "Requests that may wait for a slot before the server answers 503 server busy."),
+    _Var("OLLAMA_MAX_LOADED_MODELS", "3",
+         "Models kept loaded per device before the least recently used idle one is evicted."),
+    _Var("OLLAMA_CONTEXT_LENGTH", "4096",
+         "Default context window (num_ctx) per sequence when neither model nor request sets one."),
+    _Var("OLLAMA_DEBUG", "false", "Log debug detail (1/true/yes)."),
+)
+
+
+def help_text() -> str:
+    return "\n".join(f"  {v.name:<26} {v.help} (default: {v.default})" for v in VARIABLES)
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+
+    def get(name: str, parse: Callable[[str], object]) -> object:
+        default = next(v.default for v in VARIABLES if v.name == name)
+        raw = env.get(name, "").strip() or default
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
+
+    host, port = get("OLLAMA_HOST", parse_host)  # type: ignore[misc]
+    return Settings(
+        host=host,
+        port=port,
+        models_dir=get("OLLAMA_MODELS", lambda s: Path(s).expanduser()),  # type: ignore[arg-type]
+        keep_alive=get("OLLAMA_KEEP_ALIVE", parse_duration),  # type: ignore[arg-type]
+        num_parallel=get("OLLAMA_NUM_PARALLEL", _positive_int),  # type: ignore[arg-type]
+        max_queue=get("OLLAMA_MAX_QUEUE", _positive_int),  # type: ignore[arg-type]
+        max_loaded_models=get("OLLAMA_MAX_LOADED_MODELS", _positive_int),  # type: ignore[arg-type]
+        context_length=get("OLLAMA_CONTEXT_LENGTH", _positive_int),  # type: ignore[arg-type]
+        debug=get("OLLAMA_DEBUG", _boolean),  # type: ignore[arg-type]
+    )
+
+
+def parse_host(raw: str) -> tuple[str, int]:
+    """host, host:port, scheme://host:port, [v6]:port -> (host, port); Ollama's default port 11434."""
+    text = raw if "://" in raw else f"http://{raw}"
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or parts.path not in ("", "/"):
+        raise ValueError("expected host, host:port or http://host:port")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("port must be a number from 0 to 65535") from None
+    return parts.hostname or "127.0.0.1", 11434 if port is None else port
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")

@@ -1,0 +1,238 @@
+"""The model store, in Ollama's on-disk layout.
+
+    $OLLAMA_MODELS/blobs/sha256-<hex>                       content-addressed layers
+    $OLLAMA_MODELS/manifests/<host>/<namespace>/<model>/<tag> one manifest per model name
+
+A blob only appears under its final name after its digest was checked; manifests are written to
+a temp file, fsynced and renamed, so a crash leaves the old version or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+from server.names import ModelName, parse_name
+
+MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
+MODEL_MEDIA = "application/vnd.ollama.image.model"
+TEMPLATE_MEDIA = "application/vnd.ollama.image.template"
+SYSTEM_MEDIA = "application/vnd.ollama.image.system"
+PARAMS_MEDIA = "application/vnd.ollama.image.params"
+LICENSE_MEDIA = "application/vnd.ollama.image.license"
+MESSAGES_MEDIA = "application/vnd.ollama.image.messages"
+ADAPTER_MEDIA = "application/vnd.ollama.image.adapter"
+
+_DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
+
+
+class InvalidDigest(ValueError):
+    pass
+
+
+class DigestMismatch(ValueError):
+    pass
+
+
+def normalize_digest(digest: str) -> str:
+    """`sha256:<hex>` (Ollama also writes `sha256-<hex>`); anything else is refused."""
+    match = _DIGEST.match(digest) if isinstance(digest, str) else None
+    if not match:
+        raise InvalidDigest(f"invalid digest format: {digest!r}")
+    return f"sha256:{match.group(1)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    media_type: str
+    digest: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    config: Layer
+    layers: tuple[Layer, ...]
+    digest: str  # sha256 of the manifest file's bytes, what /api/tags shows
+    modified_at: datetime
+
+    @property
+    def size(self) -> int:
+        return self.config.size + sum(layer.size for layer in self.layers)
+
+    def layer(self, media_type: str) -> Layer | None:
+        return next((lay for lay in self.layers if lay.media_type == media_type), None)
+
+
+class BlobWriter:
+    """Streams a blob to a temp file while hashing; `commit` renames it only on a digest match."""
+
+    def __init__(self, store: "Store", expected: str | None) -> None:
+        self._store = store
+        self._expected = expected
+        self._hash = hashlib.sha256()
+        self.size = 0
+        fd, name = tempfile.mkstemp(dir=store.blobs_dir, prefix=".partial-")
+        self._file = os.fdopen(fd, "wb")
+        self._tmp = Path(name)
+
+    def write(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._file.write(data)
+        self.size += len(data)
+
+    def commit(self) -> Layer:
+        """Returns the blob as a layer (media type left to the caller) or raises DigestMismatch."""
+        digest = f"sha256:{self._hash.hexdigest()}"
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            if self._expected is not None and digest != self._expected:
+                raise DigestMismatch(f"digest mismatch, expected {self._expected!r}, got {digest!r}")
+            os.replace(self._tmp, self._store.blob_path(digest))
+        finally:
+            self._tmp.unlink(missing_ok=True)
+        return Layer("", digest, self.size)
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs_dir = root / "blobs"
+        self.manifests_dir = root / "manifests"
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        self.manifests_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- blobs ---------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs_dir / normalize_digest(digest).replace(":", "-")
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def blob_writer(self, expected: str | None = None) -> BlobWriter:
+        return BlobWriter(self, None if expected is None else normalize_digest(expected))
+
+    def add_blob_bytes(self, data: bytes, media_type: str) -> Layer:
+        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        if not self.has_blob(digest):
+            writer = self.blob_writer(digest)
+            writer.write(data)
+            writer.commit()
+        return Layer(media_type, digest, len(data))
+
+    def add_blob_file(self, source: Path, expected: str | None = None) -> str:
+        """Copies a local file into the store (verified); returns its digest."""
+        if expected is not None and self.has_blob(expected):
+            return normalize_digest(expected)
+        writer = self.blob_writer(expected)
+        try:
+            with open(source, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    writer.write(chunk)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.commit().digest
+
+    def read_blob(self, digest: str) -> bytes:
+        return self.blob_path(digest).read_bytes()
+
+    # ---- manifests -----------------------------------------------------------------------
+
+    def manifest_path(self, name: ModelName) -> Path:
+        return self.manifests_dir.joinpath(*name.parts)
+
+    def read_manifest(self, name: ModelName) -> Manifest | None:
+        path = self.manifest_path(name)
+        try:
+            data = path.read_bytes()
+            stat = path.stat()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        doc = orjson.loads(data)
+        return Manifest(
+            config=_layer(doc["config"]),
+            layers=tuple(_layer(lay) for lay in doc.get("layers", [])),
+            digest=hashlib.sha256(data).hexdigest(),
+            modified_at=datetime.fromtimestamp(stat.st_mtime, timezone.utc),
+        )
+
+    def write_manifest(self, name: ModelName, config: Layer, layers: list[Layer]) -> None:
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": config.to_json(),
+            "layers": [layer.to_json() for layer in layers],
+        }
+        atomic_write(self.manifest_path(name), orjson.dumps(doc))
+
+    def delete_manifest(self, name: ModelName) -> Manifest | None:
+        """Removes the name, then every blob of it that no other manifest still uses."""
+        manifest = self.read_manifest(name)
+        if manifest is None:
+            return None
+        path = self.manifest_path(name)
+        path.unlink()
+        for parent in path.parents:  # tidy empty folders up to manifests/
+            if parent == self.manifests_dir:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+        still_used = {lay.digest for _, m in self.list_manifests()
+                      for lay in (m.config, *m.layers)}
+        for lay in (manifest.config, *manifest.layers):
+            if lay.digest not in still_used:
+                self.blob_path(lay.digest).unlink(missing_ok=True)
+        return manifest
+
+    def list_manifests(self) -> Iterator[tuple[ModelName, Manifest]]:
+        for path in sorted(self.manifests_dir.glob("*/*/*/*")):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            try:
+                name = parse_name("/".join(path.relative_to(self.manifests_dir).parts[:3])
+                                  + ":" + path.name)
+                manifest = self.read_manifest(name)
+            except (ValueError, KeyError):
+                continue  # a foreign or damaged file is skipped, not fatal
+            if manifest is not None:
+                yield name, manifest
+
+
+def _layer(doc: dict[str, Any]) -> Layer:
+    return Layer(doc["mediaType"], normalize_digest(doc["digest"]), int(doc["size"]))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,87 @@
+"""Turning a scheduler job into an HTTP answer: NDJSON lines, or one JSON object.
+
+The response is started lazily, on the first chunk, so a failure before any output (a template
+error, a crashed worker) still gets a proper status code. After that, failures become a final
+`{"error": ...}` line, as Ollama does. If the client goes away, aiohttp cancels the handler and
+`job.close()` tells the worker to drop the sequence.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import orjson
+from aiohttp import web
+
+from scheduler.scheduler import Job
+from server import errors
+from workers import protocol
+
+NDJSON = "application/x-ndjson"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def failure(msg: protocol.Failed) -> errors.APIError:
+    return errors.BadRequest(msg.message) if msg.kind == "bad_request" else errors.WorkerError(msg.message)
+
+
+def final_stats(done: protocol.Done, load_duration: int, started: int) -> dict[str, Any]:
+    return {
+        "done_reason": done.done_reason,
+        "total_duration": time.perf_counter_ns() - started,
+        "load_duration": load_duration,
+        "prompt_eval_count": done.prompt_eval_count,
+        "prompt_eval_duration": done.prompt_eval_duration,
+        "eval_count": done.eval_count,
+        "eval_duration": done.eval_duration,
+    }
+
+
+async def respond(request: web.Request, job: Job, stream: bool,
+                  chunk_body: Callable[[str], dict[str, Any]],
+                  final_body: Callable[[str, protocol.Done], dict[str, Any]]) -> web.StreamResponse:
+    """Streams `chunk_body(text)` per chunk and `final_body(text, done)` at the end.
+
+    `final_body` gets the whole text when not streaming (it goes in the one reply) and "" when
+    streaming (the text was already sent).
+    """
+    try:
+        if not stream:
+            parts: list[str] = []
+            async for msg in job.events():
+                if isinstance(msg, protocol.Chunk):
+                    parts.append(msg.text)
+                elif isinstance(msg, protocol.Done):
+                    return json_response(final_body("".join(parts), msg))
+                elif isinstance(msg, protocol.Failed):
+                    raise failure(msg)
+            raise errors.WorkerError("generation ended without a result")
+
+        response: web.StreamResponse | None = None
+        async for msg in job.events():
+            if isinstance(msg, protocol.Failed) and response is None:
+                raise failure(msg)
+            if response is None:
+                response = web.StreamResponse(headers={"Content-Type": NDJSON})
+                await response.prepare(request)
+            if isinstance(msg, protocol.Chunk):
+                line = chunk_body(msg.text)
+            elif isinstance(msg, protocol.Done):
+                line = final_body("", msg)
+            else:
+                line = {"error": msg.message if isinstance(msg, protocol.Failed) else "unexpected reply"}
+            await response.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+        assert response is not None
+        await response.write_eof()
+        return response
+    finally:
+        job.close()

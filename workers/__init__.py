@@ -1,0 +1,1 @@
+"""Worker processes: llama.cpp models, continuous batching, prompt rendering."""

@@ -1,0 +1,156 @@
+"""One loaded model in a worker: llama.cpp weights, the shared decode context, the tokenizer.
+
+The decode context holds `slots` sequences of `num_ctx` tokens each (n_ctx = num_ctx x slots),
+so every active request of this model is decoded in the same `llama_decode` call. Embeddings use
+a second, lazily created context with mean pooling, so they never disturb decoding sequences.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import time
+from typing import Sequence
+
+import llama_cpp as llama
+
+from workers import prompt
+from workers.protocol import ChatMessage, Load
+
+BATCH_TOKENS = 512
+
+
+class LoadError(RuntimeError):
+    pass
+
+
+class LoadedModel:
+    def __init__(self, req: Load, n_threads: int) -> None:
+        start = time.perf_counter_ns()
+        self.model_id = req.model_id
+        self.num_ctx = req.num_ctx
+        self.slots = req.slots
+        self.n_threads = n_threads
+        self.gpu = req.n_gpu_layers > 0
+        mparams = llama.llama_model_default_params()
+        mparams.n_gpu_layers = req.n_gpu_layers
+        self.model = llama.llama_model_load_from_file(req.path.encode(), mparams)
+        if not self.model:
+            raise LoadError(f"unable to load model: {req.path}")
+        self.vocab = llama.llama_model_get_vocab(self.model)
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self.ctx = self._new_context(req.num_ctx * req.slots, req.slots, embeddings=False)
+        self.memory = llama.llama_get_memory(self.ctx)
+        self.batch = llama.llama_batch_init(BATCH_TOKENS, 0, 1)
+        self._embed_ctx: llama.llama_context_p | None = None
+        self.n_embd = llama.llama_model_n_embd(self.model)
+        self.n_vocab = llama.llama_vocab_n_tokens(self.vocab)
+        self.chat_template = self._meta("tokenizer.chat_template")
+        self.bos_text = self.piece(llama.llama_vocab_bos(self.vocab), special=True).decode(errors="replace")
+        self.eos_text = self.piece(llama.llama_vocab_eos(self.vocab), special=True).decode(errors="replace")
+        self.load_duration = time.perf_counter_ns() - start
+
+    def _new_context(self, n_ctx: int, n_seq: int, embeddings: bool) -> llama.llama_context_p:
+        cparams = llama.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_seq_max = n_seq
+        cparams.n_batch = n_ctx if embeddings else BATCH_TOKENS
+        cparams.n_ubatch = n_ctx if embeddings else BATCH_TOKENS
+        cparams.n_threads = self.n_threads
+        cparams.n_threads_batch = self.n_threads
+        cparams.embeddings = embeddings
+        if embeddings:
+            cparams.pooling_type = llama.LLAMA_POOLING_TYPE_MEAN
+        # CPU flash attention makes a sequence's numbers depend on what else shares the batch;
+        # without it the same request gives the same tokens whatever else runs.
+        cparams.flash_attn_type = -1 if self.gpu else 0
+        ctx = llama.llama_init_from_model(self.model, cparams)
+        if not ctx:
+            raise LoadError("unable to create llama.cpp context (out of memory?)")
+        return ctx
+
+    def _meta(self, key: str) -> str:
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = llama.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        if n >= len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            n = llama.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return buf.value.decode(errors="replace") if n >= 0 else ""
+
+    # ---- memory accounting ---------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Weights plus the decode context's state (KV cache) in bytes."""
+        return int(llama.llama_model_size(self.model)) + int(llama.llama_state_get_size(self.ctx))
+
+    # ---- tokens and text -----------------------------------------------------------------
+
+    def tokenize(self, text: str, add_bos: bool) -> list[int]:
+        data = text.encode()
+        cap = len(data) + 8
+        arr = (llama.llama_token * cap)()
+        n = llama.llama_tokenize(self.vocab, data, len(data), arr, cap, add_bos, True)
+        if n < 0:
+            arr = (llama.llama_token * -n)()
+            n = llama.llama_tokenize(self.vocab, data, len(data), arr, -n, add_bos, True)
+        return list(arr[:n])
+
+    def piece(self, token: int, special: bool = False) -> bytes:
+        buf = self._piece_buf
+        n = llama.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama.llama_vocab_is_eog(self.vocab, token))
+
+    def render(self, template: str, messages: Sequence[ChatMessage]) -> str:
+        if template:
+            return prompt.render_go(template, messages)
+        if self.chat_template:
+            return prompt.render_jinja(self.chat_template, messages, self.bos_text, self.eos_text)
+        # No template anywhere: Ollama's default is the bare prompt.
+        return "".join(m["content"] for m in messages if m["role"] != "system")
+
+    # ---- embeddings ----------------------------------------------------------------------
+
+    def embed(self, text: str, truncate: bool) -> tuple[list[float], int]:
+        """Mean-pooled embedding (not normalized) and the number of tokens it covered."""
+        if self._embed_ctx is None:
+            self._embed_ctx = self._new_context(self.num_ctx, 1, embeddings=True)
+        tokens = self.tokenize(text, True)
+        if len(tokens) > self.num_ctx:
+            if not truncate:
+                raise ValueError("the input length exceeds the context length")
+            tokens = tokens[: self.num_ctx]
+        if not tokens:
+            return [0.0] * self.n_embd, 0
+        batch = llama.llama_batch_init(len(tokens), 0, 1)
+        try:
+            for i, token in enumerate(tokens):
+                batch.token[i] = token
+                batch.pos[i] = i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = True
+            batch.n_tokens = len(tokens)
+            llama.llama_memory_clear(llama.llama_get_memory(self._embed_ctx), True)
+            if llama.llama_decode(self._embed_ctx, batch) != 0:
+                raise RuntimeError("llama_decode failed while embedding")
+            ptr = llama.llama_get_embeddings_seq(self._embed_ctx, 0)
+            vector = [float(ptr[i]) for i in range(self.n_embd)]
+        finally:
+            llama.llama_batch_free(batch)
+        if not all(math.isfinite(v) for v in vector):
+            raise RuntimeError("embedding contains non-finite values")
+        return vector, len(tokens)
+
+    def close(self) -> None:
+        llama.llama_batch_free(self.batch)
+        if self._embed_ctx is not None:
+            llama.llama_free(self._embed_ctx)
+        llama.llama_free(self.ctx)
+        llama.llama_model_free(self.model)

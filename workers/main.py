@@ -1,0 +1,79 @@
+"""Worker process entry point: owns one device, reads the pipe, runs engine steps.
+
+The loop blocks on the pipe while idle and only polls it between steps while sequences are
+active. A closed pipe (the front end exited or was killed) ends the process, and on Linux the
+kernel also delivers SIGKILL if the parent dies, so no worker outlives its server.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+from multiprocessing.connection import Connection
+
+from workers import protocol
+
+log = logging.getLogger("corral.worker")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def run(conn: Connection, device_env: dict[str, str], n_threads: int, debug: bool) -> None:
+    # The front end decides when workers stop; Ctrl-C in a terminal reaches the whole process
+    # group, and a worker that died on it would fail requests the server is still finishing.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    os.environ.update(device_env)  # e.g. CUDA_VISIBLE_DEVICES, before llama.cpp is imported
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s worker[%(process)d] %(message)s")
+
+    import llama_cpp as llama  # noqa: PLC0415 - only after the device environment is set
+
+    from workers.engine import Engine  # noqa: PLC0415
+
+    log_callback = _quiet_llama_logs(llama, debug)  # keep a reference: C holds the pointer
+    llama.llama_backend_init()
+
+    def send(msg: protocol.FromWorker) -> None:
+        conn.send_bytes(protocol.encode(msg))
+
+    engine = Engine(send, n_threads)
+    try:
+        send(protocol.Ready(os.getpid(), bool(llama.llama_supports_gpu_offload())))
+        while True:
+            if not conn.poll(0 if engine.busy else None):
+                engine.step()
+                continue
+            msg = protocol.decode(conn.recv_bytes())
+            if isinstance(msg, protocol.Shutdown):
+                break
+            engine.handle(msg)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        pass  # the front end is gone; nothing left to answer
+    finally:
+        engine.close()
+        del log_callback
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the closed pipe still ends the worker
+
+
+def _quiet_llama_logs(llama, debug: bool):  # type: ignore[no-untyped-def]
+    """Routes llama.cpp's log lines to Python logging; below warnings only with OLLAMA_DEBUG."""
+    threshold = 1 if debug else 3  # ggml_log_level: 1 debug, 2 info, 3 warn, 4 error
+
+    @llama.llama_log_callback
+    def callback(level: int, text: bytes, _user: object) -> None:
+        if level >= threshold and level != 5:  # 5 = continuation of the previous line
+            log.log(logging.WARNING if level == 3 else logging.ERROR if level == 4 else logging.DEBUG,
+                    "llama.cpp: %s", text.decode(errors="replace").rstrip())
+
+    llama.llama_log_set(callback, ctypes.c_void_p(0))
+    return callback
