@@ -1,0 +1,75 @@
+"""Bad input gets a clear {"error": ...} with the right status, and the server stays healthy."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import MODEL, QUICK
+from tests.e2e.server import Server
+
+
+@pytest.mark.parametrize("path", ["/api/generate", "/api/chat", "/api/embed", "/api/show",
+                                  "/api/create"])
+def test_malformed_json_is_400(server: Server, path: str) -> None:
+    reply = server.post(path, raw=b'{"model": "gemma3:270m",')
+    assert reply.status == 400
+    assert "invalid JSON" in reply.json()["error"]
+
+
+@pytest.mark.parametrize("path", ["/api/generate", "/api/chat", "/api/embed"])
+def test_missing_model_is_400(server: Server, path: str) -> None:
+    reply = server.post(path, {"prompt": "hi"})
+    assert reply.status == 400
+    assert reply.json() == {"error": "model is required"}
+
+
+@pytest.mark.parametrize("path", ["/api/generate", "/api/chat", "/api/embed"])
+def test_unknown_model_is_404_with_ollamas_message(server: Server, path: str) -> None:
+    reply = server.post(path, {"model": "nope:1b", "prompt": "hi",
+                               "messages": [{"role": "user", "content": "hi"}], "input": "hi"})
+    assert reply.status == 404
+    assert reply.json() == {"error": 'model "nope:1b" not found, try pulling it first'}
+
+
+def test_wrong_option_type_is_400_naming_the_option(server: Server) -> None:
+    reply = server.post("/api/generate", {"model": MODEL, "prompt": "hi",
+                                          "options": {"temperature": "hot"}})
+    assert reply.status == 400
+    assert "temperature" in reply.json()["error"]
+
+
+def test_unknown_option_is_400(server: Server) -> None:
+    reply = server.post("/api/generate", {"model": MODEL, "prompt": "hi",
+                                          "options": {"temprature": 0.5}})
+    assert reply.status == 400
+    assert reply.json() == {"error": 'invalid option "temprature"'}
+
+
+def test_invalid_keep_alive_is_400(server: Server) -> None:
+    reply = server.post("/api/generate", {"model": MODEL, "prompt": "hi", "keep_alive": "soon"})
+    assert reply.status == 400 and "keep_alive" in reply.json()["error"]
+
+
+def test_invalid_chat_role_is_400(server: Server) -> None:
+    reply = server.post("/api/chat", {"model": MODEL,
+                                      "messages": [{"role": "wizard", "content": "hi"}]})
+    assert reply.status == 400 and "role" in reply.json()["error"]
+
+
+def test_invalid_template_override_is_400(server: Server) -> None:
+    reply = server.post("/api/generate", {"model": MODEL, "prompt": "hi",
+                                          "template": "{{ if .Prompt }}"})
+    assert reply.status == 400 and "template" in reply.json()["error"]
+
+
+def test_unknown_route_is_404_json(server: Server) -> None:
+    reply = server.post("/api/nothing", {})
+    assert reply.status == 404 and "error" in reply.json()
+
+
+def test_server_still_answers_after_bad_requests(server: Server) -> None:
+    for raw in (b"", b"[]", b"null", b'{"model": 5}', b"\xff\xfe"):
+        assert server.post("/api/generate", raw=raw).status == 400
+    reply = server.post("/api/generate", {"model": MODEL, "prompt": "hi", "stream": False,
+                                          "options": QUICK})
+    assert reply.status == 200 and reply.json()["done"] is True

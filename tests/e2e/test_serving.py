@@ -1,0 +1,134 @@
+"""Serving behaviour: concurrency, cancellation, crash recovery, shutdown, limits."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import orjson
+import psutil
+
+from tests.e2e.conftest import MODEL, QUICK
+from tests.e2e.server import ROOT, Server
+
+LONG = {"num_predict": 2000, "temperature": 0}
+
+
+def open_stream(server: Server, options: dict, prompt: str = "Count to one thousand.") -> tuple:
+    """Starts a streaming generate and reads its first line; returns (connection, response)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    conn.request("POST", "/api/generate", orjson.dumps(
+        {"model": MODEL, "prompt": prompt, "options": options}))
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert orjson.loads(resp.readline())["done"] is False
+    return conn, resp
+
+
+def worker_pids(server: Server) -> list[int]:
+    assert server.process is not None
+    return [p.pid for p in psutil.Process(server.process.pid).children()
+            if "spawn_main" in " ".join(p.cmdline())]
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_concurrent_requests_all_complete_with_their_own_output(server: Server) -> None:
+    prompts = [f"Tell me about the number {i}." for i in range(8)]
+
+    def run(prompt: str) -> dict:
+        return server.post("/api/generate", {"model": MODEL, "prompt": prompt, "stream": False,
+                                             "options": {"num_predict": 16, "temperature": 0}}).json()
+
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(run, prompts))
+    assert all(r["done"] and r["eval_count"] == 16 for r in together)
+    # Batched with others, each request still gets what it gets alone.
+    assert [r["response"] for r in together[:2]] == [run(p)["response"] for p in prompts[:2]]
+
+
+def test_client_disconnect_frees_the_slot(make_server: Callable[..., Server]) -> None:
+    server = make_server(OLLAMA_NUM_PARALLEL="1")
+    conn, _ = open_stream(server, LONG)
+    conn.close()  # the client goes away mid-stream
+    reply = server.post("/api/generate", {"model": MODEL, "prompt": "hi", "stream": False,
+                                          "options": QUICK}, timeout=60)
+    assert reply.status == 200 and reply.json()["eval_count"] == 8
+
+
+def test_full_queue_answers_503(make_server: Callable[..., Server]) -> None:
+    server = make_server(OLLAMA_NUM_PARALLEL="1", OLLAMA_MAX_QUEUE="1")
+    conn, _ = open_stream(server, LONG)  # holds the only slot
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            waiting = [pool.submit(server.post, "/api/generate",
+                                   {"model": MODEL, "prompt": "hi", "stream": False,
+                                    "options": QUICK}) for _ in range(2)]
+            # One of the two waits in the queue; the other finds it full.
+            assert wait_until(lambda: any(f.done() for f in waiting))
+            busy = next(f for f in waiting if f.done()).result()
+            assert busy.status == 503
+            assert busy.json() == {"error": "server busy, please try again.  "
+                                            "maximum pending requests exceeded"}
+            conn.close()  # frees the slot for the queued request
+            assert sorted(f.result().status for f in waiting) == [200, 503]
+    finally:
+        conn.close()
+
+
+def test_crashed_worker_fails_its_requests_and_is_restarted(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    conn, resp = open_stream(server, LONG)
+    [pid] = worker_pids(server)
+    os.kill(pid, signal.SIGKILL)
+    lines = [orjson.loads(line) for line in resp.read().splitlines() if line.strip()]
+    conn.close()
+    assert "unexpectedly stopped" in lines[-1]["error"]
+    assert wait_until(lambda: len(worker_pids(server)) == 1 and worker_pids(server) != [pid])
+    reply = server.post("/api/generate", {"model": MODEL, "prompt": "hi", "stream": False,
+                                          "options": QUICK})
+    assert reply.status == 200 and reply.json()["eval_count"] == 8
+
+
+def test_sigterm_finishes_running_requests_then_exits_cleanly(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    conn, resp = open_stream(server, {"num_predict": 40, "temperature": 0})
+    workers = worker_pids(server)
+    assert server.process is not None
+    server.process.send_signal(signal.SIGTERM)
+    lines = [orjson.loads(line) for line in resp.read().splitlines() if line.strip()]
+    conn.close()
+    assert lines[-1]["done"] is True and lines[-1]["eval_count"] == 40
+    assert server.process.wait(60) == 0
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+                   for pid in workers)
+
+
+def test_killed_server_leaves_no_orphan_worker(make_server: Callable[..., Server]) -> None:
+    server = make_server()
+    [pid] = worker_pids(server)
+    server.stop(signal.SIGKILL)
+    assert wait_until(lambda: not psutil.pid_exists(pid)
+                      or psutil.Process(pid).status() == "zombie", 15)
+
+
+def test_bad_setting_fails_at_start_naming_the_variable() -> None:
+    env = {**os.environ, "OLLAMA_NUM_PARALLEL": "zero"}
+    result = subprocess.run([sys.executable, "-m", "server", "serve"], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("corral: OLLAMA_NUM_PARALLEL='zero' is invalid")
+    assert len(result.stderr.strip().splitlines()) == 1

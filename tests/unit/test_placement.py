@@ -1,0 +1,58 @@
+"""Placement and eviction against simulated device inventories."""
+
+from __future__ import annotations
+
+from scheduler.devices import Device
+from scheduler.placement import LoadedModel, Placement, estimate_bytes, place
+
+GB = 1 << 30
+
+
+def gpu(i: int, free: int, total: int = 80 * GB) -> Device:
+    return Device(f"cuda:{i}", "H100", total, free)
+
+
+def loaded(model_id: str, device: str, size: int, idle: bool = True, last: float = 0) -> LoadedModel:
+    return LoadedModel(model_id, device, size, idle, last)
+
+
+def test_empty_device_takes_the_model() -> None:
+    assert place([gpu(0, 80 * GB)], [], 10 * GB, 3) == Placement("cuda:0")
+
+
+def test_prefers_the_device_with_most_free_memory() -> None:
+    devices = [gpu(0, 20 * GB), gpu(1, 60 * GB)]
+    models = [loaded("a", "cuda:0", 50 * GB), loaded("b", "cuda:1", 10 * GB)]
+    assert place(devices, models, 10 * GB, 3) == Placement("cuda:1")
+
+
+def test_evicts_least_recently_used_idle_model_when_full() -> None:
+    models = [loaded("old", "cuda:0", 30 * GB, last=1), loaded("new", "cuda:0", 30 * GB, last=2)]
+    assert place([gpu(0, 20 * GB)], models, 40 * GB, 3) == Placement("cuda:0", ("old",))
+
+
+def test_busy_models_are_never_evicted() -> None:
+    models = [loaded("busy", "cuda:0", 70 * GB, idle=False)]
+    assert place([gpu(0, 10 * GB)], models, 40 * GB, 3) == Placement(None)
+
+
+def test_model_count_limit_forces_an_eviction() -> None:
+    models = [loaded("a", "cuda:0", GB, last=5), loaded("b", "cuda:0", GB, last=1)]
+    assert place([gpu(0, 70 * GB)], models, GB, 2) == Placement("cuda:0", ("b",))
+
+
+def test_chooses_the_device_needing_fewest_evictions() -> None:
+    devices = [gpu(0, 10 * GB), gpu(1, 5 * GB)]
+    models = [loaded("x", "cuda:0", 10 * GB, last=1), loaded("y", "cuda:0", 10 * GB, last=2),
+              loaded("z", "cuda:1", 30 * GB, last=3)]
+    assert place(devices, models, 30 * GB, 3) == Placement("cuda:1", ("z",))
+
+
+def test_model_larger_than_any_device_goes_to_an_emptied_device() -> None:
+    models = [loaded("small", "cpu", GB)]
+    cpu = Device("cpu", "cpu", 16 * GB, 8 * GB)
+    assert place([cpu], models, 100 * GB, 3) == Placement("cpu", ("small",))
+
+
+def test_estimate_counts_weights_and_kv_for_every_slot() -> None:
+    assert estimate_bytes(1000, 10, num_ctx=100, slots=4) == int((1000 + 4000) * 1.1)

@@ -1,0 +1,44 @@
+"""OLLAMA_* settings: defaults, accepted forms, and one-line errors naming the variable."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from server.settings import SettingsError, load, parse_host
+
+
+def test_defaults() -> None:
+    s = load({})
+    assert (s.host, s.port) == ("127.0.0.1", 11434)
+    assert s.models_dir == Path("~/.ollama/models").expanduser()
+    assert s.keep_alive == 300 and s.num_parallel == 4 and s.max_queue == 512
+    assert s.context_length == 4096 and s.debug is False
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("0.0.0.0", ("0.0.0.0", 11434)), ("localhost:8080", ("localhost", 8080)),
+    ("http://10.1.2.3:9000", ("10.1.2.3", 9000)), ("[::1]:7000", ("::1", 7000)),
+    (":5000", ("127.0.0.1", 5000)),
+])
+def test_host_forms(raw: str, expected: tuple[str, int]) -> None:
+    assert parse_host(raw) == expected
+
+
+def test_keep_alive_accepts_durations_seconds_and_negative_forever() -> None:
+    assert load({"OLLAMA_KEEP_ALIVE": "1h30m"}).keep_alive == 5400
+    assert load({"OLLAMA_KEEP_ALIVE": "90"}).keep_alive == 90
+    assert load({"OLLAMA_KEEP_ALIVE": "-1"}).keep_alive == math.inf
+
+
+@pytest.mark.parametrize("name,value", [
+    ("OLLAMA_NUM_PARALLEL", "0"), ("OLLAMA_MAX_QUEUE", "many"), ("OLLAMA_HOST", "host:port"),
+    ("OLLAMA_CONTEXT_LENGTH", "-5"), ("OLLAMA_KEEP_ALIVE", "5 minutes"), ("OLLAMA_DEBUG", "maybe"),
+])
+def test_bad_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load({name: value})
+    message = str(info.value)
+    assert message.startswith(f"{name}={value!r} is invalid") and "\n" not in message

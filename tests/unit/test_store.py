@@ -1,0 +1,75 @@
+"""The model store: verified blobs, atomic manifests, and blob pruning on delete."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from server.names import parse_name
+from server.store import (CONFIG_MEDIA_TYPE, MODEL_MEDIA, DigestMismatch, InvalidDigest, Store,
+                          normalize_digest)
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "models")
+
+
+def test_blob_is_stored_under_its_digest_after_verification(store: Store) -> None:
+    writer = store.blob_writer(digest(b"weights"))
+    writer.write(b"weig")
+    writer.write(b"hts")
+    layer = writer.commit()
+    assert layer.digest == digest(b"weights") and layer.size == 7
+    assert store.blob_path(layer.digest).read_bytes() == b"weights"
+    assert store.blob_path(layer.digest).name == "sha256-" + layer.digest[7:]
+
+
+def test_mismatched_blob_is_discarded(store: Store) -> None:
+    writer = store.blob_writer(digest(b"expected"))
+    writer.write(b"something else")
+    with pytest.raises(DigestMismatch):
+        writer.commit()
+    assert list(store.blobs_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", ["sha256:abc", "md5:" + "0" * 32, "../../x", "sha256:" + "G" * 64])
+def test_malformed_digests_are_refused(bad: str) -> None:
+    with pytest.raises(InvalidDigest):
+        normalize_digest(bad)
+
+
+def test_dash_form_of_a_digest_is_accepted() -> None:
+    assert normalize_digest("sha256-" + "a" * 64) == "sha256:" + "a" * 64
+
+
+def test_manifest_round_trip_and_listing(store: Store) -> None:
+    model = store.add_blob_bytes(b"GGUF....", MODEL_MEDIA)
+    config = store.add_blob_bytes(b"{}", CONFIG_MEDIA_TYPE)
+    name = parse_name("team/model:v1")
+    store.write_manifest(name, config, [model])
+    manifest = store.read_manifest(name)
+    assert manifest is not None and manifest.layers == (model,) and manifest.config == config
+    assert manifest.size == model.size + config.size
+    assert manifest.digest == hashlib.sha256(store.manifest_path(name).read_bytes()).hexdigest()
+    assert [n.display for n, _ in store.list_manifests()] == ["team/model:v1"]
+    leftovers = [p for p in store.manifest_path(name).parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == []  # the temp file was renamed into place
+
+
+def test_delete_prunes_only_blobs_no_other_model_uses(store: Store) -> None:
+    shared = store.add_blob_bytes(b"shared weights", MODEL_MEDIA)
+    own = store.add_blob_bytes(b"own system", "application/vnd.ollama.image.system")
+    config = store.add_blob_bytes(b"{}", CONFIG_MEDIA_TYPE)
+    store.write_manifest(parse_name("a"), config, [shared, own])
+    store.write_manifest(parse_name("b"), config, [shared])
+    store.delete_manifest(parse_name("a"))
+    assert store.has_blob(shared.digest) and store.has_blob(config.digest)
+    assert not store.has_blob(own.digest)
+    assert store.read_manifest(parse_name("a")) is None
