@@ -4,7 +4,7 @@
     .venv/bin/python bench/throughput.py [--tokens 64] [--levels 1,4,8]
 
 For each concurrency level N, N different prompts are sent at once to /api/generate (greedy,
-`num_predict` tokens each). The same work (same prompts, same number of generated tokens,
+no repeat penalty, `num_predict` tokens each). The same work (same prompts, same number of generated tokens,
 same threads) is then done directly with llama-cpp-python's low-level API in this process,
 batched the same way. Ratios, not absolute numbers, are the result: these machines are noisy.
 It also times N requests one after another against N at once (target: under 0.6x).
@@ -34,7 +34,7 @@ PROMPTS = [f"Write a long story about a {animal} who learns to sail." for animal
 
 async def one(session: aiohttp.ClientSession, url: str, prompt: str, tokens: int) -> dict:
     body = {"model": MODEL, "prompt": prompt, "stream": True,
-            "options": {"num_predict": tokens, "temperature": 0}}
+            "options": {"num_predict": tokens, "temperature": 0, "repeat_penalty": 1.0}}
     async with session.post(f"{url}/api/generate", json=body) as resp:
         final = {}
         async for line in resp.content:

@@ -129,7 +129,7 @@ class Engine:
         if not tokens:
             tokens = [llama.llama_vocab_bos(model.vocab)]
         self._seqs[req.job_id] = Sequence(
-            job_id=req.job_id, model=model, slot=slots.pop(), prompt=tokens, opts=opts,
+            job_id=req.job_id, model=model, slot=_take_lowest(slots), prompt=tokens, opts=opts,
             chain=build_chain(opts, model.num_ctx, model.n_vocab, tokens), text=TextStream(opts["stop"]),
             want_context=req.want_context, t_start=time.perf_counter_ns())
 
@@ -153,7 +153,7 @@ class Engine:
 
     def step(self) -> None:
         for model in list(self.models.values()):
-            seqs = [s for s in self._seqs.values() if s.model is model]
+            seqs = sorted((s for s in self._seqs.values() if s.model is model), key=lambda s: s.slot)
             if seqs:
                 self._step_model(model, seqs)
 
@@ -250,3 +250,9 @@ class Engine:
         for model in self.models.values():
             model.close()
         self.models.clear()
+
+
+def _take_lowest(slots: list[int]) -> int:
+    slot = min(slots)
+    slots.remove(slot)
+    return slot
