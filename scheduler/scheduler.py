@@ -14,7 +14,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 from scheduler import placement
 from scheduler.devices import Inventory
@@ -67,7 +66,7 @@ class Runner:
 
 @dataclass
 class Job:
-    """One request's hold on a runner slot; iterate for Chunk, then Done or Failed."""
+    """One request's hold on a runner slot; `next()` gives Chunks, then Done or Failed."""
 
     id: int
     runner: Runner
@@ -76,14 +75,14 @@ class Job:
     _queue: asyncio.Queue[protocol.FromWorker] | None = None
     finished: bool = False
 
-    async def events(self) -> AsyncIterator[protocol.FromWorker]:
+    async def next(self) -> protocol.FromWorker:
+        """The next message: Chunk, or the final Done, Embedded or Failed (which frees the slot)."""
         assert self._queue is not None
-        while not self.finished:
-            msg = await self._queue.get()
-            if not isinstance(msg, protocol.Chunk):
-                self.finished = True
-                self._scheduler._release(self)
-            yield msg
+        msg = await self._queue.get()
+        if not isinstance(msg, protocol.Chunk):
+            self.finished = True
+            self._scheduler._release(self)
+        return msg
 
     def close(self) -> None:
         """Ends the job early (client gone) or confirms its end; frees the slot once."""
@@ -186,9 +185,7 @@ class Scheduler:
         job._queue = job.runner.worker.open_job(job.id)
         try:
             job.runner.worker.send(protocol.Embed(job.id, job.runner.model_id, inputs, truncate))
-            async for msg in job.events():
-                return msg, job.load_duration
-            raise SchedulerError(CRASH_MESSAGE)
+            return await job.next(), job.load_duration
         except WorkerDied:
             raise SchedulerError(CRASH_MESSAGE) from None
         finally:

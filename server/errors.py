@@ -58,6 +58,8 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
         return await handler(request)
     except APIError as exc:
         return json_error(exc.status, exc.message)
+    except ConnectionResetError:
+        raise  # the client is gone (mid-stream); there is nobody to answer
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -30,7 +30,10 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
-def failure(msg: protocol.Failed) -> errors.APIError:
+def failure(msg: protocol.FromWorker) -> errors.APIError:
+    """The API error for a job's failing last message (Failed, or anything unexpected)."""
+    if not isinstance(msg, protocol.Failed):
+        return errors.WorkerError(f"unexpected reply from the worker: {type(msg).__name__}")
     return errors.BadRequest(msg.message) if msg.kind == "bad_request" else errors.WorkerError(msg.message)
 
 
@@ -57,18 +60,19 @@ async def respond(request: web.Request, job: Job, stream: bool,
     try:
         if not stream:
             parts: list[str] = []
-            async for msg in job.events():
+            while True:
+                msg = await job.next()
                 if isinstance(msg, protocol.Chunk):
                     parts.append(msg.text)
                 elif isinstance(msg, protocol.Done):
                     return json_response(final_body("".join(parts), msg))
-                elif isinstance(msg, protocol.Failed):
+                else:
                     raise failure(msg)
-            raise errors.WorkerError("generation ended without a result")
 
         response: web.StreamResponse | None = None
-        async for msg in job.events():
-            if isinstance(msg, protocol.Failed) and response is None:
+        while not job.finished:
+            msg = await job.next()
+            if not isinstance(msg, (protocol.Chunk, protocol.Done)) and response is None:
                 raise failure(msg)
             if response is None:
                 response = web.StreamResponse(headers={"Content-Type": NDJSON})
@@ -78,7 +82,7 @@ async def respond(request: web.Request, job: Job, stream: bool,
             elif isinstance(msg, protocol.Done):
                 line = final_body("", msg)
             else:
-                line = {"error": msg.message if isinstance(msg, protocol.Failed) else "unexpected reply"}
+                line = {"error": failure(msg).message}
             await response.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
         assert response is not None
         await response.write_eof()
