@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from multiprocessing.connection import Connection
 from typing import Callable
 
@@ -36,7 +37,9 @@ class WorkerHandle:
         self._n_threads = n_threads
         self._debug = debug
         self._on_exit = on_exit
-        self._conn: Connection | None = None
+        self._rx: Connection | None = None  # worker -> us, watched by the event loop
+        self._tx: Connection | None = None  # us -> worker, blocking writes of small frames
+        self._reader = protocol.FrameReader()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._ready: asyncio.Future[protocol.Ready] | None = None
         self._jobs: dict[int, asyncio.Queue[protocol.FromWorker]] = {}
@@ -51,15 +54,18 @@ class WorkerHandle:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         ctx = multiprocessing.get_context("spawn")  # no forked copy of the event loop or locks
-        parent, child = ctx.Pipe(duplex=True)
+        inbox_r, inbox_w = ctx.Pipe(duplex=False)
+        outbox_r, outbox_w = ctx.Pipe(duplex=False)
         self._process = ctx.Process(
-            target=worker_main, args=(child, self.device.env, self._n_threads, self._debug),
+            target=worker_main,
+            args=(inbox_r, outbox_w, self.device.env, self._n_threads, self._debug),
             name=f"corral-worker-{self.device.id}", daemon=True)
         self._process.start()
-        child.close()  # only the worker holds this end now, so its exit closes our pipe
-        self._conn = parent
+        inbox_r.close()  # only the worker holds these ends now, so its exit closes our pipe
+        outbox_w.close()
+        self._rx, self._tx = outbox_r, inbox_w
         self._ready = loop.create_future()
-        loop.add_reader(parent.fileno(), self._on_readable)
+        loop.add_reader(outbox_r.fileno(), self._on_readable)
         self.alive = True
         ready = await asyncio.wait_for(self._ready, START_TIMEOUT)
         self.gpu_offload = ready.gpu_offload
@@ -69,10 +75,10 @@ class WorkerHandle:
     # ---- sending -------------------------------------------------------------------------
 
     def send(self, msg: protocol.ToWorker) -> None:
-        if not self.alive or self._conn is None:
+        if not self.alive or self._tx is None:
             raise WorkerDied(CRASH_MESSAGE)
         try:
-            self._conn.send_bytes(protocol.encode(msg))
+            protocol.write_frame(self._tx.fileno(), msg)
         except OSError:
             self._died()
             raise WorkerDied(CRASH_MESSAGE) from None
@@ -99,12 +105,18 @@ class WorkerHandle:
     # ---- receiving -----------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        conn = self._conn
+        assert self._rx is not None
         try:
-            while conn is not None and conn.poll():
-                self._dispatch(protocol.decode(conn.recv_bytes()))
-        except (EOFError, OSError):
+            data = os.read(self._rx.fileno(), 1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
             self._died()
+            return
+        for msg in self._reader.feed(data):
+            self._dispatch(msg)
 
     def _dispatch(self, msg: protocol.FromWorker) -> None:
         if isinstance(msg, (protocol.Chunk, protocol.Done, protocol.Failed, protocol.Embedded)):
@@ -127,13 +139,15 @@ class WorkerHandle:
         if not self.alive:
             return
         self.alive = False
-        if self._conn is not None:
-            asyncio.get_running_loop().remove_reader(self._conn.fileno())
-            self._conn.close()
-            self._conn = None
-        if self._process is not None and self._process.is_alive():
-            self._process.kill()
-        log.error("worker %s (pid %s) exited unexpectedly", self.device.id, self.pid)
+        self._close_pipes()
+        exitcode = None
+        if self._process is not None:
+            self._process.join(timeout=2)  # the pipe closes as the process dies; reap it
+            if self._process.is_alive():
+                self._process.kill()
+            exitcode = self._process.exitcode
+        log.error("worker %s (pid %s) exited unexpectedly (exit code %s)", self.device.id,
+                  self.pid, exitcode)
         for job_id, queue in self._jobs.items():
             queue.put_nowait(protocol.Failed(job_id, CRASH_MESSAGE))
         self._jobs.clear()
@@ -147,13 +161,12 @@ class WorkerHandle:
     async def stop(self) -> None:
         """Asks the worker to exit, then makes sure it has (kill after STOP_TIMEOUT)."""
         process = self._process
-        if self.alive and self._conn is not None:
+        if self.alive and self._tx is not None:
             self.alive = False
             try:
-                self._conn.send_bytes(protocol.encode(protocol.Shutdown()))
+                protocol.write_frame(self._tx.fileno(), protocol.Shutdown())
             except OSError:
                 pass
-            asyncio.get_running_loop().remove_reader(self._conn.fileno())
         if process is not None:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + STOP_TIMEOUT
@@ -162,6 +175,13 @@ class WorkerHandle:
             if process.is_alive():
                 process.kill()
             process.join(timeout=1)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        if self._rx is not None:
+            asyncio.get_running_loop().remove_reader(self._rx.fileno())
+            self._rx.close()
+            self._rx = None
+        if self._tx is not None:
+            self._tx.close()
+            self._tx = None

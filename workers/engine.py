@@ -241,6 +241,10 @@ class Engine:
         if self._seqs.pop(seq.job_id, None) is None:
             return
         llama.llama_memory_seq_rm(seq.model.memory, seq.slot, -1, -1)
+        if not any(s.model is seq.model for s in self._seqs.values()):
+            # An idle cache starts over from cell 0, so a request run alone always sees the
+            # same KV layout and gives the same tokens for the same seed.
+            llama.llama_memory_clear(seq.model.memory, False)
         free_chain(seq.chain)
         self._free_slots[seq.model.model_id].append(seq.slot)
 

@@ -1,16 +1,20 @@
 """Worker process entry point: owns one device, reads the pipe, runs engine steps.
 
-The loop blocks on the pipe while idle and only polls it between steps while sequences are
-active. A closed pipe (the front end exited or was killed) ends the process, and on Linux the
+The loop blocks on its inbox while idle and only polls it between steps while sequences are
+active; every message that arrived is handled before the next step, so a Cancel frees its slot
+first. A closed pipe (the front end exited or was killed) ends the process, and on Linux the
 kernel also delivers SIGKILL if the parent dies, so no worker outlives its server.
 """
 
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import logging
 import os
+import select
 import signal
+from collections import deque
 from multiprocessing.connection import Connection
 
 from workers import protocol
@@ -20,10 +24,12 @@ log = logging.getLogger("corral.worker")
 _PR_SET_PDEATHSIG = 1
 
 
-def run(conn: Connection, device_env: dict[str, str], n_threads: int, debug: bool) -> None:
+def run(inbox: Connection, outbox: Connection, device_env: dict[str, str], n_threads: int,
+        debug: bool) -> None:
     # The front end decides when workers stop; Ctrl-C in a terminal reaches the whole process
     # group, and a worker that died on it would fail requests the server is still finishing.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    faulthandler.enable()  # a native crash in llama.cpp leaves a Python stack in the log
     _die_with_parent()
     os.environ.update(device_env)  # e.g. CUDA_VISIBLE_DEVICES, before llama.cpp is imported
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
@@ -35,22 +41,31 @@ def run(conn: Connection, device_env: dict[str, str], n_threads: int, debug: boo
 
     log_callback = _quiet_llama_logs(llama, debug)  # keep a reference: C holds the pointer
     llama.llama_backend_init()
+    rx, tx = inbox.fileno(), outbox.fileno()
 
     def send(msg: protocol.FromWorker) -> None:
-        conn.send_bytes(protocol.encode(msg))
+        protocol.write_frame(tx, msg)
 
     engine = Engine(send, n_threads)
+    reader = protocol.FrameReader()
+    pending: deque[protocol.ToWorker] = deque()
     try:
         send(protocol.Ready(os.getpid(), bool(llama.llama_supports_gpu_offload())))
         while True:
-            if not conn.poll(0 if engine.busy else None):
+            # Block while idle; between steps only look whether something arrived.
+            if not pending and select.select([rx], [], [], 0 if engine.busy else None)[0]:
+                data = os.read(rx, 1 << 20)
+                if not data:
+                    break  # the front end closed the pipe: it is gone
+                pending.extend(reader.feed(data))
+            if pending:
+                msg = pending.popleft()
+                if isinstance(msg, protocol.Shutdown):
+                    break
+                engine.handle(msg)
+            elif engine.busy:
                 engine.step()
-                continue
-            msg = protocol.decode(conn.recv_bytes())
-            if isinstance(msg, protocol.Shutdown):
-                break
-            engine.handle(msg)
-    except (EOFError, BrokenPipeError, ConnectionResetError):
+    except (BrokenPipeError, ConnectionResetError):
         pass  # the front end is gone; nothing left to answer
     finally:
         engine.close()

@@ -1,13 +1,19 @@
 """Every message that crosses the front-end/worker process boundary.
 
-Messages are dataclasses sent as orjson bytes with `Connection.send_bytes`: a two-element
-array `[tag, fields]`. Nothing is pickled, so a worker can never be handed code, and the wire
-format is readable in a debugger. Fields hold plain JSON types only (dicts, not nested records),
-so decoding is one constructor call.
+Messages are dataclasses encoded with orjson as a two-element array `[tag, fields]`, each in a
+frame of a 4-byte big-endian length and the payload, over one pipe per direction. Nothing is
+pickled, so a worker can never be handed code. Fields hold plain JSON types only (dicts, not
+nested records), so decoding is one constructor call.
+
+Framing is ours rather than `Connection.send_bytes`, because the front end reads with the event
+loop: libuv makes a watched fd non-blocking, and a blocking-style reader then fails on a
+message that arrives in pieces (seen with a 25 KB embedding reply).
 """
 
 from __future__ import annotations
 
+import os
+import struct
 from dataclasses import dataclass, field
 from typing import Any, TypedDict, Union
 
@@ -178,3 +184,37 @@ def decode(data: bytes) -> Any:
     except KeyError:
         raise ValueError(f"unknown message type {tag!r}") from None
     return cls(**fields)
+
+
+_LENGTH = struct.Struct("!I")
+
+
+def frame(message: ToWorker | FromWorker) -> bytes:
+    data = encode(message)
+    return _LENGTH.pack(len(data)) + data
+
+
+def write_frame(fd: int, message: ToWorker | FromWorker) -> None:
+    """Writes one whole frame to a blocking fd (raises BrokenPipeError if the peer is gone)."""
+    view = memoryview(frame(message))
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class FrameReader:
+    """Reassembles frames from whatever pieces reads return."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        self._buffer += data
+        messages = []
+        while len(self._buffer) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(self._buffer)
+            end = _LENGTH.size + length
+            if len(self._buffer) < end:
+                break
+            messages.append(decode(bytes(self._buffer[_LENGTH.size:end])))
+            del self._buffer[:end]
+        return messages

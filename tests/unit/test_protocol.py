@@ -44,3 +44,20 @@ def test_unknown_tag_is_rejected() -> None:
 
 def test_failed_defaults_to_an_internal_error() -> None:
     assert protocol.decode(protocol.encode(protocol.Failed(1, "boom"))).kind == "internal"
+
+
+def test_frames_are_reassembled_from_arbitrary_pieces() -> None:
+    big = protocol.Embedded(9, [[0.125] * 5000], 3)  # larger than one pipe read
+    stream = protocol.frame(protocol.Chunk(1, "a", 1)) + protocol.frame(big)
+    reader = protocol.FrameReader()
+    received = []
+    for i in range(0, len(stream), 777):
+        received += reader.feed(stream[i:i + 777])
+    assert received == [protocol.Chunk(1, "a", 1), big]
+
+
+def test_a_partial_frame_yields_nothing_yet() -> None:
+    reader = protocol.FrameReader()
+    data = protocol.frame(protocol.Cancel(5))
+    assert reader.feed(data[:-1]) == []
+    assert reader.feed(data[-1:]) == [protocol.Cancel(5)]
