@@ -43,6 +43,7 @@ class ModelRef:
     path: str
     file_size: int
     kv_bytes_per_token: int
+    context_length: int  # trained context length from the GGUF (0 if unknown)
     details: dict
 
 
@@ -243,6 +244,7 @@ class Scheduler:
         finally:
             self._waiting -= 1
         runner.active += 1
+        runner.ref = ref  # names sharing these weights share the runner; /api/ps shows the latest
         runner.keep_alive = self._default_keep_alive if keep_alive is None else keep_alive
         runner.expires_at = time.time() + min(runner.keep_alive, 1e10)
         if runner.expiry is not None:

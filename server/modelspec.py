@@ -109,5 +109,6 @@ def model_ref(spec: ModelSpec) -> ModelRef:
         path=str(spec.model_path),
         file_size=spec.model_path.stat().st_size,
         kv_bytes_per_token=info.kv_bytes_per_token,
+        context_length=info.context_length,
         details=details(spec.config),
     )

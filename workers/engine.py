@@ -4,7 +4,8 @@ Each loaded model has `slots` sequence ids in one shared context. One engine ste
 `llama_batch` per model holding every generating sequence's next token plus as much pending
 prompt (prefill) as fits, runs one `llama_decode`, then samples each sequence that asked for
 logits with its own sampler chain. New requests join between steps; a finished or cancelled
-sequence's KV cells are freed with `llama_memory_seq_rm` before the next step.
+sequence's KV cells are freed with `llama_memory_seq_rm` before the next step. Embedding
+requests are served one input per step, so a large batch of them never stalls generation.
 """
 
 from __future__ import annotations
@@ -45,6 +46,16 @@ class Sequence:
     t_first: int = 0  # when the prompt was done and the first token sampled
 
 
+@dataclass
+class EmbedJob:
+    job_id: int
+    model: LoadedModel
+    inputs: list[str]
+    truncate: bool
+    vectors: list[list[float]] = field(default_factory=list)
+    tokens: int = 0
+
+
 class Engine:
     def __init__(self, send: Send, n_threads: int) -> None:
         self._send = send
@@ -52,10 +63,11 @@ class Engine:
         self.models: dict[str, LoadedModel] = {}
         self._free_slots: dict[str, list[int]] = {}
         self._seqs: dict[int, Sequence] = {}
+        self._embeds: dict[int, EmbedJob] = {}  # insertion order is arrival order
 
     @property
     def busy(self) -> bool:
-        return bool(self._seqs)
+        return bool(self._seqs or self._embeds)
 
     # ---- messages ------------------------------------------------------------------------
 
@@ -79,6 +91,7 @@ class Engine:
             seq = self._seqs.get(msg.job_id)
             if seq is not None:
                 self._release(seq)
+            self._embeds.pop(msg.job_id, None)
         elif isinstance(msg, protocol.Load):
             self._load(msg)
         elif isinstance(msg, protocol.Unload):
@@ -105,6 +118,9 @@ class Engine:
             for seq in [s for s in self._seqs.values() if s.model is model]:
                 self._release(seq)
                 self._send(Failed(seq.job_id, "model was unloaded"))
+            for job in [j for j in self._embeds.values() if j.model is model]:
+                del self._embeds[job.job_id]
+                self._send(Failed(job.job_id, "model was unloaded"))
             model.close()
             del self._free_slots[model_id]
         self._send(Unloaded(model_id))
@@ -138,20 +154,29 @@ class Engine:
         if model is None:
             self._send(Failed(req.job_id, "model is not loaded"))
             return
-        vectors, count = [], 0
+        self._embeds[req.job_id] = EmbedJob(req.job_id, model, list(req.inputs), req.truncate)
+
+    def _embed_one(self) -> None:
+        """Embeds one input of the oldest embedding job, so decoding waits for one at most."""
+        job = next(iter(self._embeds.values()))
         try:
-            for text in req.inputs:
-                vector, n = model.embed(text, req.truncate)
-                vectors.append(vector)
-                count += n
-        except ValueError as exc:
-            self._send(Failed(req.job_id, str(exc), kind="bad_request"))
+            vector, n = job.model.embed(job.inputs[len(job.vectors)], job.truncate)
+        except Exception as exc:  # noqa: BLE001 - fail this request, keep the worker
+            del self._embeds[job.job_id]
+            bad_input = isinstance(exc, ValueError)
+            self._send(Failed(job.job_id, str(exc), kind="bad_request" if bad_input else "internal"))
             return
-        self._send(Embedded(req.job_id, vectors, count))
+        job.vectors.append(vector)
+        job.tokens += n
+        if len(job.vectors) == len(job.inputs):
+            del self._embeds[job.job_id]
+            self._send(Embedded(job.job_id, job.vectors, job.tokens))
 
     # ---- the step loop -------------------------------------------------------------------
 
     def step(self) -> None:
+        if self._embeds:
+            self._embed_one()
         for model in list(self.models.values()):
             seqs = sorted((s for s in self._seqs.values() if s.model is model), key=lambda s: s.slot)
             if seqs:

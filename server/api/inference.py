@@ -32,7 +32,11 @@ def prepare(request: web.Request, model: str, request_options: dict[str, Any]) -
                                           request.app[SETTINGS].context_length)
     except options.InvalidOption as exc:
         raise errors.BadRequest(str(exc)) from None
-    return Prepared(spec, model_ref(spec), sampling, num_ctx, request.app[SCHEDULER])
+    ref = model_ref(spec)
+    # As Ollama does: never allocate more context than the model was trained for.
+    if ref.context_length:
+        num_ctx = min(num_ctx, ref.context_length)
+    return Prepared(spec, ref, sampling, num_ctx, request.app[SCHEDULER])
 
 
 async def load_or_unload(p: Prepared, model: str, keep_alive: float | None,

@@ -116,3 +116,9 @@ def test_utf8_characters_are_never_split(server: Server) -> None:
                      options={"num_predict": 40, "temperature": 0})
     for line in lines:
         assert "\ufffd" not in line["response"]
+
+
+def test_num_ctx_is_capped_at_the_trained_context_length(server: Server) -> None:
+    generate(server, options={"num_ctx": 1_000_000, "num_predict": 1, "temperature": 0})
+    [entry] = [m for m in server.get("/api/ps").json()["models"] if m["name"] == MODEL]
+    assert entry["context_length"] == 32768
