@@ -169,28 +169,27 @@ class Scheduler:
                      prompt: protocol.PromptSpec, options: protocol.SamplingOptions,
                      want_context: bool) -> Job:
         job = await self._acquire(ref, num_ctx, keep_alive)
-        job._queue = job.runner.worker.open_job(job.id)
-        try:
-            job.runner.worker.send(protocol.Submit(job.id, job.runner.model_id, prompt, options,
-                                                   want_context))
-        except WorkerDied:
-            job.finished = True
-            self._release(job)
-            raise SchedulerError(CRASH_MESSAGE) from None
+        self._start(job, protocol.Submit(job.id, job.runner.model_id, prompt, options, want_context))
         return job
 
     async def embed(self, ref: ModelRef, num_ctx: int, keep_alive: float | None,
                     inputs: list[str], truncate: bool) -> tuple[protocol.FromWorker, int]:
         """(Embedded or Failed, load duration in ns)."""
         job = await self._acquire(ref, num_ctx, keep_alive)
-        job._queue = job.runner.worker.open_job(job.id)
+        self._start(job, protocol.Embed(job.id, job.runner.model_id, inputs, truncate))
         try:
-            job.runner.worker.send(protocol.Embed(job.id, job.runner.model_id, inputs, truncate))
             return await job.next(), job.load_duration
-        except WorkerDied:
-            raise SchedulerError(CRASH_MESSAGE) from None
         finally:
             job.close()
+
+    def _start(self, job: Job, msg: protocol.Submit | protocol.Embed) -> None:
+        job._queue = job.runner.worker.open_job(job.id)
+        try:
+            job.runner.worker.send(msg)
+        except WorkerDied:
+            job.finished = True
+            self._release(job)
+            raise SchedulerError(CRASH_MESSAGE) from None
 
     async def load(self, ref: ModelRef, num_ctx: int, keep_alive: float | None) -> int:
         """Loads (or keeps) the model and returns the load duration; holds no slot after."""
@@ -313,7 +312,9 @@ class Scheduler:
                 runner.model_id, runner.ref.path, runner.num_ctx, runner.slots, n_gpu_layers))
         except WorkerDied as exc:
             reply = protocol.LoadFailed(runner.model_id, str(exc))
-        if isinstance(reply, protocol.Loaded):
+        if runner.ready.done():
+            pass  # the worker died meanwhile and _drop has already failed this load
+        elif isinstance(reply, protocol.Loaded):
             runner.size, runner.size_vram = reply.size, reply.size_vram
             log.info("loaded %s on %s in %.2fs", runner.ref.name, runner.worker.device.id,
                      reply.load_duration / 1e9)
