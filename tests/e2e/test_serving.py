@@ -137,3 +137,19 @@ def test_bad_setting_fails_at_start_naming_the_variable() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().startswith("corral: OLLAMA_NUM_PARALLEL='zero' is invalid")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_idle_model_unloads_when_keep_alive_expires(make_server: Callable[..., Server]) -> None:
+    server = make_server(OLLAMA_KEEP_ALIVE="1s")
+    reply = server.post("/api/generate", {"model": MODEL, "prompt": "hi", "stream": False,
+                                          "options": QUICK})
+    assert reply.status == 200
+    assert wait_until(lambda: server.get("/api/ps").json()["models"] == [], 20)
+
+
+def test_request_keep_alive_overrides_the_server_default(make_server: Callable[..., Server]) -> None:
+    server = make_server(OLLAMA_KEEP_ALIVE="1s")
+    server.post("/api/generate", {"model": MODEL, "keep_alive": "1h"})
+    time.sleep(2)
+    [entry] = server.get("/api/ps").json()["models"]
+    assert entry["name"] == MODEL
