@@ -9,6 +9,7 @@ the embedded default model.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -56,22 +57,23 @@ def create_model(store: Store, req: CreateRequest) -> list[str]:
 
     layers = list(base_layers)
     statuses += [f"using existing layer {lay.digest}" for lay in layers]
-    new_layers: list[Layer] = []
+    contents: list[tuple[bytes, str]] = []
     if req.template is not None:
-        new_layers.append(store.add_blob_bytes(req.template.encode(), TEMPLATE_MEDIA))
+        contents.append((req.template.encode(), TEMPLATE_MEDIA))
     if req.system is not None:
-        new_layers.append(store.add_blob_bytes(req.system.encode(), SYSTEM_MEDIA))
+        contents.append((req.system.encode(), SYSTEM_MEDIA))
     if req.parameters:
-        params = {**base_params, **req.parameters}
-        new_layers.append(store.add_blob_bytes(orjson.dumps(params), PARAMS_MEDIA))
+        contents.append((orjson.dumps({**base_params, **req.parameters}), PARAMS_MEDIA))
     if req.messages is not None:
-        new_layers.append(store.add_blob_bytes(orjson.dumps(req.messages), MESSAGES_MEDIA))
-    for text in req.licenses:
-        new_layers.append(store.add_blob_bytes(text.encode(), LICENSE_MEDIA))
+        contents.append((orjson.dumps(req.messages), MESSAGES_MEDIA))
+    contents += [(text.encode(), LICENSE_MEDIA) for text in req.licenses]
     if req.licenses:
         layers = [lay for lay in layers if lay.media_type != LICENSE_MEDIA]
-    layers += new_layers
-    statuses += [f"creating new layer {lay.digest}" for lay in new_layers]
+    for data, media_type in contents:
+        existed = store.has_blob(f"sha256:{hashlib.sha256(data).hexdigest()}")
+        layer = store.add_blob_bytes(data, media_type)
+        statuses.append(f"{'using existing' if existed else 'creating new'} layer {layer.digest}")
+        layers.append(layer)
 
     config["rootfs"] = {"type": "layers", "diff_ids": [lay.digest for lay in layers]}
     config_layer = store.add_blob_bytes(orjson.dumps(config), CONFIG_MEDIA_TYPE)
