@@ -38,7 +38,9 @@ class WorkerHandle:
         self._debug = debug
         self._on_exit = on_exit
         self._rx: Connection | None = None  # worker -> us, watched by the event loop
-        self._tx: Connection | None = None  # us -> worker, blocking writes of small frames
+        self._tx: Connection | None = None  # us -> worker, non-blocking, buffered in _outbox
+        self._outbox = bytearray()
+        self._writer_armed = False
         self._reader = protocol.FrameReader()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._ready: asyncio.Future[protocol.Ready] | None = None
@@ -64,6 +66,8 @@ class WorkerHandle:
         inbox_r.close()  # only the worker holds these ends now, so its exit closes our pipe
         outbox_w.close()
         self._rx, self._tx = outbox_r, inbox_w
+        # A worker busy with a long step reads late; buffer instead of blocking the event loop.
+        os.set_blocking(inbox_w.fileno(), False)
         self._ready = loop.create_future()
         loop.add_reader(outbox_r.fileno(), self._on_readable)
         self.alive = True
@@ -77,11 +81,31 @@ class WorkerHandle:
     def send(self, msg: protocol.ToWorker) -> None:
         if not self.alive or self._tx is None:
             raise WorkerDied(CRASH_MESSAGE)
+        self._outbox += protocol.frame(msg)
+        self._flush()
+        if not self.alive:
+            raise WorkerDied(CRASH_MESSAGE)
+
+    def _flush(self) -> None:
+        """Writes what the pipe takes now; the loop calls back when it can take more."""
+        if self._tx is None:
+            return
+        fd = self._tx.fileno()
         try:
-            protocol.write_frame(self._tx.fileno(), msg)
+            while self._outbox:
+                del self._outbox[: os.write(fd, self._outbox)]
+        except BlockingIOError:
+            pass
         except OSError:
             self._died()
-            raise WorkerDied(CRASH_MESSAGE) from None
+            return
+        if bool(self._outbox) != self._writer_armed:
+            loop = asyncio.get_running_loop()
+            if self._outbox:
+                loop.add_writer(fd, self._flush)
+            else:
+                loop.remove_writer(fd)
+            self._writer_armed = bool(self._outbox)
 
     def open_job(self, job_id: int) -> asyncio.Queue[protocol.FromWorker]:
         queue: asyncio.Queue[protocol.FromWorker] = asyncio.Queue()
@@ -162,11 +186,9 @@ class WorkerHandle:
         """Asks the worker to exit, then makes sure it has (kill after STOP_TIMEOUT)."""
         process = self._process
         if self.alive and self._tx is not None:
+            self._outbox += protocol.frame(protocol.Shutdown())
+            self._flush()
             self.alive = False
-            try:
-                protocol.write_frame(self._tx.fileno(), protocol.Shutdown())
-            except OSError:
-                pass
         if process is not None:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + STOP_TIMEOUT
@@ -183,5 +205,8 @@ class WorkerHandle:
             self._rx.close()
             self._rx = None
         if self._tx is not None:
+            if self._writer_armed:
+                asyncio.get_running_loop().remove_writer(self._tx.fileno())
+                self._writer_armed = False
             self._tx.close()
             self._tx = None

@@ -122,3 +122,10 @@ def test_num_ctx_is_capped_at_the_trained_context_length(server: Server) -> None
     generate(server, options={"num_ctx": 1_000_000, "num_predict": 1, "temperature": 0})
     [entry] = [m for m in server.get("/api/ps").json()["models"] if m["name"] == MODEL]
     assert entry["context_length"] == 32768
+
+
+def test_prompt_larger_than_a_pipe_buffer_is_accepted(server: Server) -> None:
+    huge = "The sky is blue because of Rayleigh scattering. " * 6000  # ~300 KB
+    final = generate(server, prompt=huge, options={"num_ctx": 256, "num_predict": 2,
+                                                   "temperature": 0})[-1]
+    assert final["done"] is True and final["prompt_eval_count"] <= 255
