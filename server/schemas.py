@@ -67,6 +67,14 @@ def _model(body: dict[str, Any]) -> str:
     return model
 
 
+def _inference_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """What generate and chat requests share: model, stream, options, keep_alive."""
+    model = _model(body)
+    _unsupported(body, model)
+    return {"model": model, "stream": _typed(body, "stream", bool, True),
+            "options": _options(body), "keep_alive": _keep_alive(body)}
+
+
 def _unsupported(body: dict[str, Any], model: str) -> None:
     """Features of later milestones fail clearly instead of being silently ignored."""
     if body.get("think") not in (None, False):
@@ -78,60 +86,46 @@ def _unsupported(body: dict[str, Any], model: str) -> None:
 
 
 @dataclass
-class GenerateRequest:
+class InferenceRequest:
+    """Fields that generate and chat requests share."""
+
     model: str
+    stream: bool
+    options: dict[str, Any]
+    keep_alive: float | None
+
+
+@dataclass
+class GenerateRequest(InferenceRequest):
     prompt: str
     system: str
     template: str
     raw: bool
     context: list[int]
-    stream: bool
-    options: dict[str, Any]
-    keep_alive: float | None
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> "GenerateRequest":
-        model = _model(body)
-        _unsupported(body, model)
+        common = _inference_fields(body)
         if body.get("suffix"):
-            raise errors.BadRequest(f'"{model}" does not support insert')
+            raise errors.BadRequest(f'"{common["model"]}" does not support insert')
         context = _typed(body, "context", list, [])
         if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in context):
             raise errors.BadRequest('"context" must be a list of token ids')
-        return cls(
-            model=model,
-            prompt=_typed(body, "prompt", str, ""),
-            system=_typed(body, "system", str, ""),
-            template=_typed(body, "template", str, ""),
-            raw=_typed(body, "raw", bool, False),
-            context=context,
-            stream=_typed(body, "stream", bool, True),
-            options=_options(body),
-            keep_alive=_keep_alive(body),
-        )
+        return cls(prompt=_typed(body, "prompt", str, ""), system=_typed(body, "system", str, ""),
+                   template=_typed(body, "template", str, ""), raw=_typed(body, "raw", bool, False),
+                   context=context, **common)
 
 
 @dataclass
-class ChatRequest:
-    model: str
+class ChatRequest(InferenceRequest):
     messages: list[ChatMessage]
-    stream: bool
-    options: dict[str, Any]
-    keep_alive: float | None
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> "ChatRequest":
-        model = _model(body)
-        _unsupported(body, model)
+        common = _inference_fields(body)
         if body.get("tools"):
-            raise errors.BadRequest(f'"{model}" does not support tools')
-        return cls(
-            model=model,
-            messages=parse_messages(_typed(body, "messages", list, [])),
-            stream=_typed(body, "stream", bool, True),
-            options=_options(body),
-            keep_alive=_keep_alive(body),
-        )
+            raise errors.BadRequest(f'"{common["model"]}" does not support tools')
+        return cls(messages=parse_messages(_typed(body, "messages", list, [])), **common)
 
 
 def parse_messages(raw: list[Any]) -> list[ChatMessage]:
