@@ -315,7 +315,9 @@ class Scheduler:
         if runner.ready.done():
             pass  # the worker died meanwhile and _drop has already failed this load
         elif isinstance(reply, protocol.Loaded):
-            runner.size, runner.size_vram = reply.size, reply.size_vram
+            # llama.cpp reports the weights; the KV cache for every slot comes on top.
+            runner.size = reply.weights_size + runner.ref.kv_bytes_per_token * runner.num_ctx * runner.slots
+            runner.size_vram = runner.size if reply.on_gpu else 0
             log.info("loaded %s on %s in %.2fs", runner.ref.name, runner.worker.device.id,
                      reply.load_duration / 1e9)
             runner.ready.set_result(None)

@@ -109,8 +109,7 @@ class Engine:
                 return
             self.models[req.model_id] = model
             self._free_slots[req.model_id] = list(range(req.slots))
-        self._send(Loaded(req.model_id, model.load_duration, model.size,
-                          model.size if model.gpu else 0))
+        self._send(Loaded(req.model_id, model.load_duration, model.weights_size, model.gpu))
 
     def _unload(self, model_id: str) -> None:
         model = self.models.pop(model_id, None)

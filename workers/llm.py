@@ -81,12 +81,9 @@ class LoadedModel:
             n = llama.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
         return buf.value.decode(errors="replace") if n >= 0 else ""
 
-    # ---- memory accounting ---------------------------------------------------------------
-
     @property
-    def size(self) -> int:
-        """Weights plus the decode context's state (KV cache) in bytes."""
-        return int(llama.llama_model_size(self.model)) + int(llama.llama_state_get_size(self.ctx))
+    def weights_size(self) -> int:
+        return int(llama.llama_model_size(self.model))
 
     # ---- tokens and text -----------------------------------------------------------------
 

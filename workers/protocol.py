@@ -115,8 +115,8 @@ class Ready:
 class Loaded:
     model_id: str
     load_duration: int  # ns
-    size: int  # bytes held for this model (weights + KV cache)
-    size_vram: int
+    weights_size: int  # bytes
+    on_gpu: bool
 
 
 @dataclass(slots=True)

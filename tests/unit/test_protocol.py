@@ -20,7 +20,7 @@ MESSAGES = [
     protocol.Embed(4, "m1", ["a", "b"], False),
     protocol.Shutdown(),
     protocol.Ready(123, False),
-    protocol.Loaded("m1", 1_500_000_000, 250_000_000, 0),
+    protocol.Loaded("m1", 1_500_000_000, 250_000_000, False),
     protocol.LoadFailed("m1", "out of memory"),
     protocol.Unloaded("m1"),
     protocol.Chunk(3, "héllo", 2),
