@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from scheduler import placement
 from scheduler.devices import Inventory
@@ -99,8 +100,10 @@ class Job:
 class Scheduler:
     def __init__(self, inventory: Inventory, *, slots: int, max_queue: int,
                  max_loaded_per_device: int, default_keep_alive: float, n_threads: int,
-                 debug: bool = False) -> None:
+                 debug: bool = False,
+                 worker_factory: Callable[..., WorkerHandle] = WorkerHandle) -> None:
         self._inventory = inventory
+        self._new_worker = worker_factory  # tests pass a fake that needs no llama.cpp
         self._slots = slots
         self._max_queue = max_queue
         self._max_loaded = max_loaded_per_device
@@ -119,7 +122,8 @@ class Scheduler:
 
     async def start(self) -> None:
         devices = self._inventory.devices()
-        handles = [WorkerHandle(d, self._n_threads, self._debug, self._worker_exited) for d in devices]
+        handles = [self._new_worker(d, self._n_threads, self._debug, self._worker_exited)
+                   for d in devices]
         await asyncio.gather(*(h.start() for h in handles))
         self._workers = {h.device.id: h for h in handles}
 
@@ -146,7 +150,7 @@ class Scheduler:
     async def _restart(self, old: WorkerHandle) -> None:
         await asyncio.sleep(RESTART_DELAY)
         while not self._stopping:
-            handle = WorkerHandle(old.device, self._n_threads, self._debug, self._worker_exited)
+            handle = self._new_worker(old.device, self._n_threads, self._debug, self._worker_exited)
             try:
                 await handle.start()
             except (WorkerDied, asyncio.TimeoutError) as exc:
