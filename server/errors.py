@@ -1,15 +1,21 @@
 """Internal errors and the one place that turns them into HTTP answers.
 
-Handlers raise `APIError` subclasses; `error_middleware` writes `{"error": "..."}` with the
-matching status. Anything unexpected becomes a 500 with its message, and the server carries on.
+Handlers raise `APIError` subclasses (scheduler and worker failures are mapped to them here
+too); `error_middleware` writes `{"error": "..."}` with the matching status. Anything
+unexpected becomes a 500 with its message, and the server carries on.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
+from typing import Iterator
 
 import orjson
 from aiohttp import web
+
+from scheduler.scheduler import QueueFull, SchedulerError
+from workers import protocol
 
 log = logging.getLogger("corral.http")
 
@@ -45,6 +51,24 @@ class WorkerError(APIError):
 
 def model_not_found(name: str) -> NotFound:
     return NotFound(f'model "{name}" not found, try pulling it first')
+
+
+@contextmanager
+def scheduler_errors() -> Iterator[None]:
+    """Maps scheduler failures to API errors (503 when the queue is full)."""
+    try:
+        yield
+    except QueueFull:
+        raise ServerBusy() from None
+    except SchedulerError as exc:
+        raise WorkerError(str(exc)) from None
+
+
+def from_worker(msg: protocol.FromWorker) -> APIError:
+    """The API error for a job's failing last message (Failed, or anything unexpected)."""
+    if not isinstance(msg, protocol.Failed):
+        return WorkerError(f"unexpected reply from the worker: {type(msg).__name__}")
+    return BadRequest(msg.message) if msg.kind == "bad_request" else WorkerError(msg.message)
 
 
 def json_error(status: int, message: str) -> web.Response:

@@ -30,13 +30,6 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
-def failure(msg: protocol.FromWorker) -> errors.APIError:
-    """The API error for a job's failing last message (Failed, or anything unexpected)."""
-    if not isinstance(msg, protocol.Failed):
-        return errors.WorkerError(f"unexpected reply from the worker: {type(msg).__name__}")
-    return errors.BadRequest(msg.message) if msg.kind == "bad_request" else errors.WorkerError(msg.message)
-
-
 def final_stats(done: protocol.Done, load_duration: int, started: int) -> dict[str, Any]:
     return {
         "done_reason": done.done_reason,
@@ -67,13 +60,13 @@ async def respond(request: web.Request, job: Job, stream: bool,
                 elif isinstance(msg, protocol.Done):
                     return json_response(final_body("".join(parts), msg))
                 else:
-                    raise failure(msg)
+                    raise errors.from_worker(msg)
 
         response: web.StreamResponse | None = None
         while not job.finished:
             msg = await job.next()
             if not isinstance(msg, (protocol.Chunk, protocol.Done)) and response is None:
-                raise failure(msg)
+                raise errors.from_worker(msg)
             if response is None:
                 response = web.StreamResponse(headers={"Content-Type": NDJSON})
                 await response.prepare(request)
@@ -82,7 +75,7 @@ async def respond(request: web.Request, job: Job, stream: bool,
             elif isinstance(msg, protocol.Done):
                 line = final_body("", msg)
             else:
-                line = {"error": failure(msg).message}
+                line = {"error": errors.from_worker(msg).message}
             await response.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
         assert response is not None
         await response.write_eof()

@@ -6,7 +6,9 @@ import time
 
 from aiohttp import web
 
-from server.api.inference import load_or_unload, prepare, scheduler_errors
+from server import errors
+
+from server.api.inference import load_or_unload, prepare
 from server.schemas import ChatRequest, read_json
 from server.streaming import final_stats, now_rfc3339, respond
 from workers.protocol import ChatMessage, PromptSpec
@@ -27,7 +29,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     prompt: PromptSpec = {"raw": None, "messages": messages, "template": p.spec.template,
                           "context": []}
 
-    with scheduler_errors():
+    with errors.scheduler_errors():
         job = await p.scheduler.submit(p.ref, p.num_ctx, req.keep_alive, prompt, p.sampling,
                                        want_context=False)
 

@@ -8,22 +8,22 @@ import time
 from aiohttp import web
 
 from server import errors
-from server.api.inference import prepare, scheduler_errors
+from server.api.inference import prepare
 from server.schemas import EmbedRequest, read_json
-from server.streaming import failure, json_response
+from server.streaming import json_response
 from workers import protocol
 
 
 async def _run(request: web.Request, req: EmbedRequest) -> tuple[protocol.Embedded, int]:
     p = prepare(request, req.model, req.options)
-    with scheduler_errors():
+    with errors.scheduler_errors():
         if not req.inputs:  # Ollama loads the model and answers with no vectors
             load_duration = await p.scheduler.load(p.ref, p.num_ctx, req.keep_alive)
             return protocol.Embedded(0, [], 0), load_duration
         reply, load_duration = await p.scheduler.embed(p.ref, p.num_ctx, req.keep_alive,
                                                        req.inputs, req.truncate)
     if isinstance(reply, protocol.Failed):
-        raise failure(reply)
+        raise errors.from_worker(reply)
     assert isinstance(reply, protocol.Embedded)
     return reply, load_duration
 

@@ -7,7 +7,7 @@ import time
 from aiohttp import web
 
 from server import errors
-from server.api.inference import load_or_unload, prepare, scheduler_errors
+from server.api.inference import load_or_unload, prepare
 from server.schemas import GenerateRequest, read_json
 from server.streaming import final_stats, now_rfc3339, respond
 from workers.prompt import TemplateError, check_go_template
@@ -40,7 +40,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
         prompt = {"raw": None, "messages": messages, "template": req.template or p.spec.template,
                   "context": req.context}
 
-    with scheduler_errors():
+    with errors.scheduler_errors():
         job = await p.scheduler.submit(p.ref, p.num_ctx, req.keep_alive, prompt, p.sampling,
                                        want_context=True)
 

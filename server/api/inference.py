@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from aiohttp import web
 
-from scheduler.scheduler import ModelRef, QueueFull, Scheduler, SchedulerError
+from scheduler.scheduler import ModelRef, Scheduler
 from server import errors, options
 from server.context import SCHEDULER, SETTINGS, STORE
 from server.modelspec import ModelSpec, model_ref, resolve
@@ -46,19 +45,8 @@ async def load_or_unload(p: Prepared, model: str, keep_alive: float | None,
         await p.scheduler.unload(p.ref.digest)
         reason = "unload"
     else:
-        with scheduler_errors():
+        with errors.scheduler_errors():
             await p.scheduler.load(p.ref, p.num_ctx, keep_alive)
         reason = "load"
     return json_response({"model": model, "created_at": now_rfc3339(), **empty,
                           "done": True, "done_reason": reason})
-
-
-@contextmanager
-def scheduler_errors() -> Iterator[None]:
-    """Maps scheduler failures to API errors (503 when the queue is full)."""
-    try:
-        yield
-    except QueueFull:
-        raise errors.ServerBusy() from None
-    except SchedulerError as exc:
-        raise errors.WorkerError(str(exc)) from None
