@@ -22,7 +22,6 @@ from server.schemas import CreateRequest
 from server.store import (CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA, MODEL_MEDIA,
                           PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA, InvalidDigest, Layer, Store,
                           normalize_digest)
-from workers.prompt import TemplateError, check_go_template
 
 _REPLACED_BY_REQUEST = {TEMPLATE_MEDIA, SYSTEM_MEDIA, PARAMS_MEDIA, MESSAGES_MEDIA}
 
@@ -30,11 +29,6 @@ _REPLACED_BY_REQUEST = {TEMPLATE_MEDIA, SYSTEM_MEDIA, PARAMS_MEDIA, MESSAGES_MED
 def create_model(store: Store, req: CreateRequest) -> list[str]:
     """Creates or replaces the model; returns the status lines in order. Raises APIError."""
     name = parse_or_400(req.model)
-    if req.template is not None:
-        try:
-            check_go_template(req.template)
-        except TemplateError as exc:
-            raise errors.BadRequest(str(exc)) from None
     statuses: list[str] = []
     if req.files:
         statuses.append("parsing GGUF")

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from server import errors, options
 from server.durations import parse_duration
+from workers.prompt import TemplateError, check_go_template
 from workers.protocol import ChatMessage
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -51,6 +52,17 @@ def _keep_alive(body: dict[str, Any]) -> float | None:
         return parse_duration(body["keep_alive"])
     except ValueError as exc:
         raise errors.BadRequest(f'invalid "keep_alive": {exc}') from None
+
+
+def _template(body: dict[str, Any], default: str | None) -> str | None:
+    """An Ollama Go template that parses, or 400 with the parser's message."""
+    template = _typed(body, "template", str, default)
+    if template:
+        try:
+            check_go_template(template)
+        except TemplateError as exc:
+            raise errors.BadRequest(str(exc)) from None
+    return template
 
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +124,7 @@ class GenerateRequest(InferenceRequest):
         if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in context):
             raise errors.BadRequest('"context" must be a list of token ids')
         return cls(prompt=_typed(body, "prompt", str, ""), system=_typed(body, "system", str, ""),
-                   template=_typed(body, "template", str, ""), raw=_typed(body, "raw", bool, False),
+                   template=_template(body, ""), raw=_typed(body, "raw", bool, False),
                    context=context, **common)
 
 
@@ -211,7 +223,7 @@ class CreateRequest:
             model=model,
             from_=_typed(body, "from", str, ""),
             files=files,
-            template=_typed(body, "template", str, None),
+            template=_template(body, None),
             system=_typed(body, "system", str, None),
             parameters=parameters,
             licenses=licenses or [],

@@ -7,7 +7,6 @@ import time
 from aiohttp import web
 
 from server import errors
-
 from server.api.inference import load_or_unload, prepare
 from server.schemas import ChatRequest, read_json
 from server.streaming import final_stats, now_rfc3339, respond

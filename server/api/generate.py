@@ -10,7 +10,6 @@ from server import errors
 from server.api.inference import load_or_unload, prepare
 from server.schemas import GenerateRequest, read_json
 from server.streaming import final_stats, now_rfc3339, respond
-from workers.prompt import TemplateError, check_go_template
 from workers.protocol import ChatMessage, PromptSpec
 
 
@@ -20,12 +19,6 @@ async def generate(request: web.Request) -> web.StreamResponse:
     p = prepare(request, req.model, req.options)
     if not req.prompt and not req.context:
         return await load_or_unload(p, req.model, req.keep_alive, {"response": ""})
-    if req.template:
-        try:
-            check_go_template(req.template)
-        except TemplateError as exc:
-            raise errors.BadRequest(str(exc)) from None
-
     if req.raw:
         prompt: PromptSpec = {"raw": req.prompt, "messages": [], "template": "",
                               "context": req.context}
