@@ -129,3 +129,10 @@ def test_prompt_larger_than_a_pipe_buffer_is_accepted(server: Server) -> None:
     final = generate(server, prompt=huge, options={"num_ctx": 256, "num_predict": 2,
                                                    "temperature": 0})[-1]
     assert final["done"] is True and final["prompt_eval_count"] <= 255
+
+
+def test_prompt_longer_than_one_batch_is_prefilled_in_chunks(server: Server) -> None:
+    long_prompt = "Count the words in this sentence please. " * 150  # ~1200 tokens > 512 per step
+    final = generate(server, prompt=long_prompt, options=QUICK)[-1]
+    assert final["done"] is True and final["eval_count"] == 8
+    assert final["prompt_eval_count"] > 1000
