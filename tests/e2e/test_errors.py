@@ -73,3 +73,12 @@ def test_server_still_answers_after_bad_requests(server: Server) -> None:
     reply = server.post("/api/generate", {"model": MODEL, "prompt": "hi", "stream": False,
                                           "options": QUICK})
     assert reply.status == 200 and reply.json()["done"] is True
+
+
+def test_template_that_fails_while_rendering_is_400_not_a_crash(server: Server) -> None:
+    reply = server.post("/api/generate", {"model": MODEL, "prompt": "hi",
+                                          "template": "{{ index .Messages 5 }}"})
+    assert reply.status == 400
+    assert "index out of range" in reply.json()["error"]
+    assert server.post("/api/generate", {"model": MODEL, "prompt": "hi", "stream": False,
+                                         "options": QUICK}).status == 200

@@ -13,6 +13,7 @@ from typing import Callable
 
 import orjson
 import psutil
+import pytest
 
 from tests.e2e.conftest import MODEL, QUICK
 from tests.e2e.server import ROOT, Server
@@ -108,12 +109,14 @@ def test_crashed_worker_fails_its_requests_and_is_restarted(make_server: Callabl
     assert reply.status == 200 and reply.json()["eval_count"] == 8
 
 
-def test_sigterm_finishes_running_requests_then_exits_cleanly(make_server: Callable[..., Server]) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_finishes_running_requests_then_exits_cleanly(
+        make_server: Callable[..., Server], sig: int) -> None:
     server = make_server()
     conn, resp = open_stream(server, {"num_predict": 40, "temperature": 0})
     workers = worker_pids(server)
     assert server.process is not None
-    server.process.send_signal(signal.SIGTERM)
+    server.process.send_signal(sig)
     lines = [orjson.loads(line) for line in resp.read().splitlines() if line.strip()]
     conn.close()
     assert lines[-1]["done"] is True and lines[-1]["eval_count"] == 40
