@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from tests.e2e.conftest import MODEL, QUICK
 from tests.e2e.server import Server
 
@@ -119,7 +121,8 @@ def test_utf8_characters_are_never_split(server: Server) -> None:
         assert "\ufffd" not in line["response"]
 
 
-def test_num_ctx_is_capped_at_the_trained_context_length(server: Server) -> None:
+def test_num_ctx_is_capped_at_the_trained_context_length(make_server: Callable[..., Server]) -> None:
+    server = make_server(OLLAMA_NUM_PARALLEL="1")  # one slot keeps the 32k-token KV cache small
     generate(server, options={"num_ctx": 1_000_000, "num_predict": 1, "temperature": 0})
     [entry] = [m for m in server.get("/api/ps").json()["models"] if m["name"] == MODEL]
     assert entry["context_length"] == 32768
