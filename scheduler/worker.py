@@ -166,9 +166,12 @@ class WorkerHandle:
         self._close_pipes()
         exitcode = None
         if self._process is not None:
-            self._process.join(timeout=2)  # the pipe closes as the process dies; reap it
+            # The pipe closes as the process dies, so a short wait reaps it; never stall the
+            # event loop on a worker that closed its pipe but hangs: kill it.
+            self._process.join(timeout=0.2)
             if self._process.is_alive():
                 self._process.kill()
+                self._process.join(timeout=1)
             exitcode = self._process.exitcode
         log.error("worker %s (pid %s) exited unexpectedly (exit code %s)", self.device.id,
                   self.pid, exitcode)

@@ -22,8 +22,13 @@ from workers import protocol
 NDJSON = "application/x-ndjson"
 
 
+def rfc3339(when: datetime) -> str:
+    """A UTC time as Ollama writes it (RFC 3339 with a Z)."""
+    return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return rfc3339(datetime.now(timezone.utc))
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:

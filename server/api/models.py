@@ -14,11 +14,7 @@ from server.gguf import cached_info, read_gguf
 from server.modelspec import ModelSpec, details, parse_or_400, read_config, resolve
 from server.schemas import read_json
 from server.store import atomic_write
-from server.streaming import json_response
-
-
-def _rfc3339(dt) -> str:  # type: ignore[no-untyped-def]
-    return dt.isoformat().replace("+00:00", "Z")
+from server.streaming import json_response, rfc3339
 
 
 async def tags(request: web.Request) -> web.Response:
@@ -28,7 +24,7 @@ async def tags(request: web.Request) -> web.Response:
         models.append({
             "name": name.display,
             "model": name.display,
-            "modified_at": _rfc3339(manifest.modified_at),
+            "modified_at": rfc3339(manifest.modified_at),
             "size": manifest.size,
             "digest": manifest.digest,
             "details": details(read_config(store, manifest)),
@@ -57,7 +53,7 @@ async def show(request: web.Request) -> web.Response:
         "details": details(spec.config),
         "model_info": info.metadata,  # long arrays are [] unless verbose, as in Ollama
         "capabilities": capabilities(spec),
-        "modified_at": _rfc3339(spec.manifest.modified_at),
+        "modified_at": rfc3339(spec.manifest.modified_at),
     }
     if spec.messages:
         reply["messages"] = spec.messages

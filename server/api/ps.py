@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from server.context import SCHEDULER
-from server.streaming import json_response
+from server.streaming import json_response, rfc3339
 
 
 async def ps(request: web.Request) -> web.Response:
@@ -20,8 +20,7 @@ async def ps(request: web.Request) -> web.Response:
             "size": runner.size,
             "digest": ref.manifest_digest,
             "details": ref.details,
-            "expires_at": datetime.fromtimestamp(runner.expires_at, timezone.utc)
-            .isoformat().replace("+00:00", "Z"),
+            "expires_at": rfc3339(datetime.fromtimestamp(runner.expires_at, timezone.utc)),
             "size_vram": runner.size_vram,
             "context_length": runner.num_ctx,
         })
