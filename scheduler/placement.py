@@ -3,8 +3,9 @@
 A device takes a model when it has the memory and is under the per-device model limit. When no
 device does, the cheapest fix is chosen: evict idle models, least recently used first, on the
 device where that takes the fewest evictions. If nothing can be evicted the caller waits for a
-model to go idle. A device with nothing loaded always accepts (llama.cpp then decides, e.g. by
-memory-mapping weights larger than free RAM).
+model to go idle. A device with nothing loaded accepts any model no larger than its total memory
+(llama.cpp then decides, e.g. by memory-mapping weights larger than free RAM); a model larger
+than every device is refused outright, and nothing is evicted for it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class LoadedModel:
 class Placement:
     device_id: str | None  # None: nothing fits now; wait for a model to become idle
     evict: tuple[str, ...] = ()
+    never_fits: bool = False  # larger than every device even when empty: an error, not a wait
 
 
 def estimate_bytes(file_size: int, kv_bytes_per_token: int, num_ctx: int, slots: int) -> int:
@@ -37,6 +39,8 @@ def estimate_bytes(file_size: int, kv_bytes_per_token: int, num_ctx: int, slots:
 
 def place(devices: Sequence[Device], loaded: Sequence[LoadedModel], need: int,
           max_loaded_per_device: int) -> Placement:
+    if devices and all(need > d.total_memory for d in devices):
+        return Placement(None, never_fits=True)  # evicting anything would be for nothing
     best: Placement | None = None
     # Most free memory first: spreads models over GPUs instead of stacking them on one.
     for device in sorted(devices, key=lambda d: d.free_memory, reverse=True):

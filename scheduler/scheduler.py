@@ -45,6 +45,7 @@ class ModelRef:
     file_size: int
     kv_bytes_per_token: int
     context_length: int  # trained context length from the GGUF (0 if unknown)
+    n_vocab: int  # tokenizer vocabulary size from the GGUF (0 if unknown)
     details: dict
 
 
@@ -59,8 +60,9 @@ class Runner:
     keep_alive: float
     active: int = 0
     draining: bool = False  # takes no new jobs: waiting to be replaced or unloaded
-    size: int = 0
+    size: int = 0  # weights and KV cache
     size_vram: int = 0
+    embed_size: int = 0  # the embedding context, once one was used
     last_used: float = field(default_factory=time.monotonic)
     expires_at: float = 0.0  # wall clock, for /api/ps
     expiry: asyncio.TimerHandle | None = None
@@ -117,6 +119,7 @@ class Scheduler:
         self._ids = itertools.count(1)
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._crashed_loads: set[str] = set()  # weights digests whose load killed a worker
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -143,6 +146,11 @@ class Scheduler:
     def _worker_exited(self, worker: WorkerHandle) -> None:
         for digest, runner in list(self._runners.items()):
             if runner.worker is worker:
+                if not runner.ready.done():
+                    # It died loading this model; loading it again would crash it again.
+                    log.error("%s crashed its worker while loading; refusing it from now on",
+                              runner.ref.name)
+                    self._crashed_loads.add(digest)
                 self._drop(digest)
         if not self._stopping:
             self._spawn(self._restart(worker))
@@ -170,7 +178,7 @@ class Scheduler:
     # ---- public API ----------------------------------------------------------------------
 
     async def submit(self, ref: ModelRef, num_ctx: int, keep_alive: float | None,
-                     prompt: protocol.PromptSpec, options: protocol.SamplingOptions,
+                     prompt: protocol.PromptSpec, options: RequestOptions,
                      want_context: bool) -> Job:
         job = await self._acquire(ref, num_ctx, keep_alive)
         self._start(job, protocol.Submit(job.id, job.runner.model_id, prompt, options, want_context))
@@ -182,18 +190,25 @@ class Scheduler:
         job = await self._acquire(ref, num_ctx, keep_alive)
         self._start(job, protocol.Embed(job.id, job.runner.model_id, inputs, truncate))
         try:
-            return await job.next(), job.load_duration
+            reply = await job.next()
         finally:
             job.close()
+        if isinstance(reply, protocol.Embedded):
+            job.runner.embed_size = reply.memory
+        return reply, job.load_duration
 
     def _start(self, job: Job, msg: protocol.Submit | protocol.Embed) -> None:
         job._queue = job.runner.worker.open_job(job.id)
         try:
             job.runner.worker.send(msg)
-        except WorkerDied:
+        except BaseException as exc:
+            # Whatever failed (a dead worker, a message that cannot be encoded, a cancelled
+            # task), the slot must come back, or the model wedges once every slot has leaked.
             job.finished = True
             self._release(job)
-            raise SchedulerError(CRASH_MESSAGE) from None
+            if isinstance(exc, WorkerDied):
+                raise SchedulerError(CRASH_MESSAGE) from None
+            raise
 
     async def load(self, ref: ModelRef, num_ctx: int, keep_alive: float | None) -> int:
         """Loads (or keeps) the model and returns the load duration; holds no slot after."""
@@ -212,6 +227,26 @@ class Scheduler:
         if runner.active == 0:
             await self._unload(runner)
 
+    async def probe(self, timeout: float) -> dict[str, str]:
+        """Each device's worker state: "ready", "loading", "not responding" (a stopped or hung
+        process: no answer to a ping within `timeout`) or "restarting"."""
+        async def state(worker: WorkerHandle) -> str:
+            if not worker.alive:
+                return "restarting"
+            try:
+                await asyncio.wait_for(worker.request(protocol.Ping(next(self._ids))), timeout)
+            except asyncio.TimeoutError:
+                # Loading weights blocks the step loop for as long as it takes: not a hang.
+                loading = any(r.worker is worker and not r.ready.done()
+                              for r in self._runners.values())
+                return "loading" if loading else "not responding"
+            except WorkerDied:
+                return "restarting"
+            return "ready"
+
+        states = await asyncio.gather(*(state(w) for w in self._workers.values()))
+        return dict(zip(self._workers, states))
+
     def running(self) -> list[Runner]:
         return [r for r in self._runners.values() if r.ready.done() and not r.ready.exception()]
 
@@ -226,6 +261,9 @@ class Scheduler:
             while True:
                 if self._stopping:
                     raise SchedulerError("server is shutting down")
+                if ref.digest in self._crashed_loads:
+                    raise SchedulerError(f"unable to load model {ref.name}: loading it crashed "
+                                         "the model runner (a damaged or unsupported file?)")
                 runner = self._runners.get(ref.digest)
                 if runner is not None and runner.num_ctx != num_ctx and not runner.draining:
                     runner.draining = True  # same weights, other context size: replace when idle
@@ -289,10 +327,14 @@ class Scheduler:
         need = placement.estimate_bytes(ref.file_size, ref.kv_bytes_per_token, num_ctx, self._slots)
         live = {d.id: d for d in self._inventory.devices() if d.id in self._workers
                 and self._workers[d.id].alive}
-        loaded = [placement.LoadedModel(r.model_id, r.worker.device.id, r.size,
+        loaded = [placement.LoadedModel(r.model_id, r.worker.device.id, r.size + r.embed_size,
                                         r.active == 0 and r.ready.done(), r.last_used)
                   for r in self._runners.values()]
         decision = placement.place(list(live.values()), loaded, need, self._max_loaded)
+        if decision.never_fits:
+            largest = max(d.total_memory for d in live.values())
+            raise SchedulerError(f"model requires more memory ({_gib(need)}) than any device has "
+                                 f"({_gib(largest)})")
         if decision.device_id is None:
             return None
         for victim in [r for r in self._runners.values() if r.model_id in decision.evict]:
@@ -353,3 +395,7 @@ class Scheduler:
         if not runner.ready.done():
             runner.ready.set_exception(SchedulerError(CRASH_MESSAGE))
             runner.ready.exception()
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB"

@@ -115,9 +115,13 @@ class WorkerHandle:
     def close_job(self, job_id: int) -> None:
         self._jobs.pop(job_id, None)
 
-    async def request(self, msg: protocol.Load | protocol.Unload) -> protocol.FromWorker:
-        """Sends Load/Unload and waits for the worker's answer for that model."""
-        key = ("load" if isinstance(msg, protocol.Load) else "unload", msg.model_id)
+    async def request(self, msg: protocol.Load | protocol.Unload | protocol.Ping
+                      ) -> protocol.FromWorker:
+        """Sends Load/Unload/Ping and waits for the worker's answer to it."""
+        if isinstance(msg, protocol.Ping):
+            key = ("ping", str(msg.nonce))
+        else:
+            key = ("load" if isinstance(msg, protocol.Load) else "unload", msg.model_id)
         future = asyncio.get_running_loop().create_future()
         self._replies[key] = future
         try:
@@ -151,6 +155,8 @@ class WorkerHandle:
             self._resolve(("load", msg.model_id), msg)
         elif isinstance(msg, protocol.Unloaded):
             self._resolve(("unload", msg.model_id), msg)
+        elif isinstance(msg, protocol.Pong):
+            self._resolve(("ping", str(msg.nonce)), msg)
         elif isinstance(msg, protocol.Ready) and self._ready and not self._ready.done():
             self._ready.set_result(msg)
 

@@ -5,22 +5,27 @@ from __future__ import annotations
 from aiohttp import web
 
 from scheduler.scheduler import Scheduler
+from server import security
 from server.api import blobs, chat, create, embed, generate, models, ps, system
+from server.bodies import MAX_JSON_BODY
 from server.context import SCHEDULER, SETTINGS, STORE
 from server.errors import error_middleware
 from server.settings import Settings
-from server.store import Store
-
-MAX_BODY = 64 << 20  # bounds JSON bodies read whole; blob uploads are streamed, not read whole
+from store.store import Store
 
 
 def build_app(settings: Settings, store: Store, scheduler: Scheduler) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    # Bodies are read through server/bodies.py, which bounds JSON bodies and streams uploads.
+    # Origin, Host and API key checks come first: a refused request never reaches a handler.
+    app = web.Application(middlewares=[*security.middlewares(settings), error_middleware],
+                          client_max_size=MAX_JSON_BODY)
+    security.install(app, settings)
     app[SETTINGS] = settings
     app[STORE] = store
     app[SCHEDULER] = scheduler
     app.router.add_get("/", system.root)  # aiohttp answers HEAD for GET routes too
     app.router.add_get("/api/version", system.version)
+    app.router.add_get("/api/ready", system.ready)
     app.router.add_post("/api/generate", generate.generate)
     app.router.add_post("/api/chat", chat.chat)
     app.router.add_post("/api/embed", embed.embed)

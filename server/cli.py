@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def bootstrap(settings: Settings) -> int:
     from server.bootstrap import ensure_default_model  # noqa: PLC0415
-    from server.store import Store  # noqa: PLC0415
+    from store.store import Store  # noqa: PLC0415
 
     for status in ensure_default_model(Store(settings.models_dir)):
         print(status)
@@ -62,17 +62,24 @@ async def _serve(settings: Settings) -> int:
     from scheduler.devices import SystemInventory  # noqa: PLC0415
     from scheduler.scheduler import Scheduler  # noqa: PLC0415
     from server.app import build_app  # noqa: PLC0415
-    from server.store import Store  # noqa: PLC0415
+    from server.security import API_KEYS  # noqa: PLC0415
+    from store.store import Store  # noqa: PLC0415
 
     store = Store(settings.models_dir)
+    if swept := store.sweep_partials():
+        log.info("removed %d partial uploads left by an earlier run", swept)
     scheduler = Scheduler(
         SystemInventory(), slots=settings.num_parallel, max_queue=settings.max_queue,
         max_loaded_per_device=settings.max_loaded_models,
         default_keep_alive=settings.keep_alive,
         n_threads=psutil.cpu_count(logical=False) or psutil.cpu_count() or 1,
         debug=settings.debug)
+    try:
+        app = build_app(settings, store, scheduler)  # before any worker starts: it reads key files
+    except SettingsError as exc:
+        print(f"corral: {exc}", file=sys.stderr)
+        return 2
     await scheduler.start()
-    app = build_app(settings, store, scheduler)
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE,
                            access_log=log if settings.debug else None)
     await runner.setup()
@@ -89,6 +96,7 @@ async def _serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app[API_KEYS].reload)
     await stop.wait()
     log.info("shutting down: finishing running requests")
     await runner.cleanup()

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from scheduler.scheduler import Scheduler
 from server.settings import Settings
-from server.store import Store
+from store.store import Store
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)

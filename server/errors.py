@@ -1,7 +1,7 @@
 """Internal errors and the one place that turns them into HTTP answers.
 
 Handlers raise `APIError` subclasses (scheduler and worker failures are mapped to them here
-too); `error_middleware` writes `{"error": "..."}` with the matching status. Anything
+too) or let the store's own errors through; `error_middleware` writes `{"error": "..."}` with the matching status. Anything
 unexpected becomes a 500 with its message, and the server carries on.
 """
 
@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from scheduler.scheduler import QueueFull, SchedulerError
+from store import errors as store_errors
 from workers import protocol
 
 log = logging.getLogger("corral.http")
@@ -23,9 +24,11 @@ log = logging.getLogger("corral.http")
 class APIError(Exception):
     status = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if status is not None:
+            self.status = status
 
 
 class BadRequest(APIError):
@@ -47,10 +50,6 @@ class WorkerError(APIError):
     """The model runner failed (crash, load failure); the server itself is fine."""
 
     status = 500
-
-
-def model_not_found(name: str) -> NotFound:
-    return NotFound(f'model "{name}" not found, try pulling it first')
 
 
 @contextmanager
@@ -82,6 +81,10 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
         return await handler(request)
     except APIError as exc:
         return json_error(exc.status, exc.message)
+    except store_errors.InvalidInput as exc:
+        return json_error(400, str(exc))
+    except store_errors.NotFound as exc:
+        return json_error(404, str(exc))
     except ConnectionResetError:
         raise  # the client is gone (mid-stream); there is nobody to answer
     except web.HTTPException as exc:

@@ -12,8 +12,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from server import errors, options
+from server import errors
+from server.bodies import read_body
 from server.durations import parse_duration
+from store.create import CreateSpec
+from workers import options
 from workers.prompt import TemplateError, check_go_template
 from workers.protocol import ChatMessage
 
@@ -21,7 +24,7 @@ ROLES = ("system", "user", "assistant", "tool")
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    body = await request.read()
+    body = await read_body(request)
     if not body.strip():
         raise errors.BadRequest("missing request body")
     try:
@@ -188,15 +191,8 @@ class EmbedRequest:
 
 @dataclass
 class CreateRequest:
-    model: str
-    from_: str = ""
-    files: dict[str, str] = field(default_factory=dict)
-    template: str | None = None
-    system: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    licenses: list[str] = field(default_factory=list)
-    messages: list[ChatMessage] | None = None
-    stream: bool = True
+    spec: CreateSpec
+    stream: bool
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> "CreateRequest":
@@ -215,11 +211,11 @@ class CreateRequest:
                                          and all(isinstance(s, str) for s in licenses)):
             raise errors.BadRequest('"license" must be a string or a list of strings')
         try:
-            parameters = options.validate(body.get("parameters"))
+            parameters = options.validate(body.get("parameters"), "parameter")
         except options.InvalidOption as exc:
-            raise errors.BadRequest(str(exc).replace("option", "parameter", 1)) from None
+            raise errors.BadRequest(str(exc)) from None
         raw_messages = body.get("messages")
-        return cls(
+        spec = CreateSpec(
             model=model,
             from_=_typed(body, "from", str, ""),
             files=files,
@@ -227,6 +223,7 @@ class CreateRequest:
             system=_typed(body, "system", str, None),
             parameters=parameters,
             licenses=licenses or [],
-            messages=None if raw_messages is None else parse_messages(_typed(body, "messages", list, [])),
-            stream=_typed(body, "stream", bool, True),
+            messages=None if raw_messages is None else [
+                dict(m) for m in parse_messages(_typed(body, "messages", list, []))],
         )
+        return cls(spec=spec, stream=_typed(body, "stream", bool, True))

@@ -30,6 +30,10 @@ class Settings:
     max_loaded_models: int
     context_length: int
     debug: bool
+    body_idle_timeout: float  # seconds a request body may stall before the request fails
+    origins: tuple[str, ...]  # extra allowed browser origins (OLLAMA_ORIGINS)
+    api_key: str  # CORRAL_API_KEY; "" = no key needed
+    api_key_file: Path | None  # CORRAL_API_KEY_FILE: one key per line, re-read on SIGHUP
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,15 @@ VARIABLES: tuple[_Var, ...] = (
     _Var("OLLAMA_CONTEXT_LENGTH", "4096",
          "Default context window (num_ctx) per sequence when neither model nor request sets one."),
     _Var("OLLAMA_DEBUG", "false", "Log debug detail (1/true/yes)."),
+    _Var("OLLAMA_ORIGINS", "",
+         "Extra browser origins allowed to call the API, comma-separated (wildcards: "
+         "http://*.example.com); localhost and app schemes are always allowed."),
+    _Var("CORRAL_API_KEY", "",
+         "If set, every endpoint but GET / needs 'Authorization: Bearer <key>'."),
+    _Var("CORRAL_API_KEY_FILE", "",
+         "File of accepted API keys, one per line; re-read on SIGHUP."),
+    _Var("CORRAL_BODY_IDLE_TIMEOUT", "60s",
+         "How long a request body (an upload) may send nothing before the request fails."),
 )
 
 
@@ -84,6 +97,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         max_loaded_models=get("OLLAMA_MAX_LOADED_MODELS", _positive_int),  # type: ignore[arg-type]
         context_length=get("OLLAMA_CONTEXT_LENGTH", _positive_int),  # type: ignore[arg-type]
         debug=get("OLLAMA_DEBUG", _boolean),  # type: ignore[arg-type]
+        body_idle_timeout=get("CORRAL_BODY_IDLE_TIMEOUT", _positive_duration),  # type: ignore[arg-type]
+        origins=get("OLLAMA_ORIGINS", _list),  # type: ignore[arg-type]
+        api_key=get("CORRAL_API_KEY", str),  # type: ignore[arg-type]
+        api_key_file=get("CORRAL_API_KEY_FILE", _optional_path),  # type: ignore[arg-type]
     )
 
 
@@ -108,6 +125,21 @@ def _positive_int(raw: str) -> int:
     if value < 1:
         raise ValueError("must be at least 1")
     return value
+
+
+def _positive_duration(raw: str) -> float:
+    value = parse_duration(raw)
+    if not 0 < value < float("inf"):
+        raise ValueError("must be a positive duration")
+    return value
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.strip("\"'").split(",") if item.strip())
+
+
+def _optional_path(raw: str) -> Path | None:
+    return Path(raw).expanduser() if raw else None
 
 
 def _boolean(raw: str) -> bool:

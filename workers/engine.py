@@ -1,11 +1,13 @@
 """Continuous batching on llama.cpp's low-level API.
 
-Each loaded model has `slots` sequence ids in one shared context. One engine step builds a single
-`llama_batch` per model holding every generating sequence's next token plus as much pending
-prompt (prefill) as fits, runs one `llama_decode`, then samples each sequence that asked for
-logits with its own sampler chain. New requests join between steps; a finished or cancelled
-sequence's KV cells are freed with `llama_memory_seq_rm` before the next step. Embedding
-requests are served one input per step, so a large batch of them never stalls generation.
+Each loaded model has `slots` sequence ids in one shared context. A sequence is first rendered
+and tokenized on the prompt thread (render.py), then fed to the batch. One engine step is
+plan (planner.py: what each sequence adds), execute (fill one `llama_batch`, one
+`llama_decode`) and update (sample each sequence that asked for logits with its own sampler
+chain, stream its text, finish it). New requests join between steps; a finished or cancelled
+sequence's KV cells are freed with `llama_memory_seq_rm` before the next step. A sequence that
+fills its context is shifted (context.py) instead of stopped. Embeddings are computed a chunk
+per step, so a long input never stalls generation and never needs more than a chunk's memory.
 """
 
 from __future__ import annotations
@@ -16,10 +18,16 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import llama_cpp as llama
+import numpy as np
+import psutil
 
 from workers import prompt, protocol
+from workers.context import FILL_CONTEXT, Window, predict_limit
 from workers.llm import BATCH_TOKENS, LoadedModel
+from workers.options import RequestOptions
+from workers.planner import Work, plan
 from workers.protocol import Chunk, Done, Embedded, Failed, Loaded, LoadFailed, Unloaded
+from workers.render import PromptThread, RenderStopped, RenderTimeout
 from workers.sampling import build_chain, free_chain
 from workers.textstream import TextStream
 
@@ -33,17 +41,24 @@ class Sequence:
     job_id: int
     model: LoadedModel
     slot: int
-    prompt: list[int]
-    opts: protocol.SamplingOptions
-    chain: llama.llama_sampler_p
-    text: TextStream
+    opts: RequestOptions
     want_context: bool
     t_start: int
-    n_past: int = 0  # tokens already in the KV cache
+    prompt: list[int] = field(default_factory=list)  # empty until rendered
+    window: Window | None = None
+    limit: int = 0  # most tokens it may generate
+    chain: llama.llama_sampler_p | None = None
+    text: TextStream | None = None
+    n_past: int = 0  # tokens in the KV cache (positions 0..n_past-1)
     next_token: int | None = None  # sampled and emitted, not yet decoded
     generated: list[int] = field(default_factory=list)
     unsent_tokens: int = 0  # tokens whose text is held back (partial character or stop)
     t_first: int = 0  # when the prompt was done and the first token sampled
+
+    @property
+    def ready(self) -> bool:
+        """Rendered and in the batch (not waiting for the prompt thread)."""
+        return self.window is not None
 
 
 @dataclass
@@ -53,7 +68,10 @@ class EmbedJob:
     inputs: list[str]
     truncate: bool
     vectors: list[list[float]] = field(default_factory=list)
-    tokens: int = 0
+    tokens: list[int] | None = None  # the current input's, once tokenized
+    pos: int = 0  # tokens of the current input already decoded
+    total: np.ndarray | None = None  # sum of chunk means weighted by chunk length
+    counted: int = 0  # tokens over all inputs
 
 
 class Engine:
@@ -64,10 +82,12 @@ class Engine:
         self._free_slots: dict[str, list[int]] = {}
         self._seqs: dict[int, Sequence] = {}
         self._embeds: dict[int, EmbedJob] = {}  # insertion order is arrival order
+        self.prompts = PromptThread()
 
     @property
-    def busy(self) -> bool:
-        return bool(self._seqs or self._embeds)
+    def has_work(self) -> bool:
+        """Whether a step would do something (sequences rendering on the side do not count)."""
+        return bool(self._embeds) or any(s.ready for s in self._seqs.values())
 
     # ---- messages ------------------------------------------------------------------------
 
@@ -79,25 +99,27 @@ class Engine:
             if job_id is None:
                 raise
             log.exception("job %s failed", job_id)
-            seq = self._seqs.get(job_id)
-            if seq is not None:
-                self._release(seq)
-            self._send(Failed(job_id, f"internal error: {exc}"))
+            self._fail(job_id, f"internal error: {exc}")
 
     def _dispatch(self, msg: protocol.ToWorker) -> None:
         if isinstance(msg, protocol.Submit):
             self._submit(msg)
         elif isinstance(msg, protocol.Cancel):
+            self.prompts.cancel(msg.job_id)
             seq = self._seqs.get(msg.job_id)
             if seq is not None:
                 self._release(seq)
-            self._embeds.pop(msg.job_id, None)
+            job = self._embeds.pop(msg.job_id, None)
+            if job is not None:
+                job.model.end_embedding()
         elif isinstance(msg, protocol.Load):
             self._load(msg)
         elif isinstance(msg, protocol.Unload):
             self._unload(msg.model_id)
         elif isinstance(msg, protocol.Embed):
             self._embed(msg)
+        elif isinstance(msg, protocol.Ping):
+            self._send(protocol.Pong(msg.nonce))
 
     def _load(self, req: protocol.Load) -> None:
         model = self.models.get(req.model_id)
@@ -115,6 +137,7 @@ class Engine:
         model = self.models.pop(model_id, None)
         if model is not None:
             for seq in [s for s in self._seqs.values() if s.model is model]:
+                self.prompts.cancel(seq.job_id)
                 self._release(seq)
                 self._send(Failed(seq.job_id, "model was unloaded"))
             for job in [j for j in self._embeds.values() if j.model is model]:
@@ -133,100 +156,125 @@ class Engine:
         if not slots:
             self._send(Failed(req.job_id, "no free sequence slot"))
             return
-        opts = req.options
-        try:
-            tokens = prompt.build_tokens(
-                req.prompt, lambda msgs: model.render(req.prompt["template"], msgs),
-                model.tokenize, model.num_ctx, opts["num_keep"])
-        except prompt.TemplateError as exc:
-            self._send(Failed(req.job_id, str(exc), kind="bad_request"))
-            return
-        if not tokens:
-            tokens = [llama.llama_vocab_bos(model.vocab)]
         self._seqs[req.job_id] = Sequence(
-            job_id=req.job_id, model=model, slot=_take_lowest(slots), prompt=tokens, opts=opts,
-            chain=build_chain(opts, model.num_ctx, model.n_vocab, tokens), text=TextStream(opts["stop"]),
+            job_id=req.job_id, model=model, slot=_take_lowest(slots), opts=req.options,
             want_context=req.want_context, t_start=time.perf_counter_ns())
+        spec = req.prompt
+        self.prompts.submit(req.job_id, lambda: prompt.build_tokens(
+            spec, lambda msgs: model.render(spec["template"], msgs), model.tokenize,
+            model.num_ctx))
 
-    def _embed(self, req: protocol.Embed) -> None:
-        model = self.models.get(req.model_id)
-        if model is None:
-            self._send(Failed(req.job_id, "model is not loaded"))
-            return
-        self._embeds[req.job_id] = EmbedJob(req.job_id, model, list(req.inputs), req.truncate)
+    # ---- prompts from the prompt thread --------------------------------------------------
 
-    def _embed_one(self) -> None:
-        """Embeds one input of the oldest embedding job, so decoding waits for one at most."""
-        job = next(iter(self._embeds.values()))
-        try:
-            vector, n = job.model.embed(job.inputs[len(job.vectors)], job.truncate)
-        except Exception as exc:  # noqa: BLE001 - fail this request, keep the worker
-            del self._embeds[job.job_id]
-            bad_input = isinstance(exc, ValueError)
-            self._send(Failed(job.job_id, str(exc), kind="bad_request" if bad_input else "internal"))
+    def poll(self) -> float | None:
+        """Admits rendered prompts and stops overdue renderings; returns how long the worker
+        may sleep before the next rendering deadline (None: no deadline)."""
+        for job_id, outcome in self.prompts.results():
+            seq = self._seqs.get(job_id)
+            if seq is not None:
+                self._admit(seq, outcome)
+        return self.prompts.enforce_deadline()
+
+    def _admit(self, seq: Sequence, outcome: object) -> None:
+        model = seq.model
+        if isinstance(outcome, BaseException):
+            if isinstance(outcome, RenderStopped):
+                return  # cancelled: already released
+            if isinstance(outcome, RenderTimeout):
+                message = f"template rendering took longer than {self.prompts.timeout:g}s"
+            elif isinstance(outcome, prompt.TemplateError):
+                message = str(outcome)
+            else:
+                log.error("building the prompt of job %s failed: %r", seq.job_id, outcome)
+                self._fail(seq.job_id, f"internal error: {outcome}")
+                return
+            self._fail(seq.job_id, message, kind="bad_request")
             return
-        job.vectors.append(vector)
-        job.tokens += n
-        if len(job.vectors) == len(job.inputs):
-            del self._embeds[job.job_id]
-            self._send(Embedded(job.job_id, job.vectors, job.tokens))
+        assert isinstance(outcome, list)
+        tokens = outcome or [llama.llama_vocab_bos(model.vocab)]
+        bad = next((t for t in tokens if not 0 <= t < model.n_vocab), None)
+        if bad is not None:
+            self._fail(seq.job_id, f"context token {bad} is out of range for this model "
+                                   f"(0 to {model.n_vocab - 1})", kind="bad_request")
+            return
+        opts = seq.opts
+        seq.window = Window.of(model.num_ctx, opts["num_keep"], len(tokens))
+        seq.prompt = seq.window.fit_prompt(tokens)
+        seq.limit = predict_limit(opts["num_predict"], model.num_ctx)
+        seq.chain = build_chain(opts, model.num_ctx, model.n_vocab, seq.prompt)
+        seq.text = TextStream(opts["stop"])
 
     # ---- the step loop -------------------------------------------------------------------
 
     def step(self) -> None:
         if self._embeds:
-            self._embed_one()
+            self._embed_chunk()
         for model in list(self.models.values()):
-            seqs = sorted((s for s in self._seqs.values() if s.model is model), key=lambda s: s.slot)
+            seqs = sorted((s for s in self._seqs.values() if s.model is model and s.ready),
+                          key=lambda s: s.slot)
             if seqs:
                 self._step_model(model, seqs)
 
     def _step_model(self, model: LoadedModel, seqs: list[Sequence]) -> None:
+        for seq in seqs:
+            if seq.next_token is not None and seq.n_past >= model.num_ctx:
+                self._shift(seq)
+        works = plan([s for s in seqs if s.job_id in self._seqs], BATCH_TOKENS)
+        if not works or self._execute(model, works):
+            return
+        # The batch failed. Decode each sequence on its own, so only those at fault fail.
+        for work in works:
+            llama.llama_memory_seq_rm(model.memory, work.seq.slot, work.pos, -1)  # type: ignore[attr-defined]
+        for work in works:
+            if not self._execute(model, [work]):
+                llama.llama_memory_seq_rm(model.memory, work.seq.slot, work.pos, -1)  # type: ignore[attr-defined]
+                self._fail(work.seq.job_id, "llama_decode failed for this request")  # type: ignore[attr-defined]
+
+    def _execute(self, model: LoadedModel, works: list[Work]) -> bool:
+        """Fills the batch, decodes it and applies the outcome; False if llama_decode failed."""
         batch = model.batch
         n = 0
-        added: list[tuple[Sequence, int, int]] = []  # (sequence, tokens added, logits index)
-
-        def put(token: int, pos: int, seq_id: int, logits: bool) -> None:
-            nonlocal n
-            batch.token[n] = token
-            batch.pos[n] = pos
-            batch.n_seq_id[n] = 1
-            batch.seq_id[n][0] = seq_id
-            batch.logits[n] = logits
-            n += 1
-
-        # Generating sequences first (one token each), so prefill never delays their next token.
-        for seq in seqs:
-            if seq.next_token is not None:
-                put(seq.next_token, seq.n_past, seq.slot, True)
-                added.append((seq, 1, n - 1))
-        for seq in seqs:
-            remaining = len(seq.prompt) - seq.n_past
-            if seq.next_token is not None or remaining <= 0:
-                continue
-            take = min(remaining, BATCH_TOKENS - n)
-            if take <= 0:
-                break
-            for k in range(take):
-                put(seq.prompt[seq.n_past + k], seq.n_past + k, seq.slot, k == remaining - 1)
-            added.append((seq, take, n - 1 if take == remaining else -1))
+        sample_at: list[int] = []
+        for work in works:
+            seq_id = work.seq.slot  # type: ignore[attr-defined]
+            for k, token in enumerate(work.tokens):
+                batch.token[n] = token
+                batch.pos[n] = work.pos + k
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = seq_id
+                batch.logits[n] = work.logits and k == len(work.tokens) - 1
+                n += 1
+            sample_at.append(n - 1 if work.logits else -1)
         batch.n_tokens = n
         rc = llama.llama_decode(model.ctx, batch)
         if rc != 0:
-            for seq in seqs:
-                self._release(seq)
-                self._send(Failed(seq.job_id, f"llama_decode failed with status {rc}"))
-            return
-        for seq, count, index in added:
-            seq.n_past += count
+            log.error("llama_decode returned %d for a batch of %d tokens", rc, n)
+            return False
+        for work, index in zip(works, sample_at):
+            seq: Sequence = work.seq  # type: ignore[assignment]
+            seq.n_past += len(work.tokens)
             if index < 0:
                 continue
             if not seq.t_first:
                 seq.t_first = time.perf_counter_ns()
             self._accept(seq, llama.llama_sampler_sample(seq.chain, model.ctx, index))
+        return True
+
+    def _shift(self, seq: Sequence) -> None:
+        """Drops the oldest half after `keep` from the KV cache, so generation can go on."""
+        model, window = seq.model, seq.window
+        assert window is not None
+        if not llama.llama_memory_can_shift(model.memory):
+            self._finish(seq, "length")
+            return
+        start, end = window.keep, window.keep + window.discard
+        llama.llama_memory_seq_rm(model.memory, seq.slot, start, end)
+        llama.llama_memory_seq_add(model.memory, seq.slot, end, -1, -window.discard)
+        seq.n_past -= window.discard
 
     def _accept(self, seq: Sequence, token: int) -> None:
         model = seq.model
+        assert seq.text is not None
         if model.is_eog(token):
             self._finish(seq, "stop")
             return
@@ -236,15 +284,16 @@ class Engine:
         if text:
             self._send(Chunk(seq.job_id, text, seq.unsent_tokens))
             seq.unsent_tokens = 0
-        num_predict = seq.opts["num_predict"]
+        context_full = seq.opts["num_predict"] == FILL_CONTEXT and seq.n_past + 1 >= model.num_ctx
         if seq.text.stopped:
             self._finish(seq, "stop")
-        elif 0 < num_predict <= len(seq.generated) or seq.n_past + 1 >= model.num_ctx:
+        elif len(seq.generated) >= seq.limit or context_full:
             self._finish(seq, "length")
         else:
             seq.next_token = token
 
     def _finish(self, seq: Sequence, reason: str) -> None:
+        assert seq.text is not None
         now = time.perf_counter_ns()
         tail = "" if seq.text.stopped else seq.text.flush()
         if tail:
@@ -260,6 +309,12 @@ class Engine:
             context=seq.prompt + seq.generated if seq.want_context else [],
         ))
 
+    def _fail(self, job_id: int, message: str, kind: str = "internal") -> None:
+        seq = self._seqs.get(job_id)
+        if seq is not None:
+            self._release(seq)
+        self._send(Failed(job_id, message, kind=kind))
+
     def _release(self, seq: Sequence) -> None:
         """Frees the sequence's KV cells, sampler and slot; idempotent per job."""
         if self._seqs.pop(seq.job_id, None) is None:
@@ -269,8 +324,57 @@ class Engine:
             # An idle cache starts over from cell 0, so a request run alone always sees the
             # same KV layout and gives the same tokens for the same seed.
             llama.llama_memory_clear(seq.model.memory, False)
-        free_chain(seq.chain)
+        if seq.chain is not None:
+            free_chain(seq.chain)
         self._free_slots[seq.model.model_id].append(seq.slot)
+
+    # ---- embeddings ----------------------------------------------------------------------
+
+    def _embed(self, req: protocol.Embed) -> None:
+        model = self.models.get(req.model_id)
+        if model is None:
+            self._send(Failed(req.job_id, "model is not loaded"))
+            return
+        self._embeds[req.job_id] = EmbedJob(req.job_id, model, list(req.inputs), req.truncate)
+
+    def _embed_chunk(self) -> None:
+        """Decodes the next chunk of the oldest embedding job's current input."""
+        job = next(iter(self._embeds.values()))
+        try:
+            self._advance(job)
+        except Exception as exc:  # noqa: BLE001 - fail this request, keep the worker
+            del self._embeds[job.job_id]
+            job.model.end_embedding()
+            self._send(Failed(job.job_id, str(exc),
+                              kind="bad_request" if isinstance(exc, ValueError) else "internal"))
+            return
+        if len(job.vectors) == len(job.inputs):
+            del self._embeds[job.job_id]
+            job.model.end_embedding()
+            self._send(Embedded(job.job_id, job.vectors, job.counted, job.model.embed_memory))
+
+    def _advance(self, job: EmbedJob) -> None:
+        model = job.model
+        if job.tokens is None:
+            job.tokens = model.embedding_tokens(job.inputs[len(job.vectors)], job.truncate)
+            job.pos, job.total = 0, np.zeros(model.n_embd, dtype=np.float64)
+        if job.tokens:
+            before = psutil.Process().memory_info().rss if model.embed_memory == 0 else 0
+            chunk = job.tokens[job.pos: job.pos + model.embed_batch]
+            job.total += model.embed_chunk(chunk, job.pos) * len(chunk)
+            job.pos += len(chunk)
+            if before:
+                model.embed_memory = max(psutil.Process().memory_info().rss - before, 1)
+        if job.pos < len(job.tokens):
+            return
+        n = len(job.tokens)
+        vector = job.total / n if n else np.zeros(model.n_embd)
+        if not np.all(np.isfinite(vector)):
+            raise RuntimeError("embedding contains non-finite values")
+        job.vectors.append(vector.tolist())
+        job.counted += n
+        job.tokens = None
+        model.end_embedding()
 
     def close(self) -> None:
         for seq in list(self._seqs.values()):
@@ -278,6 +382,7 @@ class Engine:
         for model in self.models.values():
             model.close()
         self.models.clear()
+        self.prompts.close()
 
 
 def _take_lowest(slots: list[int]) -> int:

@@ -2,17 +2,18 @@
 
 The decode context holds `slots` sequences of up to `num_ctx` tokens (n_ctx = num_ctx x slots),
 so every active request of this model is decoded in the same `llama_decode` call. Embeddings use
-a second, lazily created context with mean pooling, so they never disturb decoding sequences.
+a second, lazily created context with mean pooling, fed a chunk at a time, so they never disturb
+decoding sequences.
 """
 
 from __future__ import annotations
 
 import ctypes
-import math
 import time
 from typing import Sequence
 
 import llama_cpp as llama
+import numpy as np
 
 from workers import prompt
 from workers.protocol import ChatMessage, Load
@@ -43,6 +44,8 @@ class LoadedModel:
         self.memory = llama.llama_get_memory(self.ctx)
         self.batch = llama.llama_batch_init(BATCH_TOKENS, 0, 1)
         self._embed_ctx: llama.llama_context_p | None = None
+        self._embed_batch: llama.llama_batch | None = None
+        self.embed_memory = 0  # bytes the embedding context took, measured on its first use
         self.n_embd = llama.llama_model_n_embd(self.model)
         self.n_vocab = llama.llama_vocab_n_tokens(self.vocab)
         self.chat_template = self._meta("tokenizer.chat_template")
@@ -54,8 +57,7 @@ class LoadedModel:
         cparams = llama.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_seq_max = n_seq
-        cparams.n_batch = n_ctx if embeddings else BATCH_TOKENS
-        cparams.n_ubatch = n_ctx if embeddings else BATCH_TOKENS
+        cparams.n_batch = cparams.n_ubatch = self.embed_batch if embeddings else BATCH_TOKENS
         cparams.n_threads = self.n_threads
         cparams.n_threads_batch = self.n_threads
         cparams.embeddings = embeddings
@@ -118,40 +120,52 @@ class LoadedModel:
 
     # ---- embeddings ----------------------------------------------------------------------
 
-    def embed(self, text: str, truncate: bool) -> tuple[list[float], int]:
-        """Mean-pooled embedding (not normalized) and the number of tokens it covered."""
-        if self._embed_ctx is None:
-            self._embed_ctx = self._new_context(self.num_ctx, 1, embeddings=True)
+    @property
+    def embed_batch(self) -> int:
+        """Tokens per embedding step. llama.cpp computes the output layer for every pooled token
+        (262k logits each for Gemma), so on the CPU a small chunk keeps a step short and its
+        buffers near 100 MB; one long input is then spread over many steps."""
+        return 512 if self.gpu else 64
+
+    def embedding_tokens(self, text: str, truncate: bool) -> list[int]:
         tokens = self.tokenize(text, True)
         if len(tokens) > self.num_ctx:
             if not truncate:
                 raise ValueError("the input length exceeds the context length")
             tokens = tokens[: self.num_ctx]
-        if not tokens:
-            return [0.0] * self.n_embd, 0
-        batch = llama.llama_batch_init(len(tokens), 0, 1)
-        try:
-            for i, token in enumerate(tokens):
-                batch.token[i] = token
-                batch.pos[i] = i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = True
-            batch.n_tokens = len(tokens)
+        return tokens
+
+    def embed_chunk(self, tokens: list[int], pos: int) -> np.ndarray:
+        """Mean of the chunk's hidden states, given the input's earlier chunks in the cache.
+
+        With mean pooling llama.cpp averages over one decode call's tokens only; the caller
+        weights each chunk's mean by its length to get the mean over the whole input.
+        """
+        if self._embed_ctx is None:
+            self._embed_ctx = self._new_context(self.num_ctx, 1, embeddings=True)
+            self._embed_batch = llama.llama_batch_init(self.embed_batch, 0, 1)
+        batch = self._embed_batch
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = pos + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = True
+        batch.n_tokens = len(tokens)
+        if llama.llama_decode(self._embed_ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed while embedding")
+        ptr = llama.llama_get_embeddings_seq(self._embed_ctx, 0)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_embd,)).astype(np.float64)
+
+    def end_embedding(self) -> None:
+        """Clears the embedding cache for the next input."""
+        if self._embed_ctx is not None:
             llama.llama_memory_clear(llama.llama_get_memory(self._embed_ctx), True)
-            if llama.llama_decode(self._embed_ctx, batch) != 0:
-                raise RuntimeError("llama_decode failed while embedding")
-            ptr = llama.llama_get_embeddings_seq(self._embed_ctx, 0)
-            vector = [float(ptr[i]) for i in range(self.n_embd)]
-        finally:
-            llama.llama_batch_free(batch)
-        if not all(math.isfinite(v) for v in vector):
-            raise RuntimeError("embedding contains non-finite values")
-        return vector, len(tokens)
 
     def close(self) -> None:
         llama.llama_batch_free(self.batch)
         if self._embed_ctx is not None:
+            llama.llama_batch_free(self._embed_batch)
             llama.llama_free(self._embed_ctx)
         llama.llama_free(self.ctx)
         llama.llama_model_free(self.model)

@@ -1,8 +1,8 @@
 """Worker process entry point: owns one device, reads the pipe, runs engine steps.
 
-The loop blocks on its inbox while idle and only polls it between steps while sequences are
-active; every message that arrived is handled before the next step, so a Cancel frees its slot
-first. A closed pipe (the front end exited or was killed) ends the process, and on Linux the
+The loop blocks on its inbox (and the prompt thread's wake-up pipe) while idle and only polls
+them between steps while sequences are active; every message that arrived is handled before the
+next step, so a Cancel frees its slot first. A closed pipe (the front end exited or was killed) ends the process, and on Linux the
 kernel also delivers SIGKILL if the parent dies, so no worker outlives its server.
 """
 
@@ -14,7 +14,6 @@ import logging
 import os
 import select
 import signal
-from collections import deque
 from multiprocessing.connection import Connection
 
 from workers import protocol
@@ -48,22 +47,24 @@ def run(inbox: Connection, outbox: Connection, device_env: dict[str, str], n_thr
 
     engine = Engine(send, n_threads)
     reader = protocol.FrameReader()
-    pending: deque[protocol.ToWorker] = deque()
     try:
         send(protocol.Ready(os.getpid(), bool(llama.llama_supports_gpu_offload())))
         while True:
-            # Block while idle; between steps only look whether something arrived.
-            if not pending and select.select([rx], [], [], 0 if engine.busy else None)[0]:
+            # Sleep while there is nothing to step: until a message, a rendered prompt, or the
+            # deadline of the rendering in progress. Between steps only look.
+            deadline = engine.poll()
+            timeout = 0 if engine.has_work else deadline
+            readable = select.select([rx, engine.prompts.wake_fd], [], [], timeout)[0]
+            if rx in readable:
                 data = os.read(rx, 1 << 20)
                 if not data:
                     break  # the front end closed the pipe: it is gone
-                pending.extend(reader.feed(data))
-            if pending:
-                msg = pending.popleft()
-                if isinstance(msg, protocol.Shutdown):
+                messages = reader.feed(data)
+                if any(isinstance(m, protocol.Shutdown) for m in messages):
                     break
-                engine.handle(msg)
-            elif engine.busy:
+                for msg in messages:  # all of them before the next step: a Cancel frees a slot
+                    engine.handle(msg)
+            if engine.has_work:
                 engine.step()
     except (BrokenPipeError, ConnectionResetError):
         pass  # the front end is gone; nothing left to answer

@@ -19,22 +19,7 @@ from typing import Any, TypedDict, Union
 
 import orjson
 
-
-class SamplingOptions(TypedDict):
-    """Validated, fully defaulted generation options (see server/options.py)."""
-
-    num_predict: int
-    num_keep: int
-    temperature: float
-    top_k: int
-    top_p: float
-    min_p: float
-    repeat_penalty: float
-    repeat_last_n: int
-    presence_penalty: float
-    frequency_penalty: float
-    seed: int
-    stop: list[str]
+from workers.options import RequestOptions
 
 
 class ChatMessage(TypedDict):
@@ -78,7 +63,7 @@ class Submit:
     job_id: int
     model_id: str
     prompt: PromptSpec
-    options: SamplingOptions
+    options: RequestOptions
     want_context: bool
 
 
@@ -96,6 +81,13 @@ class Embed:
 
 
 @dataclass(slots=True)
+class Ping:
+    """Answered with Pong between two steps: proves the step loop is alive."""
+
+    nonce: int
+
+
+@dataclass(slots=True)
 class Shutdown:
     pass
 
@@ -109,6 +101,11 @@ class Ready:
 
     pid: int
     gpu_offload: bool
+
+
+@dataclass(slots=True)
+class Pong:
+    nonce: int
 
 
 @dataclass(slots=True)
@@ -153,6 +150,7 @@ class Embedded:
     job_id: int
     embeddings: list[list[float]]
     prompt_eval_count: int
+    memory: int = 0  # bytes the model's embedding context holds (shown in /api/ps)
 
 
 @dataclass(slots=True)
@@ -163,13 +161,13 @@ class Failed:
     kind: str = "internal"
 
 
-ToWorker = Union[Load, Unload, Submit, Cancel, Embed, Shutdown]
-FromWorker = Union[Ready, Loaded, LoadFailed, Unloaded, Chunk, Done, Embedded, Failed]
+ToWorker = Union[Load, Unload, Submit, Cancel, Embed, Ping, Shutdown]
+FromWorker = Union[Ready, Pong, Loaded, LoadFailed, Unloaded, Chunk, Done, Embedded, Failed]
 
 _TYPES: dict[str, type] = {
     cls.__name__: cls
-    for cls in (Load, Unload, Submit, Cancel, Embed, Shutdown,
-                Ready, Loaded, LoadFailed, Unloaded, Chunk, Done, Embedded, Failed)
+    for cls in (Load, Unload, Submit, Cancel, Embed, Ping, Shutdown,
+                Ready, Pong, Loaded, LoadFailed, Unloaded, Chunk, Done, Embedded, Failed)
 }
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import llama_cpp as llama
 
-from workers.protocol import SamplingOptions
+from workers.options import RequestOptions
 
 
-def build_chain(opts: SamplingOptions, n_ctx: int, n_vocab: int,
+def build_chain(opts: RequestOptions, n_ctx: int, n_vocab: int,
                 history: list[int]) -> llama.llama_sampler_p:
     chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
 

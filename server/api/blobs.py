@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
-from server import errors
+from server.bodies import iter_body
 from server.context import STORE
-from server.store import DigestMismatch, InvalidDigest, normalize_digest
+from store.store import normalize_digest
+
+
+WRITE_SIZE = 4 << 20
 
 
 def _digest(request: web.Request) -> str:
-    try:
-        return normalize_digest(request.match_info["digest"])
-    except InvalidDigest as exc:
-        raise errors.BadRequest(str(exc)) from None
+    return normalize_digest(request.match_info["digest"])
 
 
 async def head_blob(request: web.Request) -> web.Response:
@@ -27,14 +29,16 @@ async def push_blob(request: web.Request) -> web.Response:
     if store.has_blob(digest):
         return web.Response(status=200)
     writer = store.blob_writer(digest)
+    pending = bytearray()
     try:
-        async for chunk in request.content.iter_chunked(1 << 20):
-            writer.write(chunk)
+        async for chunk in iter_body(request):
+            pending += chunk
+            if len(pending) >= WRITE_SIZE:  # hash and write off the event loop, in big pieces
+                await asyncio.to_thread(writer.write, bytes(pending))
+                pending.clear()
+        await asyncio.to_thread(writer.write, bytes(pending))
     except BaseException:
-        writer.abort()  # client went away mid-upload: nothing is kept
+        writer.abort()  # client went away or stalled mid-upload: nothing is kept
         raise
-    try:
-        writer.commit()
-    except DigestMismatch as exc:
-        raise errors.BadRequest(str(exc)) from None
+    await asyncio.to_thread(writer.commit)  # DigestMismatch is a 400
     return web.Response(status=201)

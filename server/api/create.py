@@ -1,4 +1,4 @@
-"""POST /api/create: a model from uploaded GGUF blobs or from another model."""
+"""POST /api/create: a model from an uploaded GGUF blob or from another model."""
 
 from __future__ import annotations
 
@@ -6,15 +6,28 @@ import orjson
 from aiohttp import web
 
 from server.context import STORE
-from server.create import create_model
 from server.schemas import CreateRequest, read_json
 from server.streaming import NDJSON, json_response
+from store.create import create_model
 
 
 async def create(request: web.Request) -> web.StreamResponse:
     req = CreateRequest.parse(await read_json(request))
-    statuses = create_model(request.app[STORE], req)  # raises before any output on bad input
+    statuses = create_model(request.app[STORE], req.spec)
+    # The first status comes only after every check passed: a bad request is still a 400.
+    first = await anext(statuses)
     if not req.stream:
-        return json_response({"status": statuses[-1]})
-    body = b"".join(orjson.dumps({"status": s}, option=orjson.OPT_APPEND_NEWLINE) for s in statuses)
-    return web.Response(body=body, headers={"Content-Type": NDJSON})
+        last = first
+        async for last in statuses:
+            pass
+        return json_response({"status": last})
+    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+    await response.prepare(request)
+    await response.write(orjson.dumps({"status": first}, option=orjson.OPT_APPEND_NEWLINE))
+    try:
+        async for status in statuses:
+            await response.write(orjson.dumps({"status": status}, option=orjson.OPT_APPEND_NEWLINE))
+    except Exception as exc:  # noqa: BLE001 - the status line is sent; the error goes in the stream
+        await response.write(orjson.dumps({"error": str(exc)}, option=orjson.OPT_APPEND_NEWLINE))
+    await response.write_eof()
+    return response

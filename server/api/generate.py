@@ -17,6 +17,10 @@ async def generate(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter_ns()
     req = GenerateRequest.parse(await read_json(request))
     p = prepare(request, req.model, req.options)
+    out_of_range = next((t for t in req.context if p.ref.n_vocab and t >= p.ref.n_vocab), None)
+    if out_of_range is not None:
+        raise errors.BadRequest(f'"context" holds token {out_of_range}, out of range for this '
+                                f"model (0 to {p.ref.n_vocab - 1})")
     if not req.prompt and not req.context:
         return await load_or_unload(p, req.model, req.keep_alive, {"response": ""})
     if req.raw:

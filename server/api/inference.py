@@ -8,18 +8,20 @@ from typing import Any
 from aiohttp import web
 
 from scheduler.scheduler import ModelRef, Scheduler
-from server import errors, options
+from server import errors
 from server.context import SCHEDULER, SETTINGS, STORE
-from server.modelspec import ModelSpec, model_ref, resolve
 from server.streaming import json_response, now_rfc3339
-from workers.protocol import SamplingOptions
+from store.gguf import cached_info
+from store.model import ModelSpec, details, resolve
+from workers import options
+from workers.options import RequestOptions
 
 
 @dataclass
 class Prepared:
     spec: ModelSpec
     ref: ModelRef
-    sampling: SamplingOptions
+    sampling: RequestOptions
     num_ctx: int
     scheduler: Scheduler
 
@@ -36,6 +38,22 @@ def prepare(request: web.Request, model: str, request_options: dict[str, Any]) -
     if ref.context_length:
         num_ctx = min(num_ctx, ref.context_length)
     return Prepared(spec, ref, sampling, num_ctx, request.app[SCHEDULER])
+
+
+def model_ref(spec: ModelSpec) -> ModelRef:
+    """What the scheduler needs to know of a stored model (it never reads the store itself)."""
+    info = cached_info(str(spec.model_path))
+    return ModelRef(
+        name=spec.name.display,
+        digest=spec.digest,
+        manifest_digest=spec.manifest.digest,
+        path=str(spec.model_path),
+        file_size=spec.model_path.stat().st_size,
+        kv_bytes_per_token=info.kv_bytes_per_token,
+        context_length=info.context_length,
+        n_vocab=info.n_vocab,
+        details=details(spec.config),
+    )
 
 
 async def load_or_unload(p: Prepared, model: str, keep_alive: float | None,

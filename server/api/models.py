@@ -10,11 +10,12 @@ from aiohttp import web
 
 from server import errors
 from server.context import STORE
-from server.gguf import cached_info, read_gguf
-from server.modelspec import ModelSpec, details, parse_or_400, read_config, resolve
 from server.schemas import read_json
-from server.store import atomic_write
 from server.streaming import json_response, rfc3339
+from store import errors as store_errors
+from store.gguf import cached_info, read_gguf
+from store.model import ModelSpec, details, name_field, read_config, resolve
+from store.store import atomic_write
 
 
 async def tags(request: web.Request) -> web.Response:
@@ -40,7 +41,7 @@ async def show(request: web.Request) -> web.Response:
         raise errors.BadRequest("model is required")
     try:
         spec = resolve(request.app[STORE], model)
-    except errors.NotFound:
+    except store_errors.NotFound:
         raise errors.NotFound(f"model '{model}' not found") from None
     verbose = body.get("verbose") is True
     info = read_gguf(spec.model_path, keep_long_arrays=True) if verbose else cached_info(str(spec.model_path))
@@ -98,8 +99,8 @@ def modelfile(spec: ModelSpec) -> str:
 
 async def copy(request: web.Request) -> web.Response:
     body = await read_json(request)
-    source = parse_or_400(body.get("source"), "source")
-    destination = parse_or_400(body.get("destination"), "destination")
+    source = name_field(body.get("source"), "source")
+    destination = name_field(body.get("destination"), "destination")
     store = request.app[STORE]
     path = store.manifest_path(source)
     if store.read_manifest(source) is None:
@@ -111,7 +112,7 @@ async def copy(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     body = await read_json(request)
     text = body.get("model") or body.get("name")
-    name = parse_or_400(text)
+    name = name_field(text)
     if request.app[STORE].delete_manifest(name) is None:
         raise errors.NotFound(f"model '{text}' not found")
     return web.Response(status=200)

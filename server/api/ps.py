@@ -17,11 +17,11 @@ async def ps(request: web.Request) -> web.Response:
         models.append({
             "name": ref.name,
             "model": ref.name,
-            "size": runner.size,
+            "size": runner.size + runner.embed_size,
             "digest": ref.manifest_digest,
             "details": ref.details,
             "expires_at": rfc3339(datetime.fromtimestamp(runner.expires_at, timezone.utc)),
-            "size_vram": runner.size_vram,
+            "size_vram": runner.size_vram + (runner.embed_size if runner.size_vram else 0),
             "context_length": runner.num_ctx,
         })
     return json_response({"models": models})

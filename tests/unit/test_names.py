@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.names import InvalidName, ModelName, parse_name
+from store.errors import InvalidName
+from store.names import ModelName, parse_name
 
 
 def test_bare_name_gets_default_host_namespace_and_tag() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server import options
+from workers import options
 
 
 def test_request_overrides_model_which_overrides_defaults() -> None:

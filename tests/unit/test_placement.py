@@ -48,11 +48,18 @@ def test_chooses_the_device_needing_fewest_evictions() -> None:
     assert place(devices, models, 30 * GB, 3) == Placement("cuda:1", ("z",))
 
 
-def test_model_larger_than_any_device_goes_to_an_emptied_device() -> None:
+def test_a_model_larger_than_free_memory_goes_to_an_emptied_device() -> None:
     models = [loaded("small", "cpu", GB)]
     cpu = Device("cpu", "cpu", 16 * GB, 8 * GB)
-    assert place([cpu], models, 100 * GB, 3) == Placement("cpu", ("small",))
+    assert place([cpu], models, 12 * GB, 3) == Placement("cpu", ("small",))
 
 
 def test_estimate_counts_weights_and_kv_for_every_slot() -> None:
     assert estimate_bytes(1000, 10, num_ctx=100, slots=4) == int((1000 + 4000) * 1.1)
+
+
+def test_a_model_larger_than_every_device_evicts_nothing_and_never_fits() -> None:
+    devices = [gpu(0, free=10 * GB, total=24 * GB), gpu(1, free=5 * GB, total=24 * GB)]
+    decision = place(devices, [loaded("idle", "cuda:0", 14 * GB)], need=1 << 50,
+                     max_loaded_per_device=3)
+    assert decision == Placement(None, (), never_fits=True)

@@ -9,7 +9,7 @@ import pytest
 
 from server.bootstrap import gemma_template
 from workers.prompt import (TemplateError, build_tokens, check_go_template, render_go,
-                            render_jinja, truncate_tokens)
+                            render_jinja)
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "ollama-templates"
 
@@ -57,8 +57,7 @@ def test_jinja_raise_exception_becomes_a_template_error() -> None:
 
 def test_prompt_that_fits_is_rendered_whole() -> None:
     spec = {"raw": None, "messages": [msg("user", "a b c")], "template": "", "context": []}
-    assert build_tokens(spec, lambda ms: " ".join(m["content"] for m in ms), words, 100, 4) == \
-        [0, 1, 1, 1]
+    assert build_tokens(spec, lambda ms: " ".join(m["content"] for m in ms), words, 100) == [0, 1, 1, 1]
 
 
 def test_oldest_messages_are_dropped_but_system_is_kept() -> None:
@@ -71,19 +70,29 @@ def test_oldest_messages_are_dropped_but_system_is_kept() -> None:
         return " ".join(m["content"] for m in ms)
 
     spec = {"raw": None, "messages": history, "template": "", "context": []}
-    tokens = build_tokens(spec, render, words, 20, 4)
+    tokens = build_tokens(spec, render, words, 20)
     assert rendered[-1] == ["SYS", "new question"]
     assert len(tokens) == 4
 
 
-def test_last_message_alone_too_long_keeps_num_keep_and_the_newest_tokens() -> None:
-    assert truncate_tokens(list(range(100)), limit=10, num_keep=4) == [0, 1, 2, 3, 94, 95, 96, 97,
-                                                                         98, 99]
+def test_a_long_history_is_cut_with_logarithmically_many_renderings() -> None:
+    history = [msg("user" if i % 2 else "assistant", "word " * 5) for i in range(12_000)]
+    renders = 0
+
+    def render(ms):  # type: ignore[no-untyped-def]
+        nonlocal renders
+        renders += 1
+        return " ".join(m["content"] for m in ms)
+
+    spec = {"raw": None, "messages": history, "template": "", "context": []}
+    tokens = build_tokens(spec, render, words, 2048)
+    assert 2048 - 5 < len(tokens) <= 2048  # as many whole messages as fit
+    assert renders <= 20
 
 
 def test_raw_prompt_with_context_appends_without_a_second_bos() -> None:
     spec = {"raw": "x y", "messages": [], "template": "", "context": [0, 5, 5]}
-    assert build_tokens(spec, lambda ms: "", words, 100, 4) == [0, 5, 5, 1, 1]
+    assert build_tokens(spec, lambda ms: "", words, 100) == [0, 5, 5, 1, 1]
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="Ollama's template corpus is in ../shared only")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from scheduler.devices import Device
-from scheduler.scheduler import Job, ModelRef, QueueFull, Scheduler
+from scheduler.scheduler import Job, ModelRef, QueueFull, Scheduler, SchedulerError
 from workers import protocol
 
 GB = 1 << 30
@@ -26,6 +26,7 @@ class FakeWorker:
     def __init__(self, device: Device, n_threads: int, debug: bool, on_exit: Any) -> None:
         self.device, self.on_exit = device, on_exit
         self.alive, self.gpu_offload = False, False
+        self.hung = False  # a SIGSTOPped process: never answers
         self.loaded: list[str] = []
         self.events: list[str] = []
         self.jobs: dict[int, asyncio.Queue] = {}
@@ -48,6 +49,10 @@ class FakeWorker:
         self.events.append(type(msg).__name__)
 
     async def request(self, msg: Any) -> Any:
+        if isinstance(msg, protocol.Ping):
+            if self.hung:
+                await asyncio.Event().wait()
+            return protocol.Pong(msg.nonce)
         if isinstance(msg, protocol.Load):
             self.loaded.append(msg.model_id)
             return protocol.Loaded(msg.model_id, 1, GB, False)
@@ -65,7 +70,8 @@ class OneCPU:
 
 def ref(name: str) -> ModelRef:
     return ModelRef(name=name, digest=f"sha256:{name:0>64}", manifest_digest=name, path=f"/{name}",
-                    file_size=GB, kv_bytes_per_token=0, context_length=0, details={})
+                    file_size=GB, kv_bytes_per_token=0, context_length=0, n_vocab=1000,
+                    details={})
 
 
 async def make(**kw: Any) -> tuple[Scheduler, FakeWorker]:
@@ -190,3 +196,47 @@ async def test_dead_worker_fails_its_jobs_and_forgets_its_models() -> None:
     assert isinstance(await job.next(), protocol.Failed)
     assert sched.running() == []
     await sched.stop()
+
+
+async def test_a_job_whose_message_cannot_be_sent_gives_its_slot_back() -> None:
+    sched, worker = await make(slots=1)
+
+    def unencodable(msg: Any) -> None:
+        raise TypeError("Integer exceeds 64-bit range")
+
+    worker.send = unencodable  # type: ignore[method-assign]
+    with pytest.raises(TypeError):
+        await submit(sched, "a")
+    del worker.send
+    job = await submit(sched, "a")  # waits forever (and times out) if the slot leaked
+    assert job.runner.active == 1
+
+
+async def test_probe_reports_a_worker_that_answers_as_ready() -> None:
+    sched, _ = await make()
+    assert await sched.probe(timeout=1) == {"cpu": "ready"}
+
+
+async def test_probe_reports_a_hung_worker_as_not_responding() -> None:
+    sched, worker = await make()
+    worker.hung = True
+    assert await sched.probe(timeout=0.05) == {"cpu": "not responding"}
+
+
+async def test_a_model_whose_load_killed_the_worker_is_refused_afterwards() -> None:
+    sched, worker = await make()
+    load_started = asyncio.Event()
+
+    async def die_while_loading(msg: Any) -> Any:
+        load_started.set()
+        await asyncio.Event().wait()
+
+    worker.request = die_while_loading  # type: ignore[method-assign]
+    first = asyncio.create_task(submit(sched, "bad"))
+    await load_started.wait()
+    worker.alive = False
+    worker.on_exit(worker)  # what the handle reports when the process dies
+    with pytest.raises(SchedulerError, match="unexpectedly stopped"):
+        await first
+    with pytest.raises(SchedulerError, match="crashed"):
+        await submit(sched, "bad")

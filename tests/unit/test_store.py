@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from server.names import parse_name
-from server.store import (CONFIG_MEDIA_TYPE, MODEL_MEDIA, DigestMismatch, InvalidDigest, Store,
-                          normalize_digest)
+from store.errors import DigestMismatch, InvalidDigest
+from store.names import parse_name
+from store.store import CONFIG_MEDIA_TYPE, MODEL_MEDIA, Store, normalize_digest
 
 
 def digest(data: bytes) -> str:
@@ -73,3 +73,12 @@ def test_delete_prunes_only_blobs_no_other_model_uses(store: Store) -> None:
     assert store.has_blob(shared.digest) and store.has_blob(config.digest)
     assert not store.has_blob(own.digest)
     assert store.read_manifest(parse_name("a")) is None
+
+
+def test_partial_uploads_left_by_a_killed_server_are_swept(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    writer = store.blob_writer()
+    writer.write(b"half a model")  # never committed nor aborted: the server died here
+    kept = store.add_blob_bytes(b"a finished blob", MODEL_MEDIA)
+    assert Store(tmp_path).sweep_partials() == 1
+    assert [p.name for p in (tmp_path / "blobs").iterdir()] == [kept.digest.replace(":", "-")]

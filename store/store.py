@@ -20,7 +20,8 @@ from typing import Any, Iterator
 
 import orjson
 
-from server.names import ModelName, parse_name
+from store.errors import DigestMismatch, InvalidDigest
+from store.names import ModelName, parse_name
 
 MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
@@ -33,14 +34,6 @@ MESSAGES_MEDIA = "application/vnd.ollama.image.messages"
 ADAPTER_MEDIA = "application/vnd.ollama.image.adapter"
 
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
-
-
-class InvalidDigest(ValueError):
-    pass
-
-
-class DigestMismatch(ValueError):
-    pass
 
 
 def normalize_digest(digest: str) -> str:
@@ -119,6 +112,14 @@ class Store:
         self.manifests_dir = root / "manifests"
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
         self.manifests_dir.mkdir(parents=True, exist_ok=True)
+
+    def sweep_partials(self) -> int:
+        """Removes upload temp files a killed server left behind (run once at start, when no
+        upload can be in progress); returns how many."""
+        stale = list(self.blobs_dir.glob(".partial-*"))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
 
     # ---- blobs ---------------------------------------------------------------------------
 

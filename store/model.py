@@ -1,7 +1,7 @@
 """A stored model, resolved from its name: the weights path plus Modelfile layers.
 
-This is what handlers hand to the scheduler; it is read from the manifest and its small layers
-on each request, so a re-created model takes effect on the next request without a restart.
+This is what the front end reads on each request, so a re-created model takes effect on the
+next request without a restart.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ from typing import Any
 
 import orjson
 
-from scheduler.scheduler import ModelRef
-from server import errors
-from server.gguf import cached_info
-from server.names import InvalidName, ModelName, parse_name
-from server.store import (CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA, MODEL_MEDIA,
-                          PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA, Manifest, Store)
+from store.errors import InvalidName, model_not_found
+from store.names import ModelName, parse_name
+from store.store import (CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA, MODEL_MEDIA,
+                         PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA, Manifest, Store)
 
 
 @dataclass(frozen=True)
@@ -40,24 +38,22 @@ class ModelSpec:
         return layer.digest
 
 
-def parse_or_400(text: Any, field: str = "model") -> ModelName:
+def name_field(text: Any, field: str = "model") -> ModelName:
+    """A request field that must hold a model name; InvalidName says which field is wrong."""
     if not isinstance(text, str) or not text:
-        raise errors.BadRequest(f"{field} is required")
-    try:
-        return parse_name(text)
-    except InvalidName as exc:
-        raise errors.BadRequest(str(exc)) from None
+        raise InvalidName(f"{field} is required")
+    return parse_name(text)
 
 
 def resolve(store: Store, text: Any) -> ModelSpec:
-    """ModelSpec for a request's model name; 400 for a bad name, 404 for an unknown one."""
-    name = parse_or_400(text)
+    """ModelSpec for a model name; InvalidName for a bad name, NotFound for an unknown one."""
+    name = name_field(text)
     manifest = store.read_manifest(name)
     if manifest is None:
-        raise errors.model_not_found(str(text))
+        raise model_not_found(str(text))
     model_layer = manifest.layer(MODEL_MEDIA)
     if model_layer is None or not store.has_blob(model_layer.digest):
-        raise errors.model_not_found(str(text))
+        raise model_not_found(str(text))
 
     def text_of(media: str) -> str:
         layer = manifest.layer(media)
@@ -98,17 +94,3 @@ def read_config(store: Store, manifest: Manifest) -> dict[str, Any]:
     if manifest.config.media_type != CONFIG_MEDIA_TYPE or not store.has_blob(manifest.config.digest):
         return {}
     return orjson.loads(store.read_blob(manifest.config.digest))
-
-
-def model_ref(spec: ModelSpec) -> ModelRef:
-    info = cached_info(str(spec.model_path))
-    return ModelRef(
-        name=spec.name.display,
-        digest=spec.digest,
-        manifest_digest=spec.manifest.digest,
-        path=str(spec.model_path),
-        file_size=spec.model_path.stat().st_size,
-        kv_bytes_per_token=info.kv_bytes_per_token,
-        context_length=info.context_length,
-        details=details(spec.config),
-    )

@@ -1,8 +1,8 @@
 """Model names: the one parser and validator, `[host/][namespace/]model[:tag]`.
 
 Defaults follow Ollama: host `registry.ollama.ai`, namespace `library`, tag `latest`. Every part
-is checked against a strict character set before it becomes a path under the model store, which
-is what keeps `..` and `/` tricks out of the file system.
+is checked whole against Ollama's character set before it becomes a path under the model store:
+no part can be `..`, hold a `/`, or carry a control character.
 """
 
 from __future__ import annotations
@@ -10,17 +10,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from store.errors import InvalidName
+
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
 
-_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,349}(:[0-9]{1,5})?$")
-_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,79}$")
-
-
-class InvalidName(ValueError):
-    pass
+# Ollama's rules (types/model/name.go): ASCII letters, digits, `_` and `-`; the first character a
+# letter, digit or `_`; `.` anywhere but the namespace; `:` (a port) only in the host. Matched
+# whole with fullmatch, so no trailing newline or control character gets through.
+_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}")
+_NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}")
+_MODEL_OR_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,23 +47,19 @@ class ModelName:
 
 
 def parse_name(text: str) -> ModelName:
-    if not isinstance(text, str) or not text.strip():
+    """`[host/][namespace/]model[:tag]`, split at the last separators as Ollama does."""
+    if not isinstance(text, str) or not text:
         raise InvalidName("model name is required")
-    raw = text.strip()
-    if "@" in raw:  # a pinned digest is accepted and ignored, as Ollama does for local names
-        raw = raw.split("@", 1)[0]
-    tag = DEFAULT_TAG
-    slash = raw.rfind("/")
-    colon = raw.rfind(":")
-    if colon > slash:
-        raw, tag = raw[:colon], raw[colon + 1:]
+    raw, tag = text, DEFAULT_TAG
+    if raw.rfind(":") > raw.rfind("/"):
+        raw, tag = raw.rsplit(":", 1)
     pieces = raw.split("/")
-    if len(pieces) > 3 or any(p == "" for p in pieces):
+    if len(pieces) > 3:
         raise InvalidName(f'invalid model name "{text}"')
     model = pieces[-1]
     namespace = pieces[-2] if len(pieces) >= 2 else DEFAULT_NAMESPACE
     host = pieces[-3] if len(pieces) == 3 else DEFAULT_HOST
-    if not (_HOST.match(host) and _PART.match(namespace) and _PART.match(model)
-            and _TAG.match(tag)) or ".." in (host + namespace + model + tag):
+    if not (_HOST.fullmatch(host) and _NAMESPACE.fullmatch(namespace)
+            and _MODEL_OR_TAG.fullmatch(model) and _MODEL_OR_TAG.fullmatch(tag)):
         raise InvalidName(f'invalid model name "{text}"')
     return ModelName(host, namespace, model, tag)

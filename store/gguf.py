@@ -2,7 +2,9 @@
 
 A small streaming parser of our own: the `gguf` package's reader materialises every array
 (262k tokenizer entries for Gemma) and took 20 s on this model; this one skips what it does not
-keep and reads the header in well under a second.
+keep and reads the header in well under a second. From `gguf` we take only the table of tensor
+types and their block sizes, which the bounds checks need. Files come from clients, so every
+length is checked against the file's size before it is trusted.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from store.errors import NotGGUF
+
 MAGIC = b"GGUF"
 
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
             10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
+_MAX_DIMS = 4  # GGML_MAX_DIMS
 # Arrays longer than this (tokenizer vocabularies, merges) are only kept when asked for.
 _SHORT_ARRAY = 16
 
@@ -30,15 +37,12 @@ FILE_TYPES = {
 }
 
 
-class NotGGUF(ValueError):
-    pass
-
-
 @dataclass
 class GGUFInfo:
     metadata: dict[str, Any]
     parameter_count: int
     long_arrays: dict[str, int] = field(default_factory=dict)  # key -> length, when not kept
+    blocks_with_tensors: int = 0  # distinct N among tensors named blk.N.*
 
     @property
     def architecture(self) -> str:
@@ -48,6 +52,12 @@ class GGUFInfo:
     def file_type(self) -> str:
         ftype = self.metadata.get("general.file_type")
         return FILE_TYPES.get(ftype, "unknown") if isinstance(ftype, int) else "unknown"
+
+    @property
+    def n_vocab(self) -> int:
+        """Tokenizer vocabulary size (0 if the file does not say): valid token ids lie below."""
+        tokens = self.metadata.get("tokenizer.ggml.tokens")
+        return self.long_arrays.get("tokenizer.ggml.tokens", len(tokens) if tokens else 0)
 
     @property
     def context_length(self) -> int:
@@ -86,12 +96,31 @@ def cached_info(path: str) -> GGUFInfo:
 
 def read_gguf(path: Path, keep_long_arrays: bool = False) -> GGUFInfo:
     with open(path, "rb", buffering=1 << 20) as f:
-        return _Parser(f, keep_long_arrays).parse()
+        return _Parser(f, path.stat().st_size, keep_long_arrays).parse()
+
+
+def validate_gguf(path: Path) -> GGUFInfo:
+    """The header of a file about to become a model, checked so that llama.cpp never sees a file
+    that would crash or exhaust it: every length within the file, every tensor's data inside it,
+    and a block count that the tensors back up."""
+    info = read_gguf(path)
+    arch = info.architecture
+    if not arch:
+        raise NotGGUF("GGUF file has no general.architecture")
+    declared = info.metadata.get(f"{arch}.block_count")
+    if declared is not None and (not isinstance(declared, int) or isinstance(declared, bool)
+                                 or not 0 < declared <= info.blocks_with_tensors):
+        raise NotGGUF(f"GGUF {arch}.block_count is {declared!r} but the file holds tensors "
+                      f"for {info.blocks_with_tensors} blocks")
+    return info
 
 
 class _Parser:
-    def __init__(self, f: BinaryIO, keep_long_arrays: bool) -> None:
+    """Reads a GGUF header, refusing any length that points past the end of the file."""
+
+    def __init__(self, f: BinaryIO, file_size: int, keep_long_arrays: bool) -> None:
         self.f = f
+        self.size = file_size
         self.keep_long = keep_long_arrays
         self.long_arrays: dict[str, int] = {}
 
@@ -99,25 +128,57 @@ class _Parser:
         if self.f.read(4) != MAGIC:
             raise NotGGUF("not a GGUF file")
         version = self._scalar(4)
-        if version < 2:
+        if version not in (2, 3):
             raise NotGGUF(f"unsupported GGUF version {version}")
-        n_tensors = self._scalar(10)
-        n_kv = self._scalar(10)
+        n_tensors = self._count(self._scalar(10), 8, "tensor count")
+        n_kv = self._count(self._scalar(10), 8, "metadata count")
         metadata: dict[str, Any] = {}
         for _ in range(n_kv):
             key = self._string()
             metadata[key] = self._value(key, self._scalar(4))
-        params = 0
+        alignment = metadata.get("general.alignment", 32)
+        if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+            raise NotGGUF(f"invalid GGUF alignment {alignment!r}")
+        params, blocks, extents = 0, set(), []
         for _ in range(n_tensors):
-            self._skip_string()
-            n_dims = self._scalar(4)
-            dims = struct.unpack(f"<{n_dims}Q", self._read(8 * n_dims))
-            self._read(12)  # ggml type (u32) and data offset (u64)
-            count = 1
-            for d in dims:
-                count *= d
+            name = self._string()
+            count, nbytes = self._tensor_shape(name)
+            offset = self._scalar(10)
+            if offset % alignment:
+                raise NotGGUF(f"tensor {name} is not aligned")
+            extents.append((name, offset, nbytes))
             params += count
-        return GGUFInfo(metadata, params, self.long_arrays)
+            if name.startswith("blk."):
+                blocks.add(name.split(".", 2)[1])
+        data_start = -(-self.f.tell() // alignment) * alignment
+        for name, offset, nbytes in extents:
+            if data_start + offset + nbytes > self.size:
+                raise NotGGUF(f"truncated GGUF file: data of tensor {name} lies past its end")
+        return GGUFInfo(metadata, params, self.long_arrays, len(blocks))
+
+    def _tensor_shape(self, name: str) -> tuple[int, int]:
+        """(element count, data bytes) of one tensor info record."""
+        n_dims = self._scalar(4)
+        if not 1 <= n_dims <= _MAX_DIMS:
+            raise NotGGUF(f"tensor {name} has {n_dims} dimensions (at most {_MAX_DIMS})")
+        dims = struct.unpack(f"<{n_dims}Q", self._read(8 * n_dims))
+        ggml_type = self._scalar(4)
+        try:
+            block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
+        except (ValueError, KeyError):
+            raise NotGGUF(f"tensor {name} has unknown type {ggml_type}") from None
+        count = 1
+        for d in dims:
+            count *= d
+        if count == 0 or dims[0] % block or count > self.size * block:
+            raise NotGGUF(f"tensor {name} has an invalid shape {list(dims)}")
+        return count, count // block * type_size
+
+    def _count(self, n: int, min_bytes: int, what: str) -> int:
+        """A count of items each taking at least `min_bytes`: it must fit in what is left."""
+        if n * min_bytes > self.size - self.f.tell():
+            raise NotGGUF(f"truncated or invalid GGUF file: {what} {n} does not fit in it")
+        return n
 
     def _read(self, n: int) -> bytes:
         data = self.f.read(n)
@@ -130,10 +191,11 @@ class _Parser:
         return struct.unpack(fmt, self._read(struct.calcsize(fmt)))[0]
 
     def _string(self) -> str:
-        return self._read(self._scalar(10)).decode("utf-8", errors="replace")
+        return self._read(self._count(self._scalar(10), 1, "string length")).decode(
+            "utf-8", errors="replace")
 
     def _skip_string(self) -> None:
-        self.f.seek(self._scalar(10), 1)
+        self.f.seek(self._count(self._scalar(10), 1, "string length"), 1)
 
     def _value(self, key: str, vtype: int) -> Any:
         if vtype == _STRING:
@@ -143,22 +205,19 @@ class _Parser:
         if vtype != _ARRAY:
             raise NotGGUF(f"unknown GGUF value type {vtype} for {key}")
         item_type = self._scalar(4)
-        count = self._scalar(10)
+        if item_type not in _SCALARS and item_type != _STRING:
+            raise NotGGUF(f"unsupported GGUF array type {item_type} for {key}")
+        item_bytes = struct.calcsize(_SCALARS[item_type]) if item_type in _SCALARS else 8
+        count = self._count(self._scalar(10), item_bytes, f"array length for {key}")
         if count <= _SHORT_ARRAY or self.keep_long:
             return [self._value(key, item_type) for _ in range(count)]
         self.long_arrays[key] = count
-        self._skip_array(key, item_type, count)
-        return []
-
-    def _skip_array(self, key: str, item_type: int, count: int) -> None:
-        if item_type in _SCALARS:
-            self.f.seek(struct.calcsize(_SCALARS[item_type]) * count, 1)
-        elif item_type == _STRING:
+        if item_type == _STRING:
             for _ in range(count):
                 self._skip_string()
         else:
-            for _ in range(count):
-                self._value(key, item_type)
+            self.f.seek(item_bytes * count, 1)
+        return []
 
 
 def human_number(n: int) -> str:

@@ -1,0 +1,1 @@
+"""The model store without HTTP: names, manifests and blobs, GGUF metadata, create."""

@@ -1,0 +1,156 @@
+"""Creating a model: from a GGUF blob (`files`) or from another model (`from`), plus Modelfile
+layers (template, system, parameters, license, messages).
+
+Everything is validated before the first status is produced, so a bad request fails whole and
+writes nothing; then layers are stored, the config blob is written and the manifest replaces the
+old one atomically. `create_model` yields the status lines Ollama clients show as each step
+happens, with the file work off the event loop; it is the one code path for /api/create and
+for registering the embedded default model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import orjson
+
+from store.errors import InvalidInput, NotFound
+from store.gguf import human_number, validate_gguf
+from store.model import ModelSpec, name_field, resolve
+from store.names import ModelName
+from store.store import (CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA, MODEL_MEDIA,
+                         PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA, Layer, Store,
+                         normalize_digest)
+
+_REPLACED_BY_REQUEST = {TEMPLATE_MEDIA, SYSTEM_MEDIA, PARAMS_MEDIA, MESSAGES_MEDIA}
+
+
+@dataclass
+class CreateSpec:
+    """What a new model is made of; fields as /api/create names them, already type-checked."""
+
+    model: str
+    from_: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+    template: str | None = None
+    system: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    licenses: list[str] = field(default_factory=list)
+    messages: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class _Base:
+    """The validated starting point: layers kept from the source, its config and parameters."""
+
+    first_status: str
+    layers: list[Layer]
+    config: dict[str, Any]
+    params: dict[str, Any]
+
+
+async def create_model(store: Store, spec: CreateSpec) -> AsyncIterator[str]:
+    """Creates or replaces the model, yielding each status; raises StoreError before the first
+    status if the request is bad."""
+    name = name_field(spec.model)
+    base = await asyncio.to_thread(_base, store, spec)
+    yield base.first_status
+    layers = list(base.layers)
+    for layer in layers:
+        yield f"using existing layer {layer.digest}"
+    if spec.licenses:
+        layers = [lay for lay in layers if lay.media_type != LICENSE_MEDIA]
+    for data, media_type in _new_contents(spec, base.params):
+        existed = store.has_blob(f"sha256:{hashlib.sha256(data).hexdigest()}")
+        layer = await asyncio.to_thread(store.add_blob_bytes, data, media_type)
+        yield f"{'using existing' if existed else 'creating new'} layer {layer.digest}"
+        layers.append(layer)
+    config = {**base.config, "rootfs": {"type": "layers", "diff_ids": [lay.digest for lay in layers]}}
+    config_layer = await asyncio.to_thread(store.add_blob_bytes, orjson.dumps(config),
+                                           CONFIG_MEDIA_TYPE)
+    yield "writing manifest"
+    await asyncio.to_thread(_write_if_changed, store, name, config_layer, layers)
+    yield "success"
+
+
+def _base(store: Store, spec: CreateSpec) -> _Base:
+    if spec.files:
+        layer = _from_files(store, spec.files)
+        return _Base("parsing GGUF", [layer], _config_from_gguf(store, layer), {})
+    if spec.from_:
+        source = _resolve_from(store, spec.from_)
+        layers = [lay for lay in source.manifest.layers
+                  if lay.media_type not in _REPLACED_BY_REQUEST or _kept(lay.media_type, spec)]
+        if not any(lay.media_type == MODEL_MEDIA for lay in layers):
+            raise InvalidInput("no model weights in the base model")
+        config = {**source.config, "parent_model": source.name.display}
+        return _Base("reading model metadata", layers, config, source.params)
+    raise InvalidInput("neither 'from' or 'files' was specified")
+
+
+def _new_contents(spec: CreateSpec, base_params: dict[str, Any]) -> list[tuple[bytes, str]]:
+    """The Modelfile layers this request sets, as (bytes, media type)."""
+    contents: list[tuple[bytes, str]] = []
+    if spec.template is not None:
+        contents.append((spec.template.encode(), TEMPLATE_MEDIA))
+    if spec.system is not None:
+        contents.append((spec.system.encode(), SYSTEM_MEDIA))
+    if spec.parameters:
+        contents.append((orjson.dumps({**base_params, **spec.parameters}), PARAMS_MEDIA))
+    if spec.messages is not None:
+        contents.append((orjson.dumps(spec.messages), MESSAGES_MEDIA))
+    contents += [(text.encode(), LICENSE_MEDIA) for text in spec.licenses]
+    return contents
+
+
+def _kept(media_type: str, spec: CreateSpec) -> bool:
+    """Whether a base model's Modelfile layer survives (the request does not replace it)."""
+    replaced = {TEMPLATE_MEDIA: spec.template is not None, SYSTEM_MEDIA: spec.system is not None,
+                PARAMS_MEDIA: bool(spec.parameters), MESSAGES_MEDIA: spec.messages is not None}
+    return not replaced[media_type]
+
+
+def _resolve_from(store: Store, text: str) -> ModelSpec:
+    try:
+        return resolve(store, text)
+    except NotFound:
+        raise NotFound(f'base model "{text}" not found') from None
+
+
+def _from_files(store: Store, files: dict[str, str]) -> Layer:
+    if len(files) != 1:
+        raise InvalidInput("exactly one GGUF file is required")
+    (filename, digest), = files.items()
+    digest = normalize_digest(digest)
+    if not store.has_blob(digest):
+        raise InvalidInput(f"blob {digest} for {filename} not found; "
+                           f"upload it with POST /api/blobs/{digest}")
+    with open(store.blob_path(digest), "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise InvalidInput(f"unsupported file {filename}: only GGUF models can be imported")
+    return Layer(MODEL_MEDIA, digest, store.blob_path(digest).stat().st_size)
+
+
+def _config_from_gguf(store: Store, model_layer: Layer) -> dict[str, Any]:
+    info = validate_gguf(store.blob_path(model_layer.digest))
+    arch = info.architecture
+    return {
+        "model_format": "gguf",
+        "model_family": arch,
+        "model_families": [arch] if arch else [],
+        "model_type": human_number(info.parameter_count),
+        "file_type": info.file_type,
+        "architecture": "amd64",
+        "os": "linux",
+    }
+
+
+def _write_if_changed(store: Store, name: ModelName, config: Layer, layers: list[Layer]) -> None:
+    """Re-creating a model identically leaves its manifest (and modified_at) untouched."""
+    current = store.read_manifest(name)
+    if current is not None and current.config == config and list(current.layers) == layers:
+        return
+    store.write_manifest(name, config, layers)

@@ -1,0 +1,39 @@
+"""The store's own failures; `server/errors.py` maps them to HTTP status codes once.
+
+`InvalidInput` is the caller's fault (a 400), `NotFound` names something the store does not hold
+(a 404). Anything else raised from here is a fault of the server.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    pass
+
+
+class InvalidInput(StoreError, ValueError):
+    pass
+
+
+class NotFound(StoreError):
+    pass
+
+
+class InvalidName(InvalidInput):
+    pass
+
+
+class InvalidDigest(InvalidInput):
+    pass
+
+
+class DigestMismatch(InvalidInput):
+    pass
+
+
+class NotGGUF(InvalidInput):
+    pass
+
+
+def model_not_found(name: str) -> NotFound:
+    return NotFound(f'model "{name}" not found, try pulling it first')

@@ -1,0 +1,134 @@
+"""Every Ollama option, declared once: name, type, default, range and what it governs.
+
+Request validation (`options` of generate/chat/embed), Modelfile `PARAMETER` values and
+/api/create `parameters`, /api/show's `parameters`, and the per-request options the worker
+receives (`RequestOptions`) all derive from `OPTIONS`, as Ollama's `api/types.go` Options does.
+Adding an option is one line here.
+
+Merge order (later wins): defaults < the model's Modelfile parameters < the request's `options`.
+Every number is range-checked here, because it reaches C code as a fixed-width integer: an
+out-of-range value must be a 400 naming the option, never an overflow in the worker.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, TypedDict
+
+# What an option governs: the loaded context (changing it reloads the model), the prompt,
+# the sampler chain, or when generation stops.
+LOAD, PROMPT, SAMPLING, STOPPING = "load", "prompt", "sampling", "stopping"
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+MAX_STOP_STRINGS = 64
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: type  # int, float, bool or list (of strings)
+    default: Any  # None: not sent to the worker (load options, or decided at load)
+    group: str
+    low: float = -math.inf
+    high: float = math.inf
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("num_ctx", int, None, LOAD, 1, INT32_MAX),
+    Option("num_batch", int, None, LOAD, 1, INT32_MAX),
+    Option("num_gpu", int, None, LOAD, -1, INT32_MAX),
+    Option("main_gpu", int, None, LOAD, 0, INT32_MAX),
+    Option("num_thread", int, None, LOAD, 0, INT32_MAX),
+    Option("use_mmap", bool, None, LOAD),
+    Option("use_mlock", bool, None, LOAD),
+    Option("numa", bool, None, LOAD),
+    Option("low_vram", bool, None, LOAD),
+    Option("vocab_only", bool, None, LOAD),
+    Option("num_keep", int, 4, PROMPT, -1, INT32_MAX),
+    Option("seed", int, -1, SAMPLING, INT64_MIN, INT64_MAX),
+    Option("temperature", float, 0.8, SAMPLING),
+    Option("top_k", int, 40, SAMPLING, INT32_MIN, INT32_MAX),
+    Option("top_p", float, 0.9, SAMPLING),
+    Option("min_p", float, 0.0, SAMPLING),
+    Option("typical_p", float, 1.0, SAMPLING),
+    Option("repeat_penalty", float, 1.1, SAMPLING),
+    Option("repeat_last_n", int, 64, SAMPLING, -1, INT32_MAX),
+    Option("presence_penalty", float, 0.0, SAMPLING),
+    Option("frequency_penalty", float, 0.0, SAMPLING),
+    Option("penalize_newline", bool, None, SAMPLING),
+    Option("num_predict", int, -1, STOPPING, -2, INT32_MAX),
+    Option("stop", list, [], STOPPING),
+)
+BY_NAME: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
+
+# The worker's wire type: every option with a default, fully filled in by `merge`.
+RequestOptions = TypedDict(  # type: ignore[misc]
+    "RequestOptions", {opt.name: opt.kind for opt in OPTIONS if opt.default is not None})
+DEFAULTS: dict[str, Any] = {opt.name: opt.default for opt in OPTIONS if opt.default is not None}
+
+
+class InvalidOption(ValueError):
+    pass
+
+
+def validate(options: Any, what: str = "option") -> dict[str, Any]:
+    """Checked, normalised copy of an options/parameters mapping; `what` names it in errors."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise InvalidOption(f"{what}s must be an object")
+    clean: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        opt = BY_NAME.get(key)
+        if opt is None:
+            raise InvalidOption(f'invalid {what} "{key}"')
+        clean[key] = convert(opt, value, what)
+    return clean
+
+
+def convert(opt: Option, value: Any, what: str = "option") -> Any:
+    """One value checked against its declaration (JSON types; Modelfile text is parsed first)."""
+    label = f'{what} "{opt.name}"'
+    if opt.kind is bool:
+        if not isinstance(value, bool):
+            raise InvalidOption(f"{label} must be of type boolean")
+        return value
+    if opt.kind is list:
+        if isinstance(value, str):
+            value = [value]
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise InvalidOption(f"{label} must be a list of strings")
+        if len(value) > MAX_STOP_STRINGS:
+            raise InvalidOption(f"{label} takes at most {MAX_STOP_STRINGS} strings")
+        return list(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidOption(f"{label} must be of type {'integer' if opt.kind is int else 'number'}")
+    if not math.isfinite(value):
+        raise InvalidOption(f"{label} must be a finite number")
+    if opt.kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise InvalidOption(f"{label} must be of type integer")
+        value = int(value)
+    if not opt.low <= value <= opt.high:
+        raise InvalidOption(f"{label} must be between {_bound(opt.low)} and {_bound(opt.high)}")
+    return float(value) if opt.kind is float else value
+
+
+def _bound(x: float) -> str:
+    return str(int(x)) if math.isfinite(x) else str(x)
+
+
+def merge(model_params: Mapping[str, Any], request_options: Mapping[str, Any],
+          default_num_ctx: int) -> tuple[RequestOptions, int]:
+    """(per-request options for the worker, num_ctx for the loaded context)."""
+    # Stored parameters were checked when the model was created, but a store written by Ollama
+    # or an older version may hold options we do not know (ignored) or ranges we refuse.
+    known = validate({k: v for k, v in model_params.items() if k in BY_NAME}, "parameter")
+    merged: dict[str, Any] = {**DEFAULTS, **known, **request_options}
+    num_ctx = int(merged.get("num_ctx") or default_num_ctx)
+    wire = {key: merged[key] for key in DEFAULTS}
+    return wire, num_ctx  # type: ignore[return-value]
