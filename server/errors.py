@@ -1,8 +1,8 @@
 """Internal errors and the one place that turns them into HTTP answers.
 
-Handlers raise `APIError` subclasses (scheduler and worker failures are mapped to them here
-too) or let the store's own errors through; `error_middleware` writes `{"error": "..."}` with the matching status. Anything
-unexpected becomes a 500 with its message, and the server carries on.
+Handlers raise `APIError` subclasses (scheduler and worker failures are mapped to them here too)
+or let the store's own errors through; `error_middleware` writes `{"error": "..."}` with the
+matching status. Anything unexpected becomes a 500 with its message, and the server carries on.
 """
 
 from __future__ import annotations

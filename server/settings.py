@@ -15,6 +15,9 @@ from urllib.parse import urlsplit
 from server.durations import parse_duration
 
 
+MAX_SLOTS = 256  # LLAMA_MAX_SEQ; also keeps every step's decode tokens within one batch
+
+
 class SettingsError(ValueError):
     pass
 
@@ -92,7 +95,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         port=port,
         models_dir=get("OLLAMA_MODELS", lambda s: Path(s).expanduser()),  # type: ignore[arg-type]
         keep_alive=get("OLLAMA_KEEP_ALIVE", parse_duration),  # type: ignore[arg-type]
-        num_parallel=get("OLLAMA_NUM_PARALLEL", _positive_int),  # type: ignore[arg-type]
+        num_parallel=get("OLLAMA_NUM_PARALLEL", _slot_count),  # type: ignore[arg-type]
         max_queue=get("OLLAMA_MAX_QUEUE", _positive_int),  # type: ignore[arg-type]
         max_loaded_models=get("OLLAMA_MAX_LOADED_MODELS", _positive_int),  # type: ignore[arg-type]
         context_length=get("OLLAMA_CONTEXT_LENGTH", _positive_int),  # type: ignore[arg-type]
@@ -124,6 +127,13 @@ def _positive_int(raw: str) -> int:
         raise ValueError("must be a whole number") from None
     if value < 1:
         raise ValueError("must be at least 1")
+    return value
+
+
+def _slot_count(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > MAX_SLOTS:
+        raise ValueError(f"must be at most {MAX_SLOTS} (llama.cpp's sequence limit)")
     return value
 
 

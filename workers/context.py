@@ -32,8 +32,9 @@ class Window:
         """The prompt with room to generate: first `keep` tokens and the newest ones."""
         if len(tokens) < self.num_ctx:
             return tokens
-        tail = self.num_ctx - self.discard - self.keep
-        return tokens[: self.keep] + tokens[len(tokens) - tail:]
+        room = self.num_ctx - self.discard
+        head = max(0, min(self.keep, room - 1))  # the newest token always stays
+        return tokens[:head] + tokens[len(tokens) - max(room - head, 1):]
 
 
 def predict_limit(num_predict: int, num_ctx: int) -> int:

@@ -224,11 +224,11 @@ class Engine:
             return
         # The batch failed. Decode each sequence on its own, so only those at fault fail.
         for work in works:
-            llama.llama_memory_seq_rm(model.memory, work.seq.slot, work.pos, -1)  # type: ignore[attr-defined]
+            _forget(model, work)
         for work in works:
             if not self._execute(model, [work]):
-                llama.llama_memory_seq_rm(model.memory, work.seq.slot, work.pos, -1)  # type: ignore[attr-defined]
-                self._fail(work.seq.job_id, "llama_decode failed for this request")  # type: ignore[attr-defined]
+                _forget(model, work)
+                self._fail(_seq(work).job_id, "llama_decode failed for this request")
 
     def _execute(self, model: LoadedModel, works: list[Work]) -> bool:
         """Fills the batch, decodes it and applies the outcome; False if llama_decode failed."""
@@ -236,7 +236,7 @@ class Engine:
         n = 0
         sample_at: list[int] = []
         for work in works:
-            seq_id = work.seq.slot  # type: ignore[attr-defined]
+            seq_id = _seq(work).slot
             for k, token in enumerate(work.tokens):
                 batch.token[n] = token
                 batch.pos[n] = work.pos + k
@@ -251,7 +251,7 @@ class Engine:
             log.error("llama_decode returned %d for a batch of %d tokens", rc, n)
             return False
         for work, index in zip(works, sample_at):
-            seq: Sequence = work.seq  # type: ignore[assignment]
+            seq = _seq(work)
             seq.n_past += len(work.tokens)
             if index < 0:
                 continue
@@ -383,6 +383,15 @@ class Engine:
             model.close()
         self.models.clear()
         self.prompts.close()
+
+
+def _seq(work: Work) -> Sequence:
+    return work.seq  # type: ignore[return-value]  # the planner only sees the Planned fields
+
+
+def _forget(model: LoadedModel, work: Work) -> None:
+    """Removes what a failed decode may have left of this work in the KV cache."""
+    llama.llama_memory_seq_rm(model.memory, _seq(work).slot, work.pos, -1)
 
 
 def _take_lowest(slots: list[int]) -> int:

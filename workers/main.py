@@ -2,8 +2,9 @@
 
 The loop blocks on its inbox (and the prompt thread's wake-up pipe) while idle and only polls
 them between steps while sequences are active; every message that arrived is handled before the
-next step, so a Cancel frees its slot first. A closed pipe (the front end exited or was killed) ends the process, and on Linux the
-kernel also delivers SIGKILL if the parent dies, so no worker outlives its server.
+next step, so a Cancel frees its slot first. A closed pipe (the front end exited or was killed)
+ends the process, and on Linux the kernel also delivers SIGKILL if the parent dies, so no worker
+outlives its server.
 """
 
 from __future__ import annotations

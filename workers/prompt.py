@@ -144,16 +144,24 @@ def _first_message_that_fits(messages: Sequence[ChatMessage],
                              render: Callable[[Sequence[ChatMessage]], str],
                              tokenize: Tokenize, budget: int) -> int:
     """Index of the oldest message from which the history fits (system messages before it are
-    kept). Fitting only gets easier as the start moves on, so a binary search finds it in
-    O(log n) renderings: 12,000 messages take 14, not 12,000."""
+    kept). Fitting only gets easier as the start moves on, so the search gallops back from the
+    newest message (1, 2, 4, ... messages) and then bisects: it renders only histories about
+    the size of what fits, O(log n) times, never the whole of a 12,000-message history."""
+    n = len(messages)
 
     def fits(start: int) -> bool:
         system = [m for m in messages[:start] if m["role"] == "system"]
         return len(tokenize(render(system + list(messages[start:])), True)) <= budget
 
-    if not messages or fits(0):
-        return 0
-    low, high = 1, len(messages) - 1  # the last message is always kept
+    fitting, size = n - 1, 1  # the last message is always kept, fitting or not
+    while size < n:
+        size = min(size * 2, n)
+        if not fits(n - size):
+            break
+        fitting = n - size
+    else:
+        return 0  # the whole history fits
+    low, high = n - size + 1, fitting  # messages[low - 1:] is too long; messages[high:] fits
     while low < high:
         middle = (low + high) // 2
         if fits(middle):

@@ -42,3 +42,56 @@ def test_unknown_option_is_refused() -> None:
 
 def test_null_values_are_ignored() -> None:
     assert options.validate({"temperature": None}) == {}
+
+
+@pytest.mark.parametrize("name", ["seed", "num_predict", "top_k", "num_keep", "repeat_last_n"])
+def test_integers_too_large_for_c_are_refused_naming_the_option(name: str) -> None:
+    with pytest.raises(options.InvalidOption, match=f'option "{name}" must be between'):
+        options.validate({name: 1e40})
+
+
+def test_num_ctx_zero_is_refused() -> None:
+    with pytest.raises(options.InvalidOption, match='"num_ctx" must be between 1 and'):
+        options.validate({"num_ctx": 0})
+
+
+@pytest.mark.parametrize("name", ["temperature", "top_p", "num_predict", "seed"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_numbers_that_are_not_finite_are_refused(name: str, value: float) -> None:
+    with pytest.raises(options.InvalidOption, match=f'"{name}" must be a finite number'):
+        options.validate({name: value})
+
+
+@pytest.mark.parametrize("name,value", [("seed", -(2**63)), ("seed", 2**63 - 1),
+                                        ("top_k", 2**31 - 1), ("top_k", -(2**31)),
+                                        ("num_ctx", 1), ("num_predict", -2),
+                                        ("num_keep", -1), ("repeat_last_n", -1)])
+def test_values_at_the_exact_range_boundaries_are_accepted(name: str, value: int) -> None:
+    assert options.validate({name: value}) == {name: value}
+
+
+@pytest.mark.parametrize("name,value", [("seed", -(2**63) - 1), ("seed", 2**63),
+                                        ("top_k", 2**31), ("num_predict", -3),
+                                        ("num_keep", -2)])
+def test_values_just_past_the_range_boundaries_are_refused(name: str, value: int) -> None:
+    with pytest.raises(options.InvalidOption, match=f'"{name}" must be between'):
+        options.validate({name: value})
+
+
+def test_validate_words_errors_as_parameters_when_asked() -> None:
+    with pytest.raises(options.InvalidOption, match='parameter "top_k" must be between'):
+        options.validate({"top_k": 1e40}, "parameter")
+    with pytest.raises(options.InvalidOption, match='invalid parameter "nope"'):
+        options.validate({"nope": 1}, "parameter")
+
+
+def test_merge_ignores_unknown_stored_parameters() -> None:
+    wire, num_ctx = options.merge({"mirostat": 2, "top_k": 5}, {}, default_num_ctx=2048)
+    assert "mirostat" not in wire
+    assert wire["top_k"] == 5
+    assert num_ctx == 2048
+
+
+def test_merge_refuses_an_out_of_range_stored_parameter() -> None:
+    with pytest.raises(options.InvalidOption, match='parameter "top_k" must be between'):
+        options.merge({"top_k": 1e40}, {}, default_num_ctx=2048)

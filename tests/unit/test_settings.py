@@ -42,3 +42,8 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
         load({name: value})
     message = str(info.value)
     assert message.startswith(f"{name}={value!r} is invalid") and "\n" not in message
+
+
+def test_num_parallel_beyond_llamas_sequence_limit_is_refused() -> None:
+    with pytest.raises(SettingsError, match="OLLAMA_NUM_PARALLEL"):
+        load({"OLLAMA_NUM_PARALLEL": "1000"})
