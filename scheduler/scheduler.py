@@ -179,9 +179,10 @@ class Scheduler:
 
     async def submit(self, ref: ModelRef, num_ctx: int, keep_alive: float | None,
                      prompt: protocol.PromptSpec, options: RequestOptions,
-                     want_context: bool) -> Job:
+                     want_context: bool, output_format: protocol.OutputFormat = None) -> Job:
         job = await self._acquire(ref, num_ctx, keep_alive)
-        self._start(job, protocol.Submit(job.id, job.runner.model_id, prompt, options, want_context))
+        self._start(job, protocol.Submit(job.id, job.runner.model_id, prompt, options, want_context,
+                                         output_format))
         return job
 
     async def embed(self, ref: ModelRef, num_ctx: int, keep_alive: float | None,

@@ -18,7 +18,7 @@ from server.durations import parse_duration
 from store.create import CreateSpec
 from workers import options
 from workers.prompt import TemplateError, check_go_template
-from workers.protocol import ChatMessage
+from workers.protocol import ChatMessage, OutputFormat
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -87,15 +87,24 @@ def _inference_fields(body: dict[str, Any]) -> dict[str, Any]:
     model = _model(body)
     _unsupported(body, model)
     return {"model": model, "stream": _typed(body, "stream", bool, True),
-            "options": _options(body), "keep_alive": _keep_alive(body)}
+            "options": _options(body), "keep_alive": _keep_alive(body),
+            "format": _output_format(body)}
+
+
+def _output_format(body: dict[str, Any]) -> OutputFormat:
+    """`"json"`, a JSON schema (an object), or nothing; the worker turns it into a grammar."""
+    value = body.get("format")
+    if value in (None, ""):
+        return None
+    if value == "json" or isinstance(value, dict):
+        return value
+    raise errors.BadRequest('invalid format: expected "json" or a JSON schema object')
 
 
 def _unsupported(body: dict[str, Any], model: str) -> None:
     """Features of later milestones fail clearly instead of being silently ignored."""
     if body.get("think") not in (None, False):
         raise errors.BadRequest(f'"{model}" does not support thinking')
-    if body.get("format") not in (None, ""):
-        raise errors.BadRequest("structured output (format) is not supported yet")
     if body.get("images"):
         raise errors.BadRequest(f'"{model}" does not support images')
 
@@ -108,6 +117,7 @@ class InferenceRequest:
     stream: bool
     options: dict[str, Any]
     keep_alive: float | None
+    format: OutputFormat
 
 
 @dataclass

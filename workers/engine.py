@@ -28,6 +28,7 @@ from workers.options import RequestOptions
 from workers.planner import Work, plan
 from workers.protocol import Chunk, Done, Embedded, Failed, Loaded, LoadFailed, Unloaded
 from workers.render import PromptThread, RenderStopped, RenderTimeout
+from workers.grammar import Grammar, grammar_text
 from workers.sampling import build_chain, free_chain
 from workers.textstream import TextStream
 
@@ -48,6 +49,7 @@ class Sequence:
     window: Window | None = None
     limit: int = 0  # most tokens it may generate
     chain: llama.llama_sampler_p | None = None
+    grammar: Grammar | None = None  # structured output (`format`)
     text: TextStream | None = None
     n_past: int = 0  # tokens in the KV cache (positions 0..n_past-1)
     next_token: int | None = None  # sampled and emitted, not yet decoded
@@ -159,10 +161,14 @@ class Engine:
         self._seqs[req.job_id] = Sequence(
             job_id=req.job_id, model=model, slot=_take_lowest(slots), opts=req.options,
             want_context=req.want_context, t_start=time.perf_counter_ns())
-        spec = req.prompt
-        self.prompts.submit(req.job_id, lambda: prompt.build_tokens(
-            spec, lambda msgs: model.render(spec["template"], msgs), model.tokenize,
-            model.num_ctx))
+        spec, output_format = req.prompt, req.format
+
+        def prepare() -> tuple[list[int], str | None]:
+            tokens = prompt.build_tokens(spec, lambda msgs: model.render(spec["template"], msgs),
+                                         model.tokenize, model.num_ctx)
+            return tokens, None if output_format is None else grammar_text(output_format)
+
+        self.prompts.submit(req.job_id, prepare)
 
     # ---- prompts from the prompt thread --------------------------------------------------
 
@@ -182,7 +188,7 @@ class Engine:
                 return  # cancelled: already released
             if isinstance(outcome, RenderTimeout):
                 message = f"template rendering took longer than {self.prompts.timeout:g}s"
-            elif isinstance(outcome, prompt.TemplateError):
+            elif isinstance(outcome, (prompt.TemplateError, ValueError)):
                 message = str(outcome)
             else:
                 log.error("building the prompt of job %s failed: %r", seq.job_id, outcome)
@@ -190,13 +196,19 @@ class Engine:
                 return
             self._fail(seq.job_id, message, kind="bad_request")
             return
-        assert isinstance(outcome, list)
-        tokens = outcome or [llama.llama_vocab_bos(model.vocab)]
+        rendered, gbnf = outcome  # type: ignore[misc]
+        tokens = rendered or [llama.llama_vocab_bos(model.vocab)]
         bad = next((t for t in tokens if not 0 <= t < model.n_vocab), None)
         if bad is not None:
             self._fail(seq.job_id, f"context token {bad} is out of range for this model "
                                    f"(0 to {model.n_vocab - 1})", kind="bad_request")
             return
+        if gbnf is not None:
+            try:
+                seq.grammar = Grammar(model.vocab, gbnf, model.n_vocab)
+            except ValueError as exc:
+                self._fail(seq.job_id, str(exc), kind="bad_request")
+                return
         opts = seq.opts
         seq.window = Window.of(model.num_ctx, opts["num_keep"], len(tokens))
         seq.prompt = seq.window.fit_prompt(tokens)
@@ -257,7 +269,11 @@ class Engine:
                 continue
             if not seq.t_first:
                 seq.t_first = time.perf_counter_ns()
-            self._accept(seq, llama.llama_sampler_sample(seq.chain, model.ctx, index))
+            if seq.grammar is not None:
+                token = seq.grammar.sample(seq.chain, model.ctx, index)
+            else:
+                token = llama.llama_sampler_sample(seq.chain, model.ctx, index)
+            self._accept(seq, token)
         return True
 
     def _shift(self, seq: Sequence) -> None:
@@ -326,6 +342,8 @@ class Engine:
             llama.llama_memory_clear(seq.model.memory, False)
         if seq.chain is not None:
             free_chain(seq.chain)
+        if seq.grammar is not None:
+            seq.grammar.free()
         self._free_slots[seq.model.model_id].append(seq.slot)
 
     # ---- embeddings ----------------------------------------------------------------------

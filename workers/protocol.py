@@ -58,6 +58,10 @@ class Unload:
     model_id: str
 
 
+# Structured output: None (free text), "json" (any JSON value) or a JSON schema (a dict).
+OutputFormat = Union[None, str, dict[str, Any]]
+
+
 @dataclass(slots=True)
 class Submit:
     job_id: int
@@ -65,6 +69,7 @@ class Submit:
     prompt: PromptSpec
     options: RequestOptions
     want_context: bool
+    format: OutputFormat = None
 
 
 @dataclass(slots=True)

@@ -3,7 +3,7 @@
 Top-k runs before the repetition penalties (llama.cpp warns that penalties over a whole vocabulary
 are slow: Gemma has 262k tokens), then top-p, min-p, temperature and a seeded draw. Temperature
 <= 0 means greedy, as in Ollama; there the penalties see the whole vocabulary so that they can
-still change the choice.
+still change the choice. Structured output adds a grammar beside the chain (grammar.py).
 """
 
 from __future__ import annotations
@@ -53,3 +53,4 @@ def build_chain(opts: RequestOptions, n_ctx: int, n_vocab: int,
 
 def free_chain(chain: llama.llama_sampler_p) -> None:
     llama.llama_sampler_free(chain)
+

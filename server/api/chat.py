@@ -30,7 +30,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
     with errors.scheduler_errors():
         job = await p.scheduler.submit(p.ref, p.num_ctx, req.keep_alive, prompt, p.sampling,
-                                       want_context=False)
+                                       want_context=False, output_format=req.format)
 
     def chunk(text: str) -> dict:
         return {"model": req.model, "created_at": now_rfc3339(),

@@ -39,7 +39,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
 
     with errors.scheduler_errors():
         job = await p.scheduler.submit(p.ref, p.num_ctx, req.keep_alive, prompt, p.sampling,
-                                       want_context=True)
+                                       want_context=True, output_format=req.format)
 
     def chunk(text: str) -> dict:
         return {"model": req.model, "created_at": now_rfc3339(), "response": text, "done": False}
