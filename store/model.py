@@ -77,6 +77,18 @@ def resolve(store: Store, text: Any) -> ModelSpec:
     )
 
 
+def capabilities(template: str, metadata: dict[str, Any]) -> list[str]:
+    """What a model can do, as /api/show lists it: from its GGUF metadata and its template."""
+    arch = str(metadata.get("general.architecture", ""))
+    caps = ["embedding" if f"{arch}.pooling_type" in metadata else "completion"]
+    for variable, capability in ((".Tools", "tools"), (".Suffix", "insert"), (".Think", "thinking")):
+        if variable in template:
+            caps.append(capability)
+    if f"{arch}.vision.block_count" in metadata:
+        caps.append("vision")
+    return caps
+
+
 def details(config: dict[str, Any]) -> dict[str, Any]:
     """The `details` object of /api/tags, /api/show and /api/ps, from the config blob."""
     family = config.get("model_family", "")

@@ -160,7 +160,16 @@ class Store:
     # ---- manifests -----------------------------------------------------------------------
 
     def manifest_path(self, name: ModelName) -> Path:
-        return self.manifests_dir.joinpath(*name.parts)
+        """Where the name's manifest is, matching an existing one case-insensitively (as Ollama
+        does, so `Gemma3:270M` finds `gemma3:270m` and never becomes a second copy)."""
+        path = self.manifests_dir
+        for part in name.parts:
+            exact = path / part
+            if not exact.exists() and path.is_dir():
+                folded = part.casefold()
+                exact = next((p for p in path.iterdir() if p.name.casefold() == folded), exact)
+            path = exact
+        return path
 
     def read_manifest(self, name: ModelName) -> Manifest | None:
         path = self.manifest_path(name)

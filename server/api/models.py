@@ -3,6 +3,7 @@ DELETE /api/delete."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -14,7 +15,7 @@ from server.schemas import read_json
 from server.streaming import json_response, rfc3339
 from store import errors as store_errors
 from store.gguf import cached_info, read_gguf
-from store.model import ModelSpec, details, name_field, read_config, resolve
+from store.model import ModelSpec, capabilities, details, name_field, read_config, resolve
 from store.store import atomic_write
 
 
@@ -44,7 +45,9 @@ async def show(request: web.Request) -> web.Response:
     except store_errors.NotFound:
         raise errors.NotFound(f"model '{model}' not found") from None
     verbose = body.get("verbose") is True
-    info = read_gguf(spec.model_path, keep_long_arrays=True) if verbose else cached_info(str(spec.model_path))
+    # A verbose header holds every vocabulary entry (262k for Gemma): read it off the event loop.
+    info = await asyncio.to_thread(read_gguf, spec.model_path, True) if verbose else \
+        await asyncio.to_thread(cached_info, str(spec.model_path))
     reply: dict[str, Any] = {
         "license": "\n".join(spec.licenses),
         "modelfile": modelfile(spec),
@@ -53,21 +56,12 @@ async def show(request: web.Request) -> web.Response:
         "system": spec.system,
         "details": details(spec.config),
         "model_info": info.metadata,  # long arrays are [] unless verbose, as in Ollama
-        "capabilities": capabilities(spec),
+        "capabilities": capabilities(spec.template, info.metadata),
         "modified_at": rfc3339(spec.manifest.modified_at),
     }
     if spec.messages:
         reply["messages"] = spec.messages
     return json_response({k: v for k, v in reply.items() if v not in ("", None)})
-
-
-def capabilities(spec: ModelSpec) -> list[str]:
-    caps = ["completion"]
-    if ".Tools" in spec.template:
-        caps.append("tools")
-    if ".Suffix" in spec.template:
-        caps.append("insert")
-    return caps
 
 
 def parameters_text(params: dict[str, Any]) -> str:

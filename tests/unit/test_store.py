@@ -82,3 +82,12 @@ def test_partial_uploads_left_by_a_killed_server_are_swept(tmp_path: Path) -> No
     kept = store.add_blob_bytes(b"a finished blob", MODEL_MEDIA)
     assert Store(tmp_path).sweep_partials() == 1
     assert [p.name for p in (tmp_path / "blobs").iterdir()] == [kept.digest.replace(":", "-")]
+
+
+def test_names_match_existing_manifests_case_insensitively(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    config = store.add_blob_bytes(b"{}", CONFIG_MEDIA_TYPE)
+    store.write_manifest(parse_name("Team/Gemma3:270M"), config, [])
+    assert store.read_manifest(parse_name("team/gemma3:270m")) is not None
+    store.write_manifest(parse_name("TEAM/GEMMA3:270m"), config, [])  # rewrites, no second copy
+    assert [name.display for name, _ in store.list_manifests()] == ["Team/Gemma3:270M"]
