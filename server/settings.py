@@ -37,6 +37,7 @@ class Settings:
     origins: tuple[str, ...]  # extra allowed browser origins (OLLAMA_ORIGINS)
     api_key: str  # CORRAL_API_KEY; "" = no key needed
     api_key_file: Path | None  # CORRAL_API_KEY_FILE: one key per line, re-read on SIGHUP
+    import_dirs: tuple[Path, ...]  # CORRAL_ALLOWED_IMPORT_DIRS: where create's FROM may read
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ VARIABLES: tuple[_Var, ...] = (
          "If set, every endpoint but GET / needs 'Authorization: Bearer <key>'."),
     _Var("CORRAL_API_KEY_FILE", "",
          "File of accepted API keys, one per line; re-read on SIGHUP."),
+    _Var("CORRAL_ALLOWED_IMPORT_DIRS", "",
+         "Folders (separated by ':') from which a Modelfile's FROM may import a GGUF file on "
+         "this machine; none by default (clients upload through /api/blobs)."),
     _Var("CORRAL_BODY_IDLE_TIMEOUT", "60s",
          "How long a request body (an upload) may send nothing before the request fails."),
 )
@@ -104,6 +108,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         origins=get("OLLAMA_ORIGINS", _list),  # type: ignore[arg-type]
         api_key=get("CORRAL_API_KEY", str),  # type: ignore[arg-type]
         api_key_file=get("CORRAL_API_KEY_FILE", _optional_path),  # type: ignore[arg-type]
+        import_dirs=get("CORRAL_ALLOWED_IMPORT_DIRS", _paths),  # type: ignore[arg-type]
     )
 
 
@@ -146,6 +151,10 @@ def _positive_duration(raw: str) -> float:
 
 def _list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.strip("\"'").split(",") if item.strip())
+
+
+def _paths(raw: str) -> tuple[Path, ...]:
+    return tuple(Path(item).expanduser() for item in raw.split(os.pathsep) if item.strip())
 
 
 def _optional_path(raw: str) -> Path | None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import orjson
@@ -25,6 +27,7 @@ from store.store import (CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA, MODEL
                          PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA, Layer, Store,
                          normalize_digest)
 
+_BLOB_NAME = re.compile(r"sha256-[0-9a-f]{64}")
 _REPLACED_BY_REQUEST = {TEMPLATE_MEDIA, SYSTEM_MEDIA, PARAMS_MEDIA, MESSAGES_MEDIA}
 
 
@@ -40,6 +43,9 @@ class CreateSpec:
     parameters: dict[str, Any] = field(default_factory=dict)
     licenses: list[str] = field(default_factory=list)
     messages: list[dict[str, Any]] | None = None
+    # Folders FROM may import a GGUF from (CORRAL_ALLOWED_IMPORT_DIRS); the store's own blobs
+    # are always allowed, so the Modelfile /api/show prints creates the same model again.
+    import_dirs: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -79,6 +85,9 @@ async def create_model(store: Store, spec: CreateSpec) -> AsyncIterator[str]:
 def _base(store: Store, spec: CreateSpec) -> _Base:
     if spec.files:
         layer = _from_files(store, spec.files)
+        return _Base("parsing GGUF", [layer], _config_from_gguf(store, layer), {})
+    if spec.from_ and _is_path(spec.from_):
+        layer = _from_path(store, spec.from_, spec.import_dirs)
         return _Base("parsing GGUF", [layer], _config_from_gguf(store, layer), {})
     if spec.from_:
         source = _resolve_from(store, spec.from_)
@@ -128,10 +137,42 @@ def _from_files(store: Store, files: dict[str, str]) -> Layer:
     if not store.has_blob(digest):
         raise InvalidInput(f"blob {digest} for {filename} not found; "
                            f"upload it with POST /api/blobs/{digest}")
-    with open(store.blob_path(digest), "rb") as f:
+    return _model_layer(store, digest, filename)
+
+
+def _is_path(text: str) -> bool:
+    return text.startswith(("/", "./", "../", "~"))
+
+
+def _from_path(store: Store, text: str, import_dirs: tuple[Path, ...]) -> Layer:
+    """A GGUF named by a server-side path: a blob of this store, or a file inside a folder the
+    operator allowed. Anything else is refused before it is opened, so a request can never
+    make the server read an arbitrary file."""
+    real = Path(text).expanduser().resolve()
+    if real.parent == store.blobs_dir.resolve() and _BLOB_NAME.fullmatch(real.name):
+        digest = real.name.replace("-", ":", 1)
+        if not store.has_blob(digest):
+            raise NotFound(f"blob {digest} not found")
+        return _model_layer(store, digest, text)
+    if not any(real.is_relative_to(folder.expanduser().resolve()) for folder in import_dirs):
+        raise InvalidInput(f"FROM {text}: the server imports files only from the folders in "
+                           "CORRAL_ALLOWED_IMPORT_DIRS; upload it with POST /api/blobs instead")
+    if not real.is_file():
+        raise InvalidInput(f"FROM {text}: no such file")
+    _check_magic(real, text)
+    return _model_layer(store, store.add_blob_file(real), text)
+
+
+def _model_layer(store: Store, digest: str, filename: str) -> Layer:
+    path = store.blob_path(digest)
+    _check_magic(path, filename)
+    return Layer(MODEL_MEDIA, digest, path.stat().st_size)
+
+
+def _check_magic(path: Path, filename: str) -> None:
+    with open(path, "rb") as f:
         if f.read(4) != b"GGUF":
             raise InvalidInput(f"unsupported file {filename}: only GGUF models can be imported")
-    return Layer(MODEL_MEDIA, digest, store.blob_path(digest).stat().st_size)
 
 
 def _config_from_gguf(store: Store, model_layer: Layer) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 from aiohttp import web
 
-from server.context import STORE
+from server.context import SETTINGS, STORE
 from server.schemas import CreateRequest, read_json
 from server.streaming import NDJSON, json_response
 from store.create import create_model
@@ -13,7 +15,8 @@ from store.create import create_model
 
 async def create(request: web.Request) -> web.StreamResponse:
     req = CreateRequest.parse(await read_json(request))
-    statuses = create_model(request.app[STORE], req.spec)
+    spec = dataclasses.replace(req.spec, import_dirs=request.app[SETTINGS].import_dirs)
+    statuses = create_model(request.app[STORE], spec)
     # The first status comes only after every check passed: a bad request is still a 400.
     first = await anext(statuses)
     if not req.stream:
