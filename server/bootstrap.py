@@ -30,6 +30,6 @@ def ensure_default_model(store: Store) -> list[str]:
                       template=gemma_template(), parameters={"stop": [GEMMA_STOP]})
 
     async def statuses() -> list[str]:
-        return [status async for status in create_model(store, spec)]
+        return [status async for status in create_model(store, spec) if isinstance(status, str)]
 
     return asyncio.run(statuses())

@@ -207,8 +207,6 @@ class CreateRequest:
     @classmethod
     def parse(cls, body: dict[str, Any]) -> "CreateRequest":
         model = _model(body)
-        if body.get("quantize"):
-            raise errors.BadRequest("quantization is not supported yet")
         if body.get("adapters"):
             raise errors.BadRequest("adapters are not supported yet")
         files = _typed(body, "files", dict, {})
@@ -233,6 +231,7 @@ class CreateRequest:
             system=_typed(body, "system", str, None),
             parameters=parameters,
             licenses=licenses or [],
+            quantize=_typed(body, "quantize", str, ""),
             messages=None if raw_messages is None else [
                 dict(m) for m in parse_messages(_typed(body, "messages", list, []))],
         )

@@ -19,8 +19,9 @@ from typing import Any, AsyncIterator
 
 import orjson
 
+from store import quantize
 from store.errors import InvalidInput, NotFound
-from store.gguf import human_number, validate_gguf
+from store.gguf import GGUFInfo, human_number, validate_gguf
 from store.model import ModelSpec, name_field, resolve
 from store.names import ModelName
 from store.store import (CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA, MODEL_MEDIA,
@@ -46,6 +47,7 @@ class CreateSpec:
     # Folders FROM may import a GGUF from (CORRAL_ALLOWED_IMPORT_DIRS); the store's own blobs
     # are always allowed, so the Modelfile /api/show prints creates the same model again.
     import_dirs: tuple[Path, ...] = ()
+    quantize: str = ""  # a type such as q4_K_M, for an F16/F32 source
 
 
 @dataclass
@@ -56,17 +58,33 @@ class _Base:
     layers: list[Layer]
     config: dict[str, Any]
     params: dict[str, Any]
+    quantize: tuple[str, str] | None = None  # (source type, target type)
 
 
-async def create_model(store: Store, spec: CreateSpec) -> AsyncIterator[str]:
+Status = str | dict[str, Any]  # a status line, or {"status", "total", "completed"} progress
+
+
+async def create_model(store: Store, spec: CreateSpec) -> AsyncIterator[Status]:
     """Creates or replaces the model, yielding each status; raises StoreError before the first
     status if the request is bad."""
     name = name_field(spec.model)
     base = await asyncio.to_thread(_base, store, spec)
-    yield base.first_status
     layers = list(base.layers)
+    model = next(lay for lay in layers if lay.media_type == MODEL_MEDIA)
+    yield base.first_status
+    if base.quantize:
+        source, target = base.quantize
+        status = f"quantizing {source} model to {target}"
+        yield status
+        quantized: list[Layer] = []
+        async for progress in quantize.quantize(store, model, spec.quantize, quantized):
+            yield {"status": status, **progress}
+        layers = [quantized[0] if lay is model else lay for lay in layers]
+        base.config = {**base.config, "file_type": target}
+        yield f"creating new layer {quantized[0].digest}"
     for layer in layers:
-        yield f"using existing layer {layer.digest}"
+        if not (spec.quantize and layer.media_type == MODEL_MEDIA):  # that one was announced
+            yield f"using existing layer {layer.digest}"
     if spec.licenses:
         layers = [lay for lay in layers if lay.media_type != LICENSE_MEDIA]
     for data, media_type in _new_contents(spec, base.params):
@@ -83,21 +101,33 @@ async def create_model(store: Store, spec: CreateSpec) -> AsyncIterator[str]:
 
 
 def _base(store: Store, spec: CreateSpec) -> _Base:
+    """Everything the new model starts from, checked; nothing is written before every check
+    passed (a path import's copy into the store comes last)."""
     if spec.files:
         layer = _from_files(store, spec.files)
-        return _Base("parsing GGUF", [layer], _config_from_gguf(store, layer), {})
-    if spec.from_ and _is_path(spec.from_):
-        layer = _from_path(store, spec.from_, spec.import_dirs)
-        return _Base("parsing GGUF", [layer], _config_from_gguf(store, layer), {})
-    if spec.from_:
+        info = validate_gguf(store.blob_path(layer.digest))
+        base = _Base("parsing GGUF", [layer], _config(info), {})
+    elif spec.from_ and _is_path(spec.from_):
+        path, digest = _import_path(store, spec.from_, spec.import_dirs)
+        info = validate_gguf(path)
+        if spec.quantize:
+            quantize.check(info.file_type, spec.quantize)
+        if digest is None:
+            digest = store.add_blob_file(path)
+        base = _Base("parsing GGUF", [_model_layer(store, digest, spec.from_)], _config(info), {})
+    elif spec.from_:
         source = _resolve_from(store, spec.from_)
         layers = [lay for lay in source.manifest.layers
                   if lay.media_type not in _REPLACED_BY_REQUEST or _kept(lay.media_type, spec)]
         if not any(lay.media_type == MODEL_MEDIA for lay in layers):
             raise InvalidInput("no model weights in the base model")
         config = {**source.config, "parent_model": source.name.display}
-        return _Base("reading model metadata", layers, config, source.params)
-    raise InvalidInput("neither 'from' or 'files' was specified")
+        base = _Base("reading model metadata", layers, config, source.params)
+    else:
+        raise InvalidInput("neither 'from' or 'files' was specified")
+    if spec.quantize:
+        base.quantize = quantize.check(str(base.config.get("file_type", "")), spec.quantize)
+    return base
 
 
 def _new_contents(spec: CreateSpec, base_params: dict[str, Any]) -> list[tuple[bytes, str]]:
@@ -144,23 +174,23 @@ def _is_path(text: str) -> bool:
     return text.startswith(("/", "./", "../", "~"))
 
 
-def _from_path(store: Store, text: str, import_dirs: tuple[Path, ...]) -> Layer:
-    """A GGUF named by a server-side path: a blob of this store, or a file inside a folder the
-    operator allowed. Anything else is refused before it is opened, so a request can never
-    make the server read an arbitrary file."""
+def _import_path(store: Store, text: str, import_dirs: tuple[Path, ...]) -> tuple[Path, str | None]:
+    """A GGUF named by a server-side path: (the file, its digest if it is a blob of this store).
+    Only the store's blobs and files inside a folder the operator allowed qualify, checked
+    before the file is opened, so a request can never make the server read an arbitrary file."""
     real = Path(text).expanduser().resolve()
     if real.parent == store.blobs_dir.resolve() and _BLOB_NAME.fullmatch(real.name):
         digest = real.name.replace("-", ":", 1)
         if not store.has_blob(digest):
             raise NotFound(f"blob {digest} not found")
-        return _model_layer(store, digest, text)
+        return real, digest
     if not any(real.is_relative_to(folder.expanduser().resolve()) for folder in import_dirs):
         raise InvalidInput(f"FROM {text}: the server imports files only from the folders in "
                            "CORRAL_ALLOWED_IMPORT_DIRS; upload it with POST /api/blobs instead")
     if not real.is_file():
         raise InvalidInput(f"FROM {text}: no such file")
     _check_magic(real, text)
-    return _model_layer(store, store.add_blob_file(real), text)
+    return real, None
 
 
 def _model_layer(store: Store, digest: str, filename: str) -> Layer:
@@ -175,8 +205,8 @@ def _check_magic(path: Path, filename: str) -> None:
             raise InvalidInput(f"unsupported file {filename}: only GGUF models can be imported")
 
 
-def _config_from_gguf(store: Store, model_layer: Layer) -> dict[str, Any]:
-    info = validate_gguf(store.blob_path(model_layer.digest))
+def _config(info: GGUFInfo) -> dict[str, Any]:
+    """The config blob of a model made from a GGUF file."""
     arch = info.architecture
     return {
         "model_format": "gguf",

