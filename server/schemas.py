@@ -16,6 +16,8 @@ from server import errors
 from server.bodies import read_body
 from server.durations import parse_duration
 from store.create import CreateSpec
+from store.modelfile import parse as parse_modelfile
+from store.modelfile import to_create_spec
 from workers import options
 from workers.prompt import TemplateError, check_go_template
 from workers.protocol import ChatMessage, OutputFormat
@@ -207,6 +209,12 @@ class CreateRequest:
     @classmethod
     def parse(cls, body: dict[str, Any]) -> "CreateRequest":
         model = _model(body)
+        stream = _typed(body, "stream", bool, True)
+        modelfile = _typed(body, "modelfile", str, "")
+        if modelfile:  # the older API: the whole Modelfile in one field
+            spec = to_create_spec(parse_modelfile(modelfile), model)
+            spec.quantize = _typed(body, "quantize", str, "")
+            return cls(spec=spec, stream=stream)
         if body.get("adapters"):
             raise errors.BadRequest("adapters are not supported yet")
         files = _typed(body, "files", dict, {})
@@ -235,4 +243,4 @@ class CreateRequest:
             messages=None if raw_messages is None else [
                 dict(m) for m in parse_messages(_typed(body, "messages", list, []))],
         )
-        return cls(spec=spec, stream=_typed(body, "stream", bool, True))
+        return cls(spec=spec, stream=stream)

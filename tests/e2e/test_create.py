@@ -42,3 +42,76 @@ def test_a_shown_from_path_creates_the_same_model(server: Server) -> None:
     assert server.post("/api/create", {"model": "same", "from": blob, "stream": False}).status == 200
     tags = {m["name"]: m for m in server.get("/api/tags").json()["models"]}
     assert tags["same:latest"]["details"]["quantization_level"] == "Q4_K_M"
+
+
+MODELFILE = '''FROM gemma3:270m
+# a comment
+parameter temperature 0.2
+PARAMETER stop "<end_of_turn>"
+PARAMETER stop "###"
+PARAMETER num_ctx 1024
+SYSTEM """You answer in "one" word.
+Always."""
+TEMPLATE """<start_of_turn>user
+{{ if .System }}{{ .System }} {{ end }}{{ .Prompt }}<end_of_turn>
+<start_of_turn>model
+"""
+MESSAGE user Hello
+MESSAGE assistant Hi
+LICENSE """Some licence \\ with a backslash"""
+'''
+
+
+def _show(server: Server, model: str) -> dict:
+    reply = server.post("/api/show", {"model": model})
+    assert reply.status == 200, reply.body
+    return reply.json()
+
+
+def test_a_modelfile_creates_a_model_with_every_instruction(server: Server) -> None:
+    reply = server.post("/api/create", {"model": "mf:1", "modelfile": MODELFILE, "stream": False})
+    assert reply.status == 200, reply.body
+    show = _show(server, "mf:1")
+    assert show["system"] == 'You answer in "one" word.\nAlways.'
+    assert show["template"].startswith("<start_of_turn>user\n{{ if .System }}")
+    assert show["messages"] == [{"role": "user", "content": "Hello"},
+                                {"role": "assistant", "content": "Hi"}]
+    assert show["license"] == "Some licence \\ with a backslash"
+    assert 'stop                           "###"' in show["parameters"]
+    assert "temperature                    0.2" in show["parameters"]
+
+
+def test_a_shown_modelfile_creates_an_identical_model(server: Server) -> None:
+    server.post("/api/create", {"model": "mf:1", "modelfile": MODELFILE, "stream": False})
+    first = _show(server, "mf:1")
+    reply = server.post("/api/create", {"model": "mf:copy", "modelfile": first["modelfile"],
+                                        "stream": False})
+    assert reply.status == 200, reply.body
+    again = _show(server, "mf:copy")
+    for field in ("template", "system", "parameters", "messages", "license", "capabilities",
+                  "model_info"):
+        assert again[field] == first[field], field
+    # The same weights blob; only the parent differs, as in Ollama (FROM names a file, not a model).
+    assert again["modelfile"].split("\nFROM ")[1] == first["modelfile"].split("\nFROM ")[1]
+    assert {**again["details"], "parent_model": ""} == {**first["details"], "parent_model": ""}
+
+
+def test_a_bad_modelfile_is_400_naming_the_line(server: Server) -> None:
+    reply = server.post("/api/create", {"model": "bad", "modelfile": "FROM gemma3:270m\n"
+                                        "PARAMETER temprature 0.5\n"})
+    assert reply.status == 400 and "line 2" in reply.json()["error"]
+
+
+def test_a_custom_template_renders_the_prompt_exactly(server: Server) -> None:
+    without_messages = "\n".join(line for line in MODELFILE.splitlines()
+                                  if not line.startswith("MESSAGE"))
+    server.post("/api/create", {"model": "tpl:1", "modelfile": without_messages, "stream": False})
+    options = {"num_predict": 1, "temperature": 0}
+    templated = server.post("/api/generate", {"model": "tpl:1", "prompt": "hi", "stream": False,
+                                              "options": options}).json()
+    raw_text = ('<start_of_turn>user\nYou answer in "one" word.\nAlways. hi<end_of_turn>\n'
+                "<start_of_turn>model\n")
+    raw = server.post("/api/generate", {"model": "tpl:1", "prompt": raw_text, "raw": True,
+                                        "stream": False, "options": options}).json()
+    assert templated["prompt_eval_count"] == raw["prompt_eval_count"]
+    assert templated["context"] == raw["context"][: len(templated["context"])]
