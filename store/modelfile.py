@@ -358,4 +358,4 @@ def _param_text(value: Any) -> str:
     if isinstance(value, float):
         text = repr(value)
         return text[:-2] if text.endswith(".0") else text
-    return _quote(str(value), '"', '"""', "")
+    return _quote(str(value), "", '"', '"""')  # bare where it reads back, as Ollama prints it

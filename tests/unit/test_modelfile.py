@@ -402,13 +402,13 @@ def test_format_has_ollamas_header_and_from() -> None:
                     "# FROM mario:latest\n\nFROM /blobs/sha256-1\n")
 
 
-def test_format_prints_texts_triple_quoted_and_one_line_per_stop() -> None:
+def test_format_prints_texts_triple_quoted_and_one_bare_line_per_stop() -> None:
     text = format_modelfile("/b", template="{{ .Prompt }}", system="Be brief.",
                             parameters={"stop": ["<a>", "<b>"], "temperature": 1.0},
                             messages=[{"role": "user", "content": "hi"}], licenses=["MIT"])
     assert text.splitlines() == [
         "FROM /b", 'TEMPLATE """{{ .Prompt }}"""', 'SYSTEM """Be brief."""',
-        'PARAMETER stop "<a>"', 'PARAMETER stop "<b>"', "PARAMETER temperature 1",
+        'PARAMETER stop <a>', 'PARAMETER stop <b>', "PARAMETER temperature 1",
         'MESSAGE user """hi"""', 'LICENSE """MIT"""']
 
 
