@@ -47,6 +47,7 @@ class ModelRef:
     context_length: int  # trained context length from the GGUF (0 if unknown)
     n_vocab: int  # tokenizer vocabulary size from the GGUF (0 if unknown)
     details: dict
+    adapters: tuple[str, ...] = ()  # LoRA adapter files applied on top of the weights
 
 
 @dataclass
@@ -356,7 +357,8 @@ class Scheduler:
         n_gpu_layers = 999 if runner.worker.device.is_gpu and runner.worker.gpu_offload else 0
         try:
             reply = await runner.worker.request(protocol.Load(
-                runner.model_id, runner.ref.path, runner.num_ctx, runner.slots, n_gpu_layers))
+                runner.model_id, runner.ref.path, runner.num_ctx, runner.slots, n_gpu_layers,
+                list(runner.ref.adapters)))
         except WorkerDied as exc:
             reply = protocol.LoadFailed(runner.model_id, str(exc))
         if runner.ready.done():

@@ -201,6 +201,14 @@ class EmbedRequest:
                    dimensions=dimensions, options=_options(body), keep_alive=_keep_alive(body))
 
 
+def _blob_map(body: dict[str, Any], key: str) -> dict[str, str]:
+    """`files` and `adapters`: file names mapped to the digests of uploaded blobs."""
+    mapping = _typed(body, key, dict, {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        raise errors.BadRequest(f'"{key}" must map file names to digests')
+    return mapping
+
+
 @dataclass
 class CreateRequest:
     spec: CreateSpec
@@ -215,11 +223,7 @@ class CreateRequest:
             spec = to_create_spec(parse_modelfile(modelfile), model)
             spec.quantize = _typed(body, "quantize", str, "")
             return cls(spec=spec, stream=stream)
-        if body.get("adapters"):
-            raise errors.BadRequest("adapters are not supported yet")
-        files = _typed(body, "files", dict, {})
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-            raise errors.BadRequest('"files" must map file names to digests')
+        files, adapters = _blob_map(body, "files"), _blob_map(body, "adapters")
         licenses = body.get("license")
         if isinstance(licenses, str):
             licenses = [licenses]
@@ -240,6 +244,7 @@ class CreateRequest:
             parameters=parameters,
             licenses=licenses or [],
             quantize=_typed(body, "quantize", str, ""),
+            adapters=adapters,
             messages=None if raw_messages is None else [
                 dict(m) for m in parse_messages(_typed(body, "messages", list, []))],
         )

@@ -24,8 +24,8 @@ from store.errors import InvalidInput, NotFound
 from store.gguf import GGUFInfo, human_number, validate_gguf
 from store.model import ModelSpec, name_field, resolve
 from store.names import ModelName
-from store.store import (CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA, MODEL_MEDIA,
-                         PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA, Layer, Store,
+from store.store import (ADAPTER_MEDIA, CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA,
+                         MODEL_MEDIA, PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA, Layer, Store,
                          normalize_digest)
 
 _BLOB_NAME = re.compile(r"sha256-[0-9a-f]{64}")
@@ -48,6 +48,8 @@ class CreateSpec:
     # are always allowed, so the Modelfile /api/show prints creates the same model again.
     import_dirs: tuple[Path, ...] = ()
     quantize: str = ""  # a type such as q4_K_M, for an F16/F32 source
+    adapters: dict[str, str] = field(default_factory=dict)  # LoRA GGUF blobs: file name -> digest
+    adapter_paths: list[str] = field(default_factory=list)  # Modelfile ADAPTER paths, as FROM
 
 
 @dataclass
@@ -127,7 +129,38 @@ def _base(store: Store, spec: CreateSpec) -> _Base:
         raise InvalidInput("neither 'from' or 'files' was specified")
     if spec.quantize:
         base.quantize = quantize.check(str(base.config.get("file_type", "")), spec.quantize)
+    if spec.adapters or spec.adapter_paths:  # the request's adapters replace the base model's
+        adapters = _adapter_layers(store, spec, str(base.config.get("model_family", "")))
+        base.layers = [lay for lay in base.layers if lay.media_type != ADAPTER_MEDIA] + adapters
     return base
+
+
+def _adapter_layers(store: Store, spec: CreateSpec, family: str) -> list[Layer]:
+    """LoRA adapters from uploaded blobs and allowed paths, each checked to be a GGUF adapter
+    for this model's architecture before any path is copied into the store."""
+    found: list[tuple[str, Path, str | None]] = []
+    for filename, digest in spec.adapters.items():
+        digest = normalize_digest(digest)
+        if not store.has_blob(digest):
+            raise InvalidInput(f"blob {digest} for {filename} not found; "
+                               f"upload it with POST /api/blobs/{digest}")
+        found.append((filename, store.blob_path(digest), digest))
+    for text in spec.adapter_paths:
+        path, digest = _import_path(store, text, spec.import_dirs)
+        found.append((text, path, digest))
+    layers = []
+    for filename, path, digest in found:
+        _check_magic(path, filename)
+        info = validate_gguf(path)
+        if info.metadata.get("general.type") != "adapter":
+            raise InvalidInput(f"{filename} is not a LoRA adapter (general.type is not adapter)")
+        if family and info.architecture != family:
+            raise InvalidInput(f"adapter {filename} is for {info.architecture}, "
+                               f"the model is {family}")
+    for filename, path, digest in found:
+        digest = digest or store.add_blob_file(path)
+        layers.append(Layer(ADAPTER_MEDIA, digest, store.blob_path(digest).stat().st_size))
+    return layers
 
 
 def _new_contents(spec: CreateSpec, base_params: dict[str, Any]) -> list[tuple[bytes, str]]:

@@ -14,8 +14,8 @@ import orjson
 
 from store.errors import InvalidName, model_not_found
 from store.names import ModelName, parse_name
-from store.store import (CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA, MODEL_MEDIA,
-                         PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA, Manifest, Store)
+from store.store import (ADAPTER_MEDIA, CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA,
+                         MODEL_MEDIA, PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA, Manifest, Store)
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class ModelSpec:
     messages: list[dict[str, Any]]
     licenses: list[str]
     config: dict[str, Any]
+    adapter_paths: list[Path]  # LoRA adapters applied on top of the weights
 
     @property
     def digest(self) -> str:
@@ -74,6 +75,8 @@ def resolve(store: Store, text: Any) -> ModelSpec:
         licenses=[store.read_blob(lay.digest).decode() for lay in manifest.layers
                   if lay.media_type == LICENSE_MEDIA],
         config=read_config(store, manifest),
+        adapter_paths=[store.blob_path(lay.digest) for lay in manifest.layers
+                       if lay.media_type == ADAPTER_MEDIA],
     )
 
 

@@ -43,7 +43,7 @@ ROLES = ("system", "user", "assistant")
 # Parameters Ollama still reads but ignores (api.Options no longer has them); ours are typed.
 IGNORED_PARAMETERS = frozenset({"mirostat", "mirostat_tau", "mirostat_eta", "f16_kv",
                                 "logits_all"}) - BY_NAME.keys()
-_UNSUPPORTED = ("adapter", "draft", "renderer", "parser")  # parsed, but no model can hold them yet
+_UNSUPPORTED = ("draft", "renderer", "parser")  # parsed, but no model can hold them yet
 
 # What Go's strings.TrimSpace removes (unicode.IsSpace).
 _GO_SPACE = ("\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
@@ -200,7 +200,7 @@ def to_create_spec(mf: Modelfile, model_name: str) -> CreateSpec:
         raise ModelfileError("only one FROM is supported", froms[1].line)
     return CreateSpec(model=model_name, from_=mf.from_, template=mf.template, system=mf.system,
                       parameters=mf.parameters, licenses=mf.licenses,
-                      messages=mf.messages or None)
+                      messages=mf.messages or None, adapter_paths=mf.adapters)
 
 
 def format_modelfile(from_path: str, *, name: str | None = None, template: str | None = None,

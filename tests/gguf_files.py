@@ -81,3 +81,24 @@ def tiny_llama_f16(path: Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def gemma_lora(path: Path, seed: int = 0) -> Path:
+    """A LoRA adapter for Gemma 3 270M (rank 8 on every attn_q) with random weights large enough
+    to change what the model says."""
+    import gguf as gguf_package  # noqa: PLC0415
+
+    writer = gguf_package.GGUFWriter(str(path), "gemma3")
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", 8.0)
+    rng, rank = np.random.default_rng(seed), 8
+    for block in range(18):
+        name = f"blk.{block}.attn_q.weight"
+        writer.add_tensor(f"{name}.lora_a", (rng.standard_normal((rank, 640)) * 0.5).astype(np.float32))
+        writer.add_tensor(f"{name}.lora_b", (rng.standard_normal((1024, rank)) * 0.5).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

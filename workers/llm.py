@@ -40,6 +40,7 @@ class LoadedModel:
             raise LoadError(f"unable to load model: {req.path}")
         self.vocab = llama.llama_model_get_vocab(self.model)
         self._piece_buf = ctypes.create_string_buffer(256)
+        self._adapters = [self._load_adapter(path) for path in req.adapters]
         self.ctx = self._new_context(req.num_ctx * req.slots, req.slots, embeddings=False)
         self.memory = llama.llama_get_memory(self.ctx)
         self.batch = llama.llama_batch_init(BATCH_TOKENS, 0, 1)
@@ -73,7 +74,20 @@ class LoadedModel:
         ctx = llama.llama_init_from_model(self.model, cparams)
         if not ctx:
             raise LoadError("unable to create llama.cpp context (out of memory?)")
+        if self._adapters:
+            count = len(self._adapters)
+            adapters = (llama.llama_adapter_lora_p_ctypes * count)(*self._adapters)
+            scales = (ctypes.c_float * count)(*([1.0] * count))
+            if llama.llama_set_adapters_lora(ctx, adapters, count, scales) != 0:
+                llama.llama_free(ctx)
+                raise LoadError("unable to apply the LoRA adapters")
         return ctx
+
+    def _load_adapter(self, path: str) -> llama.llama_adapter_lora_p:
+        adapter = llama.llama_adapter_lora_init(self.model, path.encode())
+        if not adapter:
+            raise LoadError(f"unable to load LoRA adapter {path} (does it match the model?)")
+        return adapter
 
     def _meta(self, key: str) -> str:
         buf = ctypes.create_string_buffer(1 << 16)
@@ -168,4 +182,6 @@ class LoadedModel:
             llama.llama_batch_free(self._embed_batch)
             llama.llama_free(self._embed_ctx)
         llama.llama_free(self.ctx)
+        for adapter in self._adapters:
+            llama.llama_adapter_lora_free(adapter)
         llama.llama_model_free(self.model)

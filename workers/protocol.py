@@ -51,6 +51,7 @@ class Load:
     num_ctx: int
     slots: int
     n_gpu_layers: int
+    adapters: list[str] = field(default_factory=list)  # LoRA GGUF paths, applied at scale 1
 
 
 @dataclass(slots=True)

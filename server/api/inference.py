@@ -43,9 +43,11 @@ def prepare(request: web.Request, model: str, request_options: dict[str, Any]) -
 def model_ref(spec: ModelSpec) -> ModelRef:
     """What the scheduler needs to know of a stored model (it never reads the store itself)."""
     info = cached_info(str(spec.model_path))
+    adapters = tuple(str(p) for p in spec.adapter_paths)
     return ModelRef(
         name=spec.name.display,
-        digest=spec.digest,
+        # Weights with other adapters are another model: they must not share a runner.
+        digest="+".join([spec.digest, *(p.name for p in spec.adapter_paths)]),
         manifest_digest=spec.manifest.digest,
         path=str(spec.model_path),
         file_size=spec.model_path.stat().st_size,
@@ -53,6 +55,7 @@ def model_ref(spec: ModelSpec) -> ModelRef:
         context_length=info.context_length,
         n_vocab=info.n_vocab,
         details=details(spec.config),
+        adapters=adapters,
     )
 
 

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from tests.e2e.server import Server
-from tests.gguf_files import tiny_llama_f16
+from tests.gguf_files import gemma_lora, tiny_llama_f16
 
 
 def test_an_uploaded_f16_model_is_quantized_with_streamed_progress(server: Server,
@@ -115,3 +115,30 @@ def test_a_custom_template_renders_the_prompt_exactly(server: Server) -> None:
                                         "stream": False, "options": options}).json()
     assert templated["prompt_eval_count"] == raw["prompt_eval_count"]
     assert templated["context"] == raw["context"][: len(templated["context"])]
+
+
+def _upload_file(server: Server, path: Path) -> str:
+    data = path.read_bytes()
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    assert server.post(f"/api/blobs/{digest}", raw=data).status in (200, 201)
+    return digest
+
+
+def test_a_lora_adapter_changes_what_the_model_says(server: Server, tmp_path: Path) -> None:
+    digest = _upload_file(server, gemma_lora(tmp_path / "lora.gguf"))
+    reply = server.post("/api/create", {"model": "tuned", "from": "gemma3:270m",
+                                        "adapters": {"lora.gguf": digest}, "stream": False})
+    assert reply.status == 200, reply.body
+    ask = {"prompt": "Name a colour.", "stream": False,
+           "options": {"temperature": 0, "num_predict": 12}}
+    base = server.post("/api/generate", {"model": "gemma3:270m", **ask}).json()["response"]
+    tuned = server.post("/api/generate", {"model": "tuned", **ask}).json()["response"]
+    assert tuned != base
+    assert "ADAPTER " in server.post("/api/show", {"model": "tuned"}).json()["modelfile"]
+
+
+def test_a_model_file_given_as_adapter_is_400(server: Server, tmp_path: Path) -> None:
+    digest = _upload_file(server, tiny_llama_f16(tmp_path / "tiny.gguf"))
+    reply = server.post("/api/create", {"model": "nope", "from": "gemma3:270m",
+                                        "adapters": {"tiny.gguf": digest}})
+    assert reply.status == 400 and "not a LoRA adapter" in reply.json()["error"]
