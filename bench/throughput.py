@@ -59,7 +59,7 @@ def raw_run(model_path: str, prompts: list[str], counts: list[int], threads: int
     """The same work on llama.cpp directly: one context, all sequences in each decode."""
     import llama_cpp as llama
 
-    from server.bootstrap import gemma_template
+    from store.templates import template
     from workers.prompt import render_go
 
     n = len(prompts)
@@ -83,7 +83,7 @@ def raw_run(model_path: str, prompts: list[str], counts: list[int], threads: int
         k = llama.llama_tokenize(vocab, data, len(data), arr, len(arr), True, True)
         return list(arr[:k])
 
-    token_lists = [tokenize(render_go(gemma_template(), [{"role": "user", "content": p}]))
+    token_lists = [tokenize(render_go(template("gemma3-instruct"), [{"role": "user", "content": p}]))
                    for p in prompts]
     start = time.perf_counter()
     # Prefill all prompts in one batch, logits at each prompt's last token.

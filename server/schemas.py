@@ -38,14 +38,16 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return data
 
 
+_KIND_NAMES = {str: "a string", bool: "a boolean", list: "a list", dict: "an object",
+               int: "an integer"}
+
+
 def _typed(body: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
     value = body.get(key)
     if value is None:
         return default
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        names = {str: "a string", bool: "a boolean", list: "a list", dict: "an object",
-                 int: "an integer"}
-        want = names.get(kind, "valid") if isinstance(kind, type) else "valid"
+        want = _KIND_NAMES.get(kind, "valid") if isinstance(kind, type) else "valid"
         raise errors.BadRequest(f'"{key}" must be {want}')
     return value
 
@@ -90,7 +92,7 @@ def _inference_fields(body: dict[str, Any]) -> dict[str, Any]:
     _unsupported(body, model)
     return {"model": model, "stream": _typed(body, "stream", bool, True),
             "options": _options(body), "keep_alive": _keep_alive(body),
-            "format": _output_format(body)}
+            "format": _output_format(body), "think": _think(body)}
 
 
 def _output_format(body: dict[str, Any]) -> OutputFormat:
@@ -105,10 +107,30 @@ def _output_format(body: dict[str, Any]) -> OutputFormat:
 
 def _unsupported(body: dict[str, Any], model: str) -> None:
     """Features of later milestones fail clearly instead of being silently ignored."""
-    if body.get("think") not in (None, False):
-        raise errors.BadRequest(f'"{model}" does not support thinking')
     if body.get("images"):
         raise errors.BadRequest(f'"{model}" does not support images')
+
+
+THINK_LEVELS = ("low", "medium", "high")
+
+
+def _think(body: dict[str, Any]) -> bool | str | None:
+    """`think`: true/false, or a level some models take; None when the request does not say."""
+    value = body.get("think")
+    if value is None or isinstance(value, bool) or value in THINK_LEVELS:
+        return value
+    raise errors.BadRequest(f'invalid "think": expected true, false or one of {", ".join(THINK_LEVELS)}')
+
+
+def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """`tools`: function definitions as Ollama and OpenAI write them."""
+    tools = _typed(body, "tools", list, [])
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) \
+                or not function["name"]:
+            raise errors.BadRequest(f"tools[{i}] must be an object with function.name")
+    return tools
 
 
 @dataclass
@@ -120,6 +142,7 @@ class InferenceRequest:
     options: dict[str, Any]
     keep_alive: float | None
     format: OutputFormat
+    think: bool | str | None
 
 
 @dataclass
@@ -129,30 +152,28 @@ class GenerateRequest(InferenceRequest):
     template: str
     raw: bool
     context: list[int]
+    suffix: str
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> "GenerateRequest":
         common = _inference_fields(body)
-        if body.get("suffix"):
-            raise errors.BadRequest(f'"{common["model"]}" does not support insert')
         context = _typed(body, "context", list, [])
         if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in context):
             raise errors.BadRequest('"context" must be a list of token ids')
         return cls(prompt=_typed(body, "prompt", str, ""), system=_typed(body, "system", str, ""),
                    template=_template(body, ""), raw=_typed(body, "raw", bool, False),
-                   context=context, **common)
+                   context=context, suffix=_typed(body, "suffix", str, ""), **common)
 
 
 @dataclass
 class ChatRequest(InferenceRequest):
     messages: list[ChatMessage]
+    tools: list[dict[str, Any]]
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> "ChatRequest":
-        common = _inference_fields(body)
-        if body.get("tools"):
-            raise errors.BadRequest(f'"{common["model"]}" does not support tools')
-        return cls(messages=parse_messages(_typed(body, "messages", list, [])), **common)
+        return cls(messages=parse_messages(_typed(body, "messages", list, [])),
+                   tools=_tools(body), **_inference_fields(body))
 
 
 def parse_messages(raw: list[Any]) -> list[ChatMessage]:
@@ -170,7 +191,19 @@ def parse_messages(raw: list[Any]) -> list[ChatMessage]:
             raise errors.BadRequest(f"messages[{i}].content must be a string")
         if msg.get("images"):
             raise errors.BadRequest("this model does not support images")
-        messages.append({"role": role, "content": content})
+        message: ChatMessage = {"role": role, "content": content}
+        for key, kind in (("thinking", str), ("tool_name", str), ("tool_calls", list)):
+            value = msg.get(key)
+            if value in (None, "", []):
+                continue
+            if not isinstance(value, kind):
+                raise errors.BadRequest(f"messages[{i}].{key} must be {_KIND_NAMES[kind]}")
+            message[key] = value  # type: ignore[literal-required]
+        for j, call in enumerate(message.get("tool_calls", [])):
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise errors.BadRequest(f"messages[{i}].tool_calls[{j}] must have function.name")
+        messages.append(message)
     return messages
 
 

@@ -48,9 +48,10 @@ def final_stats(done: protocol.Done, load_duration: int, started: int) -> dict[s
 
 
 async def respond(request: web.Request, job: Job, stream: bool,
-                  chunk_body: Callable[[str], dict[str, Any]],
+                  chunk_body: Callable[[str], dict[str, Any] | None],
                   final_body: Callable[[str, protocol.Done], dict[str, Any]]) -> web.StreamResponse:
-    """Streams `chunk_body(text)` per chunk and `final_body(text, done)` at the end.
+    """Streams `chunk_body(text)` per chunk (None: nothing to send yet) and `final_body(text,
+    done)` at the end.
 
     `final_body` gets the whole text when not streaming (it goes in the one reply) and "" when
     streaming (the text was already sent).
@@ -72,15 +73,17 @@ async def respond(request: web.Request, job: Job, stream: bool,
             msg = await job.next()
             if not isinstance(msg, (protocol.Chunk, protocol.Done)) and response is None:
                 raise errors.from_worker(msg)
-            if response is None:
-                response = web.StreamResponse(headers={"Content-Type": NDJSON})
-                await response.prepare(request)
             if isinstance(msg, protocol.Chunk):
                 line = chunk_body(msg.text)
             elif isinstance(msg, protocol.Done):
                 line = final_body("", msg)
             else:
                 line = {"error": errors.from_worker(msg).message}
+            if line is None:
+                continue  # text held back (a tag or a tool call still forming)
+            if response is None:
+                response = web.StreamResponse(headers={"Content-Type": NDJSON})
+                await response.prepare(request)
             await response.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
         assert response is not None
         await response.write_eof()

@@ -27,6 +27,7 @@ from store.names import ModelName
 from store.store import (ADAPTER_MEDIA, CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA,
                          MODEL_MEDIA, PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA, Layer, Store,
                          normalize_digest)
+from store.templates import NamedTemplate, detect
 
 _BLOB_NAME = re.compile(r"sha256-[0-9a-f]{64}")
 _REPLACED_BY_REQUEST = {TEMPLATE_MEDIA, SYSTEM_MEDIA, PARAMS_MEDIA, MESSAGES_MEDIA}
@@ -61,6 +62,7 @@ class _Base:
     config: dict[str, Any]
     params: dict[str, Any]
     quantize: tuple[str, str] | None = None  # (source type, target type)
+    detected: NamedTemplate | None = None  # our template for a bare GGUF's chat template
 
 
 Status = str | dict[str, Any]  # a status line, or {"status", "total", "completed"} progress
@@ -89,7 +91,12 @@ async def create_model(store: Store, spec: CreateSpec) -> AsyncIterator[Status]:
             yield f"using existing layer {layer.digest}"
     if spec.licenses:
         layers = [lay for lay in layers if lay.media_type != LICENSE_MEDIA]
-    for data, media_type in _new_contents(spec, base.params):
+    if base.detected is not None and spec.template is None:
+        layer = await asyncio.to_thread(store.add_blob_bytes, base.detected.template.encode(),
+                                        TEMPLATE_MEDIA)
+        yield f"using autodetected template {base.detected.name}"
+        layers.append(layer)
+    for data, media_type in _new_contents(spec, base.params, base.detected is not None):
         existed = store.has_blob(f"sha256:{hashlib.sha256(data).hexdigest()}")
         layer = await asyncio.to_thread(store.add_blob_bytes, data, media_type)
         yield f"{'using existing' if existed else 'creating new'} layer {layer.digest}"
@@ -108,7 +115,7 @@ def _base(store: Store, spec: CreateSpec) -> _Base:
     if spec.files:
         layer = _from_files(store, spec.files)
         info = validate_gguf(store.blob_path(layer.digest))
-        base = _Base("parsing GGUF", [layer], _config(info), {})
+        base = _from_gguf(info, layer)
     elif spec.from_ and _is_path(spec.from_):
         path, digest = _import_path(store, spec.from_, spec.import_dirs)
         info = validate_gguf(path)
@@ -116,7 +123,7 @@ def _base(store: Store, spec: CreateSpec) -> _Base:
             quantize.check(info.file_type, spec.quantize)
         if digest is None:
             digest = store.add_blob_file(path)
-        base = _Base("parsing GGUF", [_model_layer(store, digest, spec.from_)], _config(info), {})
+        base = _from_gguf(info, _model_layer(store, digest, spec.from_))
     elif spec.from_:
         source = _resolve_from(store, spec.from_)
         layers = [lay for lay in source.manifest.layers
@@ -133,6 +140,14 @@ def _base(store: Store, spec: CreateSpec) -> _Base:
         adapters = _adapter_layers(store, spec, str(base.config.get("model_family", "")))
         base.layers = [lay for lay in base.layers if lay.media_type != ADAPTER_MEDIA] + adapters
     return base
+
+
+def _from_gguf(info: GGUFInfo, layer: Layer) -> _Base:
+    """A model made from a GGUF file, with the template (and its parameters) that its Jinja chat
+    template maps to, as Ollama picks one; an unmatched Jinja template is rendered as it is."""
+    detected = detect(str(info.metadata.get("tokenizer.chat_template") or ""))
+    return _Base("parsing GGUF", [layer], _config(info),
+                 detected.parameters if detected else {}, detected=detected)
 
 
 def _adapter_layers(store: Store, spec: CreateSpec, family: str) -> list[Layer]:
@@ -163,14 +178,16 @@ def _adapter_layers(store: Store, spec: CreateSpec, family: str) -> list[Layer]:
     return layers
 
 
-def _new_contents(spec: CreateSpec, base_params: dict[str, Any]) -> list[tuple[bytes, str]]:
-    """The Modelfile layers this request sets, as (bytes, media type)."""
+def _new_contents(spec: CreateSpec, base_params: dict[str, Any],
+                  new_params: bool) -> list[tuple[bytes, str]]:
+    """The Modelfile layers this request sets, as (bytes, media type); `new_params`: the base
+    parameters are not a layer yet (they came with an autodetected template)."""
     contents: list[tuple[bytes, str]] = []
     if spec.template is not None:
         contents.append((spec.template.encode(), TEMPLATE_MEDIA))
     if spec.system is not None:
         contents.append((spec.system.encode(), SYSTEM_MEDIA))
-    if spec.parameters:
+    if spec.parameters or (new_params and base_params):
         contents.append((orjson.dumps({**base_params, **spec.parameters}), PARAMS_MEDIA))
     if spec.messages is not None:
         contents.append((orjson.dumps(spec.messages), MESSAGES_MEDIA))

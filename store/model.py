@@ -80,13 +80,16 @@ def resolve(store: Store, text: Any) -> ModelSpec:
     )
 
 
-def capabilities(template: str, metadata: dict[str, Any]) -> list[str]:
-    """What a model can do, as /api/show lists it: from its GGUF metadata and its template."""
+def capabilities(template: str, metadata: dict[str, Any], thinking: bool) -> list[str]:
+    """What a model can do, as /api/show lists it: from its GGUF metadata and its template
+    (`thinking`: whether the template marks out thinking, which the caller works out)."""
     arch = str(metadata.get("general.architecture", ""))
     caps = ["embedding" if f"{arch}.pooling_type" in metadata else "completion"]
-    for variable, capability in ((".Tools", "tools"), (".Suffix", "insert"), (".Think", "thinking")):
+    for variable, capability in ((".Tools", "tools"), (".Suffix", "insert")):
         if variable in template:
             caps.append(capability)
+    if thinking:
+        caps.append("thinking")
     if f"{arch}.vision.block_count" in metadata:
         caps.append("vision")
     return caps

@@ -37,9 +37,9 @@ def one_block_model(block_count: int = 1, data: bytes = b"\0" * 64) -> bytes:
                 [tensor("blk.0.attn_q.weight", [4, 4])], data)
 
 
-def tiny_llama_f16(path: Path) -> Path:
+def tiny_llama_f16(path: Path, chat_template: str | None = None) -> Path:
     """A real, loadable llama-architecture model of 3 MB with random F16 weights (for quantizing),
-    written with the gguf package."""
+    written with the gguf package; optionally with a Jinja chat template."""
     import gguf as gguf_package  # noqa: PLC0415
 
     n_embd, n_ff, n_vocab, n_layer = 256, 512, 512, 2
@@ -57,6 +57,8 @@ def tiny_llama_f16(path: Path) -> Path:
     writer.add_token_list([f"t{i}".encode() for i in range(n_vocab)])
     writer.add_token_scores([0.0] * n_vocab)
     writer.add_token_types([1] * n_vocab)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
     rng = np.random.default_rng(0)
 
     def weight(name: str, shape: tuple[int, int]) -> None:

@@ -164,7 +164,7 @@ class Engine:
         spec, output_format = req.prompt, req.format
 
         def prepare() -> tuple[list[int], str | None]:
-            tokens = prompt.build_tokens(spec, lambda msgs: model.render(spec["template"], msgs),
+            tokens = prompt.build_tokens(spec, lambda msgs: model.render(spec, msgs),
                                          model.tokenize, model.num_ctx)
             return tokens, None if output_format is None else grammar_text(output_format)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, Union
+from typing import Any, NotRequired, TypedDict, Union
 
 import orjson
 
@@ -25,6 +25,9 @@ from workers.options import RequestOptions
 class ChatMessage(TypedDict):
     role: str
     content: str
+    thinking: NotRequired[str]
+    tool_calls: NotRequired[list[dict[str, Any]]]  # [{"function": {"name", "arguments"}}]
+    tool_name: NotRequired[str]  # on a "tool" message: which tool answered
 
 
 class PromptSpec(TypedDict):
@@ -39,6 +42,9 @@ class PromptSpec(TypedDict):
     messages: list[ChatMessage]
     template: str
     context: list[int]
+    tools: NotRequired[list[dict[str, Any]]]  # function definitions for the template's .Tools
+    think: NotRequired[bool | str | None]  # the request's `think`, for .Think/.IsThinkSet
+    suffix: NotRequired[str]  # fill-in-the-middle: the text after the gap (the template's .Suffix)
 
 
 # ---- front end -> worker -------------------------------------------------------------------

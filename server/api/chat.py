@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 
 from server import errors
-from server.api.inference import load_or_unload, prepare
+from server.api.inference import answer, load_or_unload, message, prepare
 from server.schemas import ChatRequest, read_json
 from server.streaming import final_stats, now_rfc3339, respond
 from workers.protocol import ChatMessage, PromptSpec
@@ -20,25 +21,29 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if not req.messages:
         return await load_or_unload(p, req.model, req.keep_alive,
                                     {"message": {"role": "assistant", "content": ""}})
+    output = answer(req.model, p.spec.template, req.think, req.tools)
 
     messages: list[ChatMessage] = [{"role": m["role"], "content": m["content"]}
                                    for m in p.spec.messages] + req.messages
     if p.spec.system and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": p.spec.system})
     prompt: PromptSpec = {"raw": None, "messages": messages, "template": p.spec.template,
-                          "context": []}
+                          "context": [], "tools": req.tools, "think": req.think}
 
     with errors.scheduler_errors():
         job = await p.scheduler.submit(p.ref, p.num_ctx, req.keep_alive, prompt, p.sampling,
                                        want_context=False, output_format=req.format)
 
-    def chunk(text: str) -> dict:
-        return {"model": req.model, "created_at": now_rfc3339(),
-                "message": {"role": "assistant", "content": text}, "done": False}
+    def chunk(text: str) -> dict[str, Any] | None:
+        parts = output.feed(text)
+        if not parts:
+            return None
+        return {"model": req.model, "created_at": now_rfc3339(), "message": message(parts),
+                "done": False}
 
-    def final(text: str, done) -> dict:  # type: ignore[no-untyped-def]
+    def final(text: str, done) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         return {"model": req.model, "created_at": now_rfc3339(),
-                "message": {"role": "assistant", "content": text}, "done": True,
+                "message": message(output.feed(text) + output.finish()), "done": True,
                 **final_stats(done, job.load_duration, started)}
 
     return await respond(request, job, req.stream, chunk, final)

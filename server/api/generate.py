@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 
 from server import errors
-from server.api.inference import load_or_unload, prepare
+from server.answer import Parts
+from server.api.inference import answer, load_or_unload, prepare
 from server.schemas import GenerateRequest, read_json
 from server.streaming import final_stats, now_rfc3339, respond
 from workers.protocol import ChatMessage, PromptSpec
@@ -23,6 +25,10 @@ async def generate(request: web.Request) -> web.StreamResponse:
                                 f"model (0 to {p.ref.n_vocab - 1})")
     if not req.prompt and not req.context:
         return await load_or_unload(p, req.model, req.keep_alive, {"response": ""})
+    template = req.template or p.spec.template
+    if req.suffix and ".Suffix" not in template:
+        raise errors.BadRequest(f'"{req.model}" does not support insert')
+    output = answer(req.model, "" if req.raw else template, req.think)
     if req.raw:
         prompt: PromptSpec = {"raw": req.prompt, "messages": [], "template": "",
                               "context": req.context}
@@ -34,18 +40,23 @@ async def generate(request: web.Request) -> web.StreamResponse:
         if not req.context:  # Modelfile MESSAGEs start a conversation, not a continued one
             messages += [{"role": m["role"], "content": m["content"]} for m in p.spec.messages]
         messages.append({"role": "user", "content": req.prompt})
-        prompt = {"raw": None, "messages": messages, "template": req.template or p.spec.template,
-                  "context": req.context}
+        prompt = {"raw": None, "messages": messages, "template": template,
+                  "context": req.context, "think": req.think, "suffix": req.suffix}
 
     with errors.scheduler_errors():
         job = await p.scheduler.submit(p.ref, p.num_ctx, req.keep_alive, prompt, p.sampling,
                                        want_context=True, output_format=req.format)
 
-    def chunk(text: str) -> dict:
-        return {"model": req.model, "created_at": now_rfc3339(), "response": text, "done": False}
+    def body(parts: Parts) -> dict[str, Any]:
+        reply = {"model": req.model, "created_at": now_rfc3339(), "response": parts.content}
+        return {**reply, "thinking": parts.thinking} if parts.thinking else reply
 
-    def final(text: str, done) -> dict:  # type: ignore[no-untyped-def]
-        return {"model": req.model, "created_at": now_rfc3339(), "response": text, "done": True,
+    def chunk(text: str) -> dict[str, Any] | None:
+        parts = output.feed(text)
+        return {**body(parts), "done": False} if parts else None
+
+    def final(text: str, done) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        return {**body(output.feed(text) + output.finish()), "done": True,
                 "context": done.context, **final_stats(done, job.load_duration, started)}
 
     return await respond(request, job, req.stream, chunk, final)

@@ -9,8 +9,10 @@ from aiohttp import web
 
 from scheduler.scheduler import ModelRef, Scheduler
 from server import errors
+from server.answer import Answer, Parts
 from server.context import SCHEDULER, SETTINGS, STORE
 from server.streaming import json_response, now_rfc3339
+from server.thinking import supports_thinking
 from store.gguf import cached_info
 from store.model import ModelSpec, details, resolve
 from workers import options
@@ -57,6 +59,27 @@ def model_ref(spec: ModelSpec) -> ModelRef:
         details=details(spec.config),
         adapters=adapters,
     )
+
+
+def answer(model: str, template: str, think: bool | str | None,
+           tools: list[dict[str, Any]] | None = None) -> Answer:
+    """The splitter for this request's output; 400 where the model's template cannot do what
+    the request asks (Ollama's messages)."""
+    if tools and ".Tools" not in template:
+        raise errors.BadRequest(f'"{model}" does not support tools')
+    if think and not supports_thinking(template):
+        raise errors.BadRequest(f'"{model}" does not support thinking')
+    return Answer(template, bool(think), tools or [])
+
+
+def message(parts: Parts) -> dict[str, Any]:
+    """An assistant message as /api/chat writes it: thinking and tool calls only when present."""
+    body: dict[str, Any] = {"role": "assistant", "content": parts.content}
+    if parts.thinking:
+        body["thinking"] = parts.thinking
+    if parts.tool_calls:
+        body["tool_calls"] = parts.tool_calls
+    return body
 
 
 async def load_or_unload(p: Prepared, model: str, keep_alive: float | None,

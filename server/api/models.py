@@ -13,6 +13,7 @@ from server import errors
 from server.context import STORE
 from server.schemas import read_json
 from server.streaming import json_response, rfc3339
+from server.thinking import supports_thinking
 from store import errors as store_errors
 from store.gguf import cached_info, read_gguf
 from store.model import capabilities, details, name_field, read_config, resolve
@@ -61,7 +62,7 @@ async def show(request: web.Request) -> web.Response:
         "system": spec.system,
         "details": details(spec.config),
         "model_info": info.metadata,  # long arrays are [] unless verbose, as in Ollama
-        "capabilities": capabilities(spec.template, info.metadata),
+        "capabilities": capabilities(spec.template, info.metadata, supports_thinking(spec.template)),
         "modified_at": rfc3339(spec.manifest.modified_at),
     }
     if spec.messages:

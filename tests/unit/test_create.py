@@ -10,8 +10,10 @@ import pytest
 from store.create import CreateSpec, create_model
 from store.errors import InvalidInput
 from store.gguf import read_gguf
+from store.model import resolve
 from store.names import parse_name
 from store.store import MODEL_MEDIA, Store
+from store.templates import parameters, template
 from tests.gguf_files import one_block_model, tiny_llama_f16
 
 
@@ -118,3 +120,40 @@ async def test_an_unknown_quantization_type_is_refused(store: Store, allowed: Pa
     with pytest.raises(InvalidInput, match="unsupported quantization type"):
         await _create(store, model="x", from_=str(allowed / "tiny.gguf"), import_dirs=(allowed,),
                       quantize="q1_fancy")
+
+
+CHATML_JINJA = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+                "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+                "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+async def test_a_bare_gguf_gets_the_template_its_jinja_maps_to(store: Store, tmp_path: Path) -> None:
+    folder = tmp_path / "chatml"
+    folder.mkdir()
+    source = tiny_llama_f16(folder / "m.gguf", chat_template=CHATML_JINJA)
+    statuses = await _create(store, model="m", from_=str(source), import_dirs=(folder,))
+    assert "using autodetected template chatml" in statuses
+    spec = resolve(store, "m")
+    assert spec.template == template("chatml") and spec.params == parameters("chatml")
+
+
+async def test_an_explicit_template_wins_over_the_detected_one(store: Store,
+                                                               tmp_path: Path) -> None:
+    folder = tmp_path / "chatml"
+    folder.mkdir()
+    source = tiny_llama_f16(folder / "m.gguf", chat_template=CHATML_JINJA)
+    statuses = await _create(store, model="m", from_=str(source), import_dirs=(folder,),
+                             template="{{ .Prompt }}", parameters={"temperature": 0.5})
+    assert not any(str(s).startswith("using autodetected") for s in statuses)
+    spec = resolve(store, "m")
+    assert spec.template == "{{ .Prompt }}"
+    assert spec.params == {**parameters("chatml"), "temperature": 0.5}
+
+
+async def test_an_unmatched_jinja_template_is_kept_for_jinja_rendering(store: Store,
+                                                                       tmp_path: Path) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    source = tiny_llama_f16(folder / "m.gguf", chat_template="{{ messages[0]['content'] }}")
+    await _create(store, model="m", from_=str(source), import_dirs=(folder,))
+    assert resolve(store, "m").template == ""  # the worker renders the GGUF's Jinja template

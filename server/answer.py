@@ -1,0 +1,50 @@
+"""What the model said, split the way Ollama's handlers split it: thinking (when the request
+asked to think), content, and tool calls (when the request offered tools)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.thinking import ThinkingParser
+from server.toolcalls import ToolCallParser
+
+
+@dataclass
+class Parts:
+    thinking: str = ""
+    content: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.thinking or self.content or self.tool_calls)
+
+    def __add__(self, other: "Parts") -> "Parts":
+        return Parts(self.thinking + other.thinking, self.content + other.content,
+                     self.tool_calls + other.tool_calls)
+
+
+class Answer:
+    """Feeds streamed text through the thinking splitter, then the tool-call parser."""
+
+    def __init__(self, template: str, think: bool, tools: list[dict[str, Any]]) -> None:
+        self._thinking = ThinkingParser.from_template(template) if think else None
+        names = [tool["function"]["name"] for tool in tools]
+        self._tools = ToolCallParser(template, names) if tools else None
+
+    def feed(self, text: str) -> Parts:
+        thinking, content = self._thinking.feed(text) if self._thinking else ("", text)
+        return Parts(thinking) + self._content(content, final=False)
+
+    def finish(self) -> Parts:
+        thinking, content = self._thinking.finish() if self._thinking else ("", "")
+        return Parts(thinking) + self._content(content, final=True)
+
+    def _content(self, text: str, final: bool) -> Parts:
+        if self._tools is None:
+            return Parts(content=text)
+        content, calls = self._tools.feed(text)
+        if final:
+            rest, more = self._tools.finish()
+            content, calls = content + rest, calls + more
+        return Parts(content=content, tool_calls=calls)
