@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from gotpl.parse import ActionNode, FieldNode, IfNode, ListNode, RangeNode, TextNode, WithNode
@@ -277,36 +277,47 @@ def _arguments_in(tool: str, obj: dict[str, Any]) -> tuple[dict[str, Any] | None
     return None, False
 
 
-class _ValueScan:
-    """Whether the buffer holds a complete {...} (tag "{") or [...] (tag "[") value, strings
-    skipped; never for other tags."""
+class _Structure:
+    """Walks a growing buffer and yields the characters outside JSON strings, remembering where
+    it stopped (and whether it stopped inside a string), so each character is read once."""
 
-    def __init__(self, tag: str) -> None:
-        self.opener, self.closer = {"{": ("{", "}"), "[": ("[", "]")}.get(tag, ("", ""))
-        self.pos = self.depth = 0
+    def __init__(self) -> None:
+        self.pos = 0
         self.in_string = self.escaped = False
 
-    def closed(self, buffer: str) -> bool:
-        if not self.opener:
-            return False
-        for i in range(self.pos, len(buffer)):
-            c = buffer[i]
+    def chars(self, buffer: str) -> Iterator[tuple[int, str]]:
+        while self.pos < len(buffer):
+            i, c = self.pos, buffer[self.pos]
+            self.pos += 1
             if self.escaped:
                 self.escaped = False
             elif c == "\\":
                 self.escaped = True
             elif c == '"':
                 self.in_string = not self.in_string
-            elif self.in_string:
-                pass
-            elif c == self.opener:
+            elif not self.in_string:
+                yield i, c
+
+
+class _ValueScan:
+    """Whether the buffer holds a complete {...} (tag "{") or [...] (tag "[") value, strings
+    skipped; never for other tags."""
+
+    def __init__(self, tag: str) -> None:
+        self.opener, self.closer = {"{": ("{", "}"), "[": ("[", "]")}.get(tag, ("", ""))
+        self.depth = 0
+        self._walk = _Structure()
+
+    def closed(self, buffer: str) -> bool:
+        if not self.opener:
+            return False
+        for _, c in self._walk.chars(buffer):
+            if c == self.opener:
                 self.depth += 1
             elif c == self.closer:
                 self.depth -= 1
                 if self.depth == 0:
-                    self.pos = i + 1
                     return True
-        self.pos = len(buffer)
         return False
 
 
@@ -315,25 +326,16 @@ class _ObjectScan:
     (Ollama's findArguments scan: braces outside strings, invalid candidates skipped)."""
 
     def __init__(self) -> None:
-        self.pos = self.depth = 0
+        self.depth = 0
         self.start = -1
-        self.in_string = self.escaped = False
         self.found: tuple[dict[str, Any], int] | None = None
+        self._walk = _Structure()
 
     def first_object(self, buffer: str) -> tuple[dict[str, Any], int] | None:
         if self.found is not None:
             return self.found
-        for i in range(self.pos, len(buffer)):
-            c = buffer[i]
-            if self.escaped:
-                self.escaped = False
-            elif c == "\\":
-                self.escaped = True
-            elif c == '"':
-                self.in_string = not self.in_string
-            elif self.in_string:
-                pass
-            elif c == "{":
+        for i, c in self._walk.chars(buffer):
+            if c == "{":
                 if self.depth == 0:
                     self.start = i
                 self.depth += 1
@@ -346,11 +348,9 @@ class _ObjectScan:
                         data = None
                     self.start = -1
                     if isinstance(data, dict):
-                        self.pos = i + 1
                         self.found = (data, i)
                         return self.found
                     continue  # not a valid object: keep looking
                 if self.depth < 0:
                     self.depth = 0
-        self.pos = len(buffer)
         return None
