@@ -20,6 +20,7 @@ from scheduler import placement
 from scheduler.devices import Inventory
 from scheduler.worker import CRASH_MESSAGE, WorkerDied, WorkerHandle
 from workers import protocol
+from workers.options import RequestOptions
 
 log = logging.getLogger("corral.scheduler")
 

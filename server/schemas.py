@@ -6,7 +6,7 @@ a half-valid request and the client always learns what to fix.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from store.templates import template
-from workers.prompt import (TemplateError, build_tokens, check_go_template, go_json, render_go,
+from workers.godata import go_json
+from workers.prompt import (TemplateError, build_tokens, check_go_template, render_go,
                             render_jinja)
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "ollama-templates"
@@ -104,12 +105,12 @@ def test_ollama_template_corpus_renders_byte_for_byte() -> None:
     cases = {"user": user, "user-assistant-user": uau,
              "system-user-assistant-user": [msg("system", "You are a helpful assistant."), *uau]}
     checked = 0
-    for template in sorted(SHARED.glob("*.gotmpl")):
+    for source in sorted(SHARED.glob("*.gotmpl")):
         for case, messages in cases.items():
-            want = (SHARED / "testdata" / template.name / case).read_text()
-            got = render_go(template.read_text(), messages)
+            want = (SHARED / "testdata" / source.name / case).read_text()
+            got = render_go(source.read_text(), messages)
             # Ollama's own test strips one trailing space for a few templates.
-            assert got == want or got.removesuffix(" ") == want.removesuffix(" "), (template, case)
+            assert got == want or got.removesuffix(" ") == want.removesuffix(" "), (source, case)
             checked += 1
     assert checked >= 60
     assert json.loads((SHARED / "gemma3-instruct.json").read_text())["stop"]
