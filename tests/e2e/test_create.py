@@ -132,7 +132,9 @@ def test_a_lora_adapter_changes_what_the_model_says(server: Server, tmp_path: Pa
     ask = {"prompt": "Name a colour.", "stream": False,
            "options": {"temperature": 0, "num_predict": 12}}
     base = server.post("/api/generate", {"model": "gemma3:270m", **ask}).json()["response"]
-    tuned = server.post("/api/generate", {"model": "tuned", **ask}).json()["response"]
+    # keep_alive 0: the tuned runner goes away again, so later tests see only the suite's model
+    tuned = server.post("/api/generate", {"model": "tuned", "keep_alive": 0,
+                                          **ask}).json()["response"]
     assert tuned != base
     assert "ADAPTER " in server.post("/api/show", {"model": "tuned"}).json()["modelfile"]
 
