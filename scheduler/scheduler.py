@@ -188,7 +188,8 @@ class Scheduler:
         return job
 
     async def embed(self, ref: ModelRef, num_ctx: int, keep_alive: float | None,
-                    inputs: list[str], truncate: bool) -> tuple[protocol.FromWorker, int]:
+                    inputs: list[str | list[int]],
+                    truncate: bool) -> tuple[protocol.FromWorker, int]:
         """(Embedded or Failed, load duration in ns)."""
         job = await self._acquire(ref, num_ctx, keep_alive)
         self._start(job, protocol.Embed(job.id, job.runner.model_id, inputs, truncate))

@@ -10,6 +10,9 @@ from server.api import blobs, chat, create, embed, generate, models, ps, system
 from server.bodies import MAX_JSON_BODY
 from server.context import SCHEDULER, SETTINGS, STORE
 from server.errors import error_middleware
+from server.openai import chat as openai_chat
+from server.openai import embeddings as openai_embeddings
+from server.openai import models as openai_models
 from server.settings import Settings
 from store.store import Store
 
@@ -38,6 +41,11 @@ def build_app(settings: Settings, store: Store, scheduler: Scheduler) -> web.App
     app.router.add_get("/api/ps", ps.ps)
     app.router.add_route("HEAD", "/api/blobs/{digest}", blobs.head_blob)
     app.router.add_post("/api/blobs/{digest}", blobs.push_blob)
+    app.router.add_post("/v1/chat/completions", openai_chat.chat_completions)
+    app.router.add_post("/v1/completions", openai_chat.completions)
+    app.router.add_post("/v1/embeddings", openai_embeddings.embeddings)
+    app.router.add_get("/v1/models", openai_models.list_models)
+    app.router.add_get("/v1/models/{model:.+}", openai_models.retrieve_model)
 
     async def stop_admitting(app: web.Application) -> None:
         await app[SCHEDULER].stop_admitting()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import orjson
 from aiohttp import web
@@ -70,9 +70,19 @@ def from_worker(msg: protocol.FromWorker) -> APIError:
     return BadRequest(msg.message) if msg.kind == "bad_request" else WorkerError(msg.message)
 
 
-def json_error(status: int, message: str) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps({"error": message}),
-                        content_type="application/json")
+OPENAI_PREFIX = "/v1/"
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error",
+                 403: "invalid_request_error", 404: "not_found_error"}
+
+
+def json_error(path: str, status: int, message: str, code: str | None = None) -> web.Response:
+    """An error in the shape of the API being called: `{"error": "..."}` for Ollama's, and
+    OpenAI's `{"error": {"message", "type", "param", "code"}}` under /v1/ (its SDKs read that)."""
+    body: dict[str, Any] = {"error": message}
+    if path.startswith(OPENAI_PREFIX):
+        body = {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "api_error"),
+                          "param": None, "code": code}}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
 @web.middleware
@@ -80,18 +90,18 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
     try:
         return await handler(request)
     except APIError as exc:
-        return json_error(exc.status, exc.message)
+        return json_error(request.path, exc.status, exc.message)
     except store_errors.InvalidInput as exc:
-        return json_error(400, str(exc))
+        return json_error(request.path, 400, str(exc))
     except store_errors.NotFound as exc:
-        return json_error(404, str(exc))
+        return json_error(request.path, 404, str(exc))
     except ConnectionResetError:
         raise  # the client is gone (mid-stream); there is nobody to answer
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return json_error(exc.status, exc.reason.lower())
+        return json_error(request.path, exc.status, exc.reason.lower())
     except Exception as exc:  # noqa: BLE001 - last line of defence; the server must stay up
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_error(500, str(exc) or type(exc).__name__)
+        return json_error(request.path, 500, str(exc) or type(exc).__name__)
 

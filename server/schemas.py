@@ -192,7 +192,8 @@ def parse_messages(raw: list[Any]) -> list[ChatMessage]:
         if msg.get("images"):
             raise errors.BadRequest("this model does not support images")
         message: ChatMessage = {"role": role, "content": content}
-        for key, kind in (("thinking", str), ("tool_name", str), ("tool_calls", list)):
+        for key, kind in (("thinking", str), ("tool_name", str), ("tool_call_id", str),
+                          ("tool_calls", list)):
             value = msg.get(key)
             if value in (None, "", []):
                 continue
@@ -207,10 +208,15 @@ def parse_messages(raw: list[Any]) -> list[ChatMessage]:
     return messages
 
 
+def _token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value)
+
+
 @dataclass
 class EmbedRequest:
     model: str
-    inputs: list[str]
+    inputs: list[str | list[int]]  # texts, or token ids (as OpenAI clients may send)
     truncate: bool
     dimensions: int
     options: dict[str, Any]
@@ -219,14 +225,15 @@ class EmbedRequest:
     @classmethod
     def parse(cls, body: dict[str, Any]) -> "EmbedRequest":
         raw = body.get("input")
-        if raw is None:
-            inputs: list[str] = []
-        elif isinstance(raw, str):
+        inputs: list[str | list[int]]
+        if raw is None or raw == []:
+            inputs = []
+        elif isinstance(raw, str) or _token_ids(raw):
             inputs = [raw]
-        elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+        elif isinstance(raw, list) and all(isinstance(s, str) or _token_ids(s) for s in raw):
             inputs = list(raw)
         else:
-            raise errors.BadRequest('"input" must be a string or a list of strings')
+            raise errors.BadRequest('"input" must be a string, a list of strings, or token ids')
         dimensions = _typed(body, "dimensions", int, 0)
         if dimensions < 0:
             raise errors.BadRequest('"dimensions" must not be negative')

@@ -13,13 +13,13 @@ import ipaddress
 import logging
 import socket
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
-import orjson
 import psutil
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from server.errors import json_error
 from server.settings import Settings, SettingsError
 
 log = logging.getLogger("corral.security")
@@ -103,7 +103,7 @@ def _origin_middleware(origins: Origins) -> Middleware:
             return await handler(request)
         if not origins.allows(origin):
             # Refused before the handler: a "simple" cross-site POST would otherwise run.
-            return _error(request.path, 403, "origin not allowed")
+            return json_error(request.path, 403, "origin not allowed")
         if request.method == "OPTIONS":
             return web.Response(status=204, headers=_PREFLIGHT_HEADERS)
         return await handler(request)
@@ -135,7 +135,7 @@ def _host_middleware() -> Middleware:
     async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
         if _local_host(_strip_port(request.headers.get("Host", "")).lower(), hostname):
             return await handler(request)
-        return _error(request.path, 403, "host not allowed")
+        return json_error(request.path, 403, "host not allowed")
 
     return check_host
 
@@ -241,7 +241,7 @@ async def _api_key_middleware(request: web.Request, handler: Handler) -> web.Str
     open_path = request.path == "/" and request.method in ("GET", "HEAD")  # the liveness probe
     if not keys.required or open_path or keys.accepts(_bearer_token(request)):
         return await handler(request)
-    response = _error(request.path, 401, "unauthorized", code="invalid_api_key")
+    response = json_error(request.path, 401, "unauthorized", code="invalid_api_key")
     response.headers["WWW-Authenticate"] = "Bearer"
     return response
 
@@ -249,16 +249,3 @@ async def _api_key_middleware(request: web.Request, handler: Handler) -> web.Str
 def _bearer_token(request: web.Request) -> str:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
-
-
-# --- refusals ----------------------------------------------------------------------------------
-
-def _error(path: str, status: int, message: str, code: str | None = None) -> web.Response:
-    """A refusal in the error shape of the API being called: OpenAI SDKs read theirs under /v1/."""
-    body: dict[str, Any]
-    if path.startswith("/v1/"):
-        body = {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                          "code": code}}
-    else:
-        body = {"error": message}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")

@@ -1,4 +1,5 @@
-"""Turning a scheduler job into an HTTP answer: NDJSON lines, or one JSON object.
+"""Turning a scheduler job into an HTTP answer: a stream of events (NDJSON lines for the
+native API, server-sent events for /v1), or one JSON object.
 
 The response is started lazily, on the first chunk, so a failure before any output (a template
 error, a crashed worker) still gets a proper status code. After that, failures become a final
@@ -9,6 +10,7 @@ error, a crashed worker) still gets a proper status code. After that, failures b
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -47,11 +49,32 @@ def final_stats(done: protocol.Done, load_duration: int, started: int) -> dict[s
     }
 
 
+@dataclass(frozen=True)
+class Framing:
+    """How a stream of JSON events goes on the wire: Ollama's NDJSON or OpenAI's SSE."""
+
+    content_type: str
+    encode: Callable[[Any], bytes]
+    error: Callable[[str], Any]  # the event that reports a failure after the stream began
+    end: bytes = b""  # written after the last event
+
+
+NDJSON_FRAMING = Framing(NDJSON, lambda event: orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE),
+                         lambda message: {"error": message})
+SSE_FRAMING = Framing("text/event-stream", lambda event: b"data: " + orjson.dumps(event) + b"\n\n",
+                      lambda message: {"error": {"message": message, "type": "api_error",
+                                                 "param": None, "code": None}},
+                      end=b"data: [DONE]\n\n")
+
+Events = dict[str, Any] | list[dict[str, Any]]
+
+
 async def respond(request: web.Request, job: Job, stream: bool,
                   chunk_body: Callable[[str], dict[str, Any] | None],
-                  final_body: Callable[[str, protocol.Done], dict[str, Any]]) -> web.StreamResponse:
+                  final_body: Callable[[str, protocol.Done], Events],
+                  framing: Framing = NDJSON_FRAMING) -> web.StreamResponse:
     """Streams `chunk_body(text)` per chunk (None: nothing to send yet) and `final_body(text,
-    done)` at the end.
+    done)` (one event, or several) at the end, framed by `framing`.
 
     `final_body` gets the whole text when not streaming (it goes in the one reply) and "" when
     streaming (the text was already sent).
@@ -74,18 +97,21 @@ async def respond(request: web.Request, job: Job, stream: bool,
             if not isinstance(msg, (protocol.Chunk, protocol.Done)) and response is None:
                 raise errors.from_worker(msg)
             if isinstance(msg, protocol.Chunk):
-                line = chunk_body(msg.text)
+                events: Events | None = chunk_body(msg.text)
             elif isinstance(msg, protocol.Done):
-                line = final_body("", msg)
+                events = final_body("", msg)
             else:
-                line = {"error": errors.from_worker(msg).message}
-            if line is None:
+                events = framing.error(errors.from_worker(msg).message)
+            if events is None:
                 continue  # text held back (a tag or a tool call still forming)
             if response is None:
-                response = web.StreamResponse(headers={"Content-Type": NDJSON})
+                response = web.StreamResponse(headers={"Content-Type": framing.content_type})
                 await response.prepare(request)
-            await response.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+            for event in events if isinstance(events, list) else [events]:
+                await response.write(framing.encode(event))
         assert response is not None
+        if framing.end:
+            await response.write(framing.end)
         await response.write_eof()
         return response
     finally:

@@ -67,7 +67,7 @@ class Sequence:
 class EmbedJob:
     job_id: int
     model: LoadedModel
-    inputs: list[str]
+    inputs: list[str | list[int]]
     truncate: bool
     vectors: list[list[float]] = field(default_factory=list)
     tokens: list[int] | None = None  # the current input's, once tokenized

@@ -146,8 +146,12 @@ class LoadedModel:
         buffers near 100 MB; one long input is then spread over many steps."""
         return 512 if self.gpu else 64
 
-    def embedding_tokens(self, text: str, truncate: bool) -> list[int]:
-        tokens = self.tokenize(text, True)
+    def embedding_tokens(self, text: str | list[int], truncate: bool) -> list[int]:
+        if isinstance(text, list):  # token ids given by the client
+            bad = next((t for t in text if not 0 <= t < self.n_vocab), None)
+            if bad is not None:
+                raise ValueError(f"token {bad} is out of range for this model")
+        tokens = list(text) if isinstance(text, list) else self.tokenize(text, True)
         if len(tokens) > self.num_ctx:
             if not truncate:
                 raise ValueError("the input length exceeds the context length")

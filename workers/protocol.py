@@ -28,6 +28,7 @@ class ChatMessage(TypedDict):
     thinking: NotRequired[str]
     tool_calls: NotRequired[list[dict[str, Any]]]  # [{"function": {"name", "arguments"}}]
     tool_name: NotRequired[str]  # on a "tool" message: which tool answered
+    tool_call_id: NotRequired[str]  # on a "tool" message: the call it answers
 
 
 class PromptSpec(TypedDict):
@@ -88,7 +89,7 @@ class Cancel:
 class Embed:
     job_id: int
     model_id: str
-    inputs: list[str]
+    inputs: list[str | list[int]]  # texts, or token ids
     truncate: bool
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from server import errors
-from server.api.inference import answer, load_or_unload, message, prepare
+from server.api.inference import Prepared, Run, answer, load_or_unload, message, prepare
 from server.schemas import ChatRequest, read_json
 from server.streaming import final_stats, now_rfc3339, respond
 from workers.protocol import ChatMessage, PromptSpec
@@ -21,21 +21,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
     if not req.messages:
         return await load_or_unload(p, req.model, req.keep_alive,
                                     {"message": {"role": "assistant", "content": ""}})
-    output = answer(req.model, p.spec.template, req.think, req.tools)
-
-    messages: list[ChatMessage] = [{"role": m["role"], "content": m["content"]}
-                                   for m in p.spec.messages] + req.messages
-    if p.spec.system and messages[0]["role"] != "system":
-        messages.insert(0, {"role": "system", "content": p.spec.system})
-    prompt: PromptSpec = {"raw": None, "messages": messages, "template": p.spec.template,
-                          "context": [], "tools": req.tools, "think": req.think}
-
-    with errors.scheduler_errors():
-        job = await p.scheduler.submit(p.ref, p.num_ctx, req.keep_alive, prompt, p.sampling,
-                                       want_context=False, output_format=req.format)
+    run = await submit_chat(p, req)
 
     def chunk(text: str) -> dict[str, Any] | None:
-        parts = output.feed(text)
+        parts = run.answer.feed(text)
         if not parts:
             return None
         return {"model": req.model, "created_at": now_rfc3339(), "message": message(parts),
@@ -43,7 +32,22 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
     def final(text: str, done) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         return {"model": req.model, "created_at": now_rfc3339(),
-                "message": message(output.feed(text) + output.finish()), "done": True,
-                **final_stats(done, job.load_duration, started)}
+                "message": message(run.answer.feed(text) + run.answer.finish()), "done": True,
+                **final_stats(done, run.job.load_duration, started)}
 
-    return await respond(request, job, req.stream, chunk, final)
+    return await respond(request, run.job, req.stream, chunk, final)
+
+
+async def submit_chat(p: Prepared, req: ChatRequest) -> Run:
+    """The conversation (Modelfile messages and system first) handed to the scheduler."""
+    output = answer(req.model, p.spec.template, req.think, req.tools)
+    messages: list[ChatMessage] = [{"role": m["role"], "content": m["content"]}
+                                   for m in p.spec.messages] + req.messages
+    if p.spec.system and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": p.spec.system})
+    prompt: PromptSpec = {"raw": None, "messages": messages, "template": p.spec.template,
+                          "context": [], "tools": req.tools, "think": req.think}
+    with errors.scheduler_errors():
+        job = await p.scheduler.submit(p.ref, p.num_ctx, req.keep_alive, prompt, p.sampling,
+                                       want_context=False, output_format=req.format)
+    return Run(job, output)

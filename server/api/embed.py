@@ -14,7 +14,8 @@ from server.streaming import json_response
 from workers import protocol
 
 
-async def _run(request: web.Request, req: EmbedRequest) -> tuple[protocol.Embedded, int]:
+async def run_embed(request: web.Request, req: EmbedRequest) -> tuple[protocol.Embedded, int]:
+    """The request's inputs embedded (mean-pooled, not yet normalized) and the load duration."""
     p = prepare(request, req.model, req.options)
     with errors.scheduler_errors():
         if not req.inputs:  # Ollama loads the model and answers with no vectors
@@ -33,14 +34,18 @@ def normalize(vector: list[float]) -> list[float]:
     return [v / norm for v in vector] if norm > 0 else vector
 
 
+def normalized(vectors: list[list[float]], dimensions: int) -> list[list[float]]:
+    """Each vector cut to `dimensions` (0: all) and scaled to unit length, as /api/embed gives."""
+    return [normalize(v[:dimensions] if dimensions else v) for v in vectors]
+
+
 async def embed(request: web.Request) -> web.Response:
     started = time.perf_counter_ns()
     req = EmbedRequest.parse(await read_json(request))
-    reply, load_duration = await _run(request, req)
-    vectors = [normalize(v[: req.dimensions] if req.dimensions else v) for v in reply.embeddings]
+    reply, load_duration = await run_embed(request, req)
     return json_response({
         "model": req.model,
-        "embeddings": vectors,
+        "embeddings": normalized(reply.embeddings, req.dimensions),
         "total_duration": time.perf_counter_ns() - started,
         "load_duration": load_duration,
         "prompt_eval_count": reply.prompt_eval_count,
@@ -53,5 +58,5 @@ async def embeddings(request: web.Request) -> web.Response:
     if not isinstance(prompt, str):
         raise errors.BadRequest('"prompt" must be a string')
     req = EmbedRequest.parse({**body, "input": [prompt] if prompt else []})
-    reply, _ = await _run(request, req)
+    reply, _ = await run_embed(request, req)
     return json_response({"embedding": reply.embeddings[0] if reply.embeddings else []})

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from server import errors
 from server.answer import Parts
-from server.api.inference import answer, load_or_unload, prepare
+from server.api.inference import Prepared, Run, answer, load_or_unload, prepare
 from server.schemas import GenerateRequest, read_json
 from server.streaming import final_stats, now_rfc3339, respond
 from workers.protocol import ChatMessage, PromptSpec
@@ -19,12 +19,31 @@ async def generate(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter_ns()
     req = GenerateRequest.parse(await read_json(request))
     p = prepare(request, req.model, req.options)
+    if not req.prompt and not req.context:
+        return await load_or_unload(p, req.model, req.keep_alive, {"response": ""})
+    run = await submit_generate(p, req)
+
+    def body(parts: Parts) -> dict[str, Any]:
+        reply = {"model": req.model, "created_at": now_rfc3339(), "response": parts.content}
+        return {**reply, "thinking": parts.thinking} if parts.thinking else reply
+
+    def chunk(text: str) -> dict[str, Any] | None:
+        parts = run.answer.feed(text)
+        return {**body(parts), "done": False} if parts else None
+
+    def final(text: str, done) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        return {**body(run.answer.feed(text) + run.answer.finish()), "done": True,
+                "context": done.context, **final_stats(done, run.job.load_duration, started)}
+
+    return await respond(request, run.job, req.stream, chunk, final)
+
+
+async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
+    """The prompt (templated unless raw, after any `context`) handed to the scheduler."""
     out_of_range = next((t for t in req.context if p.ref.n_vocab and t >= p.ref.n_vocab), None)
     if out_of_range is not None:
         raise errors.BadRequest(f'"context" holds token {out_of_range}, out of range for this '
                                 f"model (0 to {p.ref.n_vocab - 1})")
-    if not req.prompt and not req.context:
-        return await load_or_unload(p, req.model, req.keep_alive, {"response": ""})
     template = req.template or p.spec.template
     if req.suffix and ".Suffix" not in template:
         raise errors.BadRequest(f'"{req.model}" does not support insert')
@@ -42,21 +61,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
         messages.append({"role": "user", "content": req.prompt})
         prompt = {"raw": None, "messages": messages, "template": template,
                   "context": req.context, "think": req.think, "suffix": req.suffix}
-
     with errors.scheduler_errors():
         job = await p.scheduler.submit(p.ref, p.num_ctx, req.keep_alive, prompt, p.sampling,
                                        want_context=True, output_format=req.format)
-
-    def body(parts: Parts) -> dict[str, Any]:
-        reply = {"model": req.model, "created_at": now_rfc3339(), "response": parts.content}
-        return {**reply, "thinking": parts.thinking} if parts.thinking else reply
-
-    def chunk(text: str) -> dict[str, Any] | None:
-        parts = output.feed(text)
-        return {**body(parts), "done": False} if parts else None
-
-    def final(text: str, done) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-        return {**body(output.feed(text) + output.finish()), "done": True,
-                "context": done.context, **final_stats(done, job.load_duration, started)}
-
-    return await respond(request, job, req.stream, chunk, final)
+    return Run(job, output)

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from scheduler.scheduler import ModelRef, Scheduler
+from scheduler.scheduler import Job, ModelRef, Scheduler
 from server import errors
 from server.answer import Answer, Parts
 from server.context import SCHEDULER, SETTINGS, STORE
@@ -59,6 +59,14 @@ def model_ref(spec: ModelSpec) -> ModelRef:
         details=details(spec.config),
         adapters=adapters,
     )
+
+
+@dataclass
+class Run:
+    """A generation handed to the scheduler, and the splitter for what it will say."""
+
+    job: Job
+    answer: Answer
 
 
 def answer(model: str, template: str, think: bool | str | None,

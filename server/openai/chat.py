@@ -1,0 +1,145 @@
+"""POST /v1/chat/completions and POST /v1/completions, through the native chat and generate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from server import errors
+from server.answer import Parts
+from server.api.chat import submit_chat
+from server.api.generate import submit_generate
+from server.api.inference import prepare
+from server.openai import convert
+from server.schemas import ChatRequest, GenerateRequest, read_json
+from server.streaming import SSE_FRAMING, respond
+from workers import protocol
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    native = {**convert.common(body), "messages": _messages(body.get("messages")),
+              "format": convert.response_format(body)}
+    if body.get("tools") and body.get("tool_choice") != "none":
+        native["tools"] = body["tools"]
+    req = ChatRequest.parse(native)
+    if not req.messages:
+        raise errors.BadRequest("messages must not be empty")
+    run = await submit_chat(prepare(request, req.model, req.options), req)
+    reply_id, created, usage = convert.new_id("chatcmpl"), convert.now(), convert.include_usage(body)
+    heard = Parts()  # what was said, for the finish reason
+
+    def envelope(kind: str, choice: dict[str, Any]) -> dict[str, Any]:
+        return {"id": reply_id, "object": kind, "created": created, "model": req.model,
+                "system_fingerprint": convert.SYSTEM_FINGERPRINT, "choices": [choice]}
+
+    def delta(parts: Parts) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": "assistant", "content": parts.content}
+        if parts.tool_calls:
+            out["tool_calls"] = convert.tool_calls(parts)
+        return out
+
+    def chunk(text: str) -> dict[str, Any] | None:
+        nonlocal heard
+        parts = run.answer.feed(text)
+        heard += parts
+        if not parts:
+            return None
+        return envelope("chat.completion.chunk",
+                        {"index": 0, "delta": delta(parts), "finish_reason": None})
+
+    def final(text: str, done: protocol.Done) -> Any:
+        nonlocal heard
+        parts = run.answer.feed(text) + run.answer.finish()
+        heard += parts
+        reason = convert.finish_reason(done, heard)
+        if not req.stream:
+            message = delta(parts)
+            return {**envelope("chat.completion", {"index": 0, "message": message,
+                                                   "finish_reason": reason}),
+                    "usage": convert.usage(done)}
+        events = [envelope("chat.completion.chunk",
+                           {"index": 0, "delta": delta(parts), "finish_reason": reason})]
+        if usage:
+            events.append({**envelope("chat.completion.chunk", {}), "choices": [],
+                           "usage": convert.usage(done)})
+        return events
+
+    return await respond(request, run.job, req.stream, chunk, final, SSE_FRAMING)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = await read_json(request)
+    if body.get("echo"):
+        raise errors.BadRequest("echo is not supported")
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        raise errors.BadRequest("prompt must be a non-empty string")
+    native = {**convert.common(body), "prompt": prompt, "suffix": body.get("suffix"),
+              "format": convert.response_format(body)}
+    req = GenerateRequest.parse(native)
+    run = await submit_generate(prepare(request, req.model, req.options), req)
+    reply_id, created, usage = convert.new_id("cmpl"), convert.now(), convert.include_usage(body)
+
+    def envelope(choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"id": reply_id, "object": "text_completion", "created": created,
+                "model": req.model, "system_fingerprint": convert.SYSTEM_FINGERPRINT,
+                "choices": choices}
+
+    def choice(text: str, reason: str | None) -> dict[str, Any]:
+        return {"text": text, "index": 0, "logprobs": None, "finish_reason": reason}
+
+    def chunk(text: str) -> dict[str, Any] | None:
+        parts = run.answer.feed(text)
+        return envelope([choice(parts.content, None)]) if parts else None
+
+    def final(text: str, done: protocol.Done) -> Any:
+        parts = run.answer.feed(text) + run.answer.finish()
+        last = envelope([choice(parts.content, convert.finish_reason(done, parts))])
+        if not req.stream:
+            return {**last, "usage": convert.usage(done)}
+        return [last, {**envelope([]), "usage": convert.usage(done)}] if usage else last
+
+    return await respond(request, run.job, req.stream, chunk, final, SSE_FRAMING)
+
+
+def _messages(raw: Any) -> list[dict[str, Any]]:
+    """OpenAI messages as native ones: text parts joined, image parts as images (which a text
+    model refuses), `developer` as system, tool-call arguments parsed from their JSON text."""
+    if not isinstance(raw, list):
+        raise errors.BadRequest("messages must be a list")
+    out = []
+    for i, msg in enumerate(raw):
+        if not isinstance(msg, dict):
+            raise errors.BadRequest(f"messages[{i}] must be an object")
+        native: dict[str, Any] = {"role": "system" if msg.get("role") == "developer"
+                                  else msg.get("role"), "content": msg.get("content") or ""}
+        if isinstance(native["content"], list):
+            parts = native["content"]
+            native["content"] = "".join(p.get("text", "") for p in parts
+                                        if isinstance(p, dict) and p.get("type") == "text")
+            native["images"] = [p for p in parts if isinstance(p, dict)
+                                and p.get("type") == "image_url"]
+        if msg.get("tool_calls"):
+            native["tool_calls"] = [_tool_call(i, call) for call in msg["tool_calls"]]
+        if msg.get("tool_call_id"):
+            native["tool_call_id"] = msg["tool_call_id"]
+        if msg.get("name") and msg.get("role") == "tool":
+            native["tool_name"] = msg["name"]
+        out.append(native)
+    return out
+
+
+def _tool_call(i: int, call: Any) -> dict[str, Any]:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict):
+        raise errors.BadRequest(f"messages[{i}].tool_calls must hold function calls")
+    arguments = function.get("arguments") or "{}"
+    if isinstance(arguments, str):
+        try:
+            arguments = orjson.loads(arguments)
+        except orjson.JSONDecodeError:
+            raise errors.BadRequest(f"messages[{i}].tool_calls: arguments are not JSON") from None
+    return {"function": {"name": function.get("name"), "arguments": arguments}}

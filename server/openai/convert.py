@@ -1,0 +1,85 @@
+"""Translating between OpenAI's request and response fields and the native ones."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import orjson
+
+from server import errors
+from server.answer import Parts
+from workers import protocol
+
+SYSTEM_FINGERPRINT = "fp_corral"
+# OpenAI's sampling fields and the native options they set.
+_OPTIONS = {"seed": "seed", "temperature": "temperature", "top_p": "top_p",
+            "frequency_penalty": "frequency_penalty", "presence_penalty": "presence_penalty"}
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def common(body: dict[str, Any]) -> dict[str, Any]:
+    """The native fields every generating /v1 request maps to: model, stream and options."""
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise errors.BadRequest("model is required")
+    n = body.get("n")
+    if n not in (None, 1):
+        raise errors.BadRequest("n other than 1 is not supported")
+    options = {native: body[name] for name, native in _OPTIONS.items()
+               if body.get(name) is not None}
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    if limit is not None:
+        options["num_predict"] = limit
+    if body.get("stop") is not None:
+        options["stop"] = body["stop"]
+    return {"model": body["model"], "stream": body.get("stream") is True, "options": options}
+
+
+def include_usage(body: dict[str, Any]) -> bool:
+    stream_options = body.get("stream_options")
+    return isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+
+
+def response_format(body: dict[str, Any]) -> Any:
+    """`response_format` as the native `format`: "json", a JSON schema, or nothing."""
+    value = body.get("response_format")
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        schema = (value.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise errors.BadRequest("response_format.json_schema.schema must be an object")
+        return schema
+    raise errors.BadRequest('response_format.type must be "text", "json_object" or "json_schema"')
+
+
+def usage(done: protocol.Done) -> dict[str, int]:
+    return {"prompt_tokens": done.prompt_eval_count, "completion_tokens": done.eval_count,
+            "total_tokens": done.prompt_eval_count + done.eval_count}
+
+
+def finish_reason(done: protocol.Done, parts: Parts) -> str:
+    if parts.tool_calls:
+        return "tool_calls"
+    return "length" if done.done_reason == "length" else "stop"
+
+
+def tool_calls(parts: Parts) -> list[dict[str, Any]]:
+    """Native tool calls as OpenAI writes them: arguments as a JSON string."""
+    return [{"index": i, "id": call.get("id") or new_id("call"), "type": "function",
+             "function": {"name": call["function"]["name"],
+                          "arguments": orjson.dumps(call["function"].get("arguments", {})).decode()}}
+            for i, call in enumerate(parts.tool_calls)]

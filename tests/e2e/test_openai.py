@@ -1,0 +1,157 @@
+"""The OpenAI-compatible /v1 endpoints, driven by the official `openai` package, sync and async."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+
+import openai
+import pytest
+
+from tests.e2e.conftest import MODEL
+from tests.e2e.server import Server
+
+ASK = [{"role": "user", "content": "Why is the sky blue?"}]
+
+
+@pytest.fixture
+def client(server: Server) -> openai.OpenAI:
+    # max_retries=0: a bad request must fail at once, never look retryable
+    return openai.OpenAI(base_url=f"http://{server.base}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture
+def async_client(server: Server) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"http://{server.base}/v1", api_key="unused",
+                              max_retries=0)
+
+
+def test_chat_completion(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=8, seed=1,
+                                           temperature=0)
+    assert reply.id.startswith("chatcmpl-") and reply.object == "chat.completion"
+    assert reply.choices[0].message.role == "assistant" and reply.choices[0].message.content
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage is not None and reply.usage.completion_tokens == 8
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + 8
+    assert reply.system_fingerprint
+
+
+def test_streamed_chat_completion_with_usage(client: openai.OpenAI) -> None:
+    chunks = list(client.chat.completions.create(
+        model=MODEL, messages=ASK, max_tokens=8, stream=True,
+        stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 8
+
+
+async def test_async_chat_completion(async_client: openai.AsyncOpenAI) -> None:
+    reply = await async_client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=4)
+    assert reply.choices[0].message.content
+
+
+async def test_async_streamed_chat_completion(async_client: openai.AsyncOpenAI) -> None:
+    stream = await async_client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=4,
+                                                         stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream])
+    assert text
+
+
+def test_stop_strings_and_the_same_seed_give_the_same_answer(client: openai.OpenAI) -> None:
+    def ask() -> str:
+        return client.chat.completions.create(
+            model=MODEL, messages=ASK, max_tokens=12, seed=42, temperature=0.9, top_p=0.9,
+            frequency_penalty=0.5, presence_penalty=0.5, stop=["zzz"]).choices[0].message.content
+
+    assert ask() == ask()
+
+
+def test_json_schema_response_format(client: openai.OpenAI) -> None:
+    schema = {"type": "object", "required": ["colour"],
+              "properties": {"colour": {"type": "string", "maxLength": 10}}}
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Name a colour as JSON."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}},
+        max_tokens=40)
+    assert set(json.loads(reply.choices[0].message.content)) == {"colour"}
+
+
+def test_n_above_one_is_refused_with_a_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=ASK, n=2)
+    assert "n other than 1" in info.value.message
+
+
+def test_image_parts_are_refused_for_a_text_model(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="images"):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [
+            {"type": "text", "text": "What is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
+
+
+def test_an_unknown_model_is_a_404_in_openais_shape(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="missing:1", messages=ASK)
+    assert info.value.body["type"] == "not_found_error"
+
+
+def test_tool_calls_come_back_with_finish_reason_tool_calls(server: Server,
+                                                            client: openai.OpenAI) -> None:
+    from tests.e2e.test_tools_thinking import CALL, TOOL_TEMPLATE, WEATHER  # noqa: PLC0415
+
+    server.post("/api/create", {"model": "toolbox", "from": MODEL, "template": TOOL_TEMPLATE,
+                                "stream": False})
+    reply = client.chat.completions.create(
+        model="toolbox", messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=[WEATHER], response_format={"type": "json_schema",
+                                          "json_schema": {"name": "call", "schema": CALL}},
+        max_tokens=60)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather" and call.id.startswith("call")
+    assert "city" in json.loads(call.function.arguments)
+    followup = client.chat.completions.create(model="toolbox", tools=[WEATHER], max_tokens=4,
+                                              messages=[
+        {"role": "user", "content": "Weather in Paris?"}, choice.message.model_dump(),
+        {"role": "tool", "tool_call_id": call.id, "content": "18 degrees"}])
+    assert followup.choices[0].message.role == "assistant"
+
+
+def test_completion_and_its_stream(client: openai.OpenAI) -> None:
+    reply = client.completions.create(model=MODEL, prompt="The sky is", max_tokens=5)
+    assert reply.id.startswith("cmpl-") and reply.choices[0].text
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model=MODEL, prompt="The sky is", max_tokens=5, stream=True) if c.choices)
+    assert streamed
+
+
+def test_echo_is_refused_with_a_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="echo"):
+        client.completions.create(model=MODEL, prompt="x", echo=True)
+
+
+def test_embeddings_of_text_tokens_and_base64(client: openai.OpenAI) -> None:
+    texts = client.embeddings.create(model=MODEL, input=["hello", "world"])
+    assert [d.index for d in texts.data] == [0, 1] and len(texts.data[0].embedding) == 640
+    tokens = client.embeddings.create(model=MODEL, input=[[2, 9259]], dimensions=64)
+    assert len(tokens.data[0].embedding) == 64
+    assert abs(sum(v * v for v in tokens.data[0].embedding) - 1) < 1e-4
+    raw = client.embeddings.with_raw_response.create(model=MODEL, input="hello",
+                                                     encoding_format="base64").http_response.json()
+    packed = base64.b64decode(raw["data"][0]["embedding"])
+    floats = struct.unpack(f"<{len(packed) // 4}f", packed)
+    assert floats == pytest.approx(texts.data[0].embedding, abs=1e-6)
+    assert texts.usage.prompt_tokens > 0
+
+
+def test_models_are_listed_and_retrieved(client: openai.OpenAI) -> None:
+    ids = [m.id for m in client.models.list()]
+    assert MODEL in ids
+    model = client.models.retrieve(MODEL)
+    assert model.id == MODEL and model.owned_by == "library"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("missing:1")
