@@ -7,6 +7,7 @@ from aiohttp import web
 from scheduler.scheduler import Scheduler
 from server import security
 from server.api import blobs, chat, create, embed, generate, models, ps, system
+from server.accesslog import access_log
 from server.bodies import MAX_JSON_BODY
 from server.context import SCHEDULER, SETTINGS, STORE
 from server.errors import error_middleware
@@ -20,7 +21,8 @@ from store.store import Store
 def build_app(settings: Settings, store: Store, scheduler: Scheduler) -> web.Application:
     # Bodies are read through server/bodies.py, which bounds JSON bodies and streams uploads.
     # Origin, Host and API key checks come first: a refused request never reaches a handler.
-    app = web.Application(middlewares=[*security.middlewares(settings), error_middleware],
+    app = web.Application(middlewares=[access_log, *security.middlewares(settings),
+                                       error_middleware],
                           client_max_size=MAX_JSON_BODY)
     security.install(app, settings)
     app[SETTINGS] = settings

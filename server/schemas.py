@@ -6,6 +6,7 @@ a half-valid request and the client always learns what to fix.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,15 +62,29 @@ def _keep_alive(body: dict[str, Any]) -> float | None:
         raise errors.BadRequest(f'invalid "keep_alive": {exc}') from None
 
 
+MAX_TEMPLATE_CHARS = 64 << 10  # Ollama's own templates are a few KB; parsing grows faster
+
+
 def _template(body: dict[str, Any], default: str | None) -> str | None:
-    """An Ollama Go template that parses, or 400 with the parser's message."""
+    """A template of a sane size; whether it parses is checked off the event loop
+    (`check_template`), since parsing a large one takes seconds."""
     template = _typed(body, "template", str, default)
+    _limit_template(template)
+    return template
+
+
+def _limit_template(template: str | None) -> None:
+    if template and len(template) > MAX_TEMPLATE_CHARS:
+        raise errors.BadRequest(f"template is longer than {MAX_TEMPLATE_CHARS >> 10} KiB")
+
+
+async def check_template(template: str | None) -> None:
+    """400 with the parser's message unless the Go template parses."""
     if template:
         try:
-            check_go_template(template)
+            await asyncio.to_thread(check_go_template, template)
         except TemplateError as exc:
             raise errors.BadRequest(str(exc)) from None
-    return template
 
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
@@ -223,17 +238,24 @@ class EmbedRequest:
     keep_alive: float | None
 
     @classmethod
-    def parse(cls, body: dict[str, Any]) -> "EmbedRequest":
+    def parse(cls, body: dict[str, Any], token_ids: bool = False) -> "EmbedRequest":
+        """`token_ids`: inputs may also be token id lists (OpenAI's API; Ollama's takes text)."""
         raw = body.get("input")
+
+        def one(value: Any) -> bool:
+            return isinstance(value, str) or (token_ids and _token_ids(value))
+
         inputs: list[str | list[int]]
         if raw is None or raw == []:
             inputs = []
-        elif isinstance(raw, str) or _token_ids(raw):
+        elif one(raw):
             inputs = [raw]
-        elif isinstance(raw, list) and all(isinstance(s, str) or _token_ids(s) for s in raw):
+        elif isinstance(raw, list) and all(one(s) for s in raw):
             inputs = list(raw)
         else:
-            raise errors.BadRequest('"input" must be a string, a list of strings, or token ids')
+            kinds = "a string, a list of strings, or token ids" if token_ids else \
+                "a string or a list of strings"
+            raise errors.BadRequest(f'"input" must be {kinds}')
         dimensions = _typed(body, "dimensions", int, 0)
         if dimensions < 0:
             raise errors.BadRequest('"dimensions" must not be negative')
@@ -261,6 +283,7 @@ class CreateRequest:
         modelfile = _typed(body, "modelfile", str, "")
         if modelfile:  # the older API: the whole Modelfile in one field
             spec = to_create_spec(parse_modelfile(modelfile), model)
+            _limit_template(spec.template)
             spec.quantize = _typed(body, "quantize", str, "")
             return cls(spec=spec, stream=stream)
         files, adapters = _blob_map(body, "files"), _blob_map(body, "adapters")

@@ -97,7 +97,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         host=host,
         port=port,
-        models_dir=get("OLLAMA_MODELS", lambda s: Path(s).expanduser()),  # type: ignore[arg-type]
+        # Absolute, so that the paths /api/show prints (FROM a blob) read back as paths.
+        models_dir=get("OLLAMA_MODELS", lambda s: Path(s).expanduser().resolve()),  # type: ignore[arg-type]
         keep_alive=get("OLLAMA_KEEP_ALIVE", parse_duration),  # type: ignore[arg-type]
         num_parallel=get("OLLAMA_NUM_PARALLEL", _slot_count),  # type: ignore[arg-type]
         max_queue=get("OLLAMA_MAX_QUEUE", _positive_int),  # type: ignore[arg-type]
@@ -154,7 +155,7 @@ def _list(raw: str) -> tuple[str, ...]:
 
 
 def _paths(raw: str) -> tuple[Path, ...]:
-    return tuple(Path(item).expanduser() for item in raw.split(os.pathsep) if item.strip())
+    return tuple(Path(item.strip()).expanduser() for item in raw.split(os.pathsep) if item.strip())
 
 
 def _optional_path(raw: str) -> Path | None:

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from scheduler.scheduler import Job
 from server import errors
+from server.accesslog import TOKENS
 from workers import protocol
 
 NDJSON = "application/x-ndjson"
@@ -79,6 +80,10 @@ async def respond(request: web.Request, job: Job, stream: bool,
     `final_body` gets the whole text when not streaming (it goes in the one reply) and "" when
     streaming (the text was already sent).
     """
+    def done(msg: protocol.Done) -> protocol.Done:
+        request[TOKENS] = (msg.prompt_eval_count, msg.eval_count)
+        return msg
+
     try:
         if not stream:
             parts: list[str] = []
@@ -87,7 +92,7 @@ async def respond(request: web.Request, job: Job, stream: bool,
                 if isinstance(msg, protocol.Chunk):
                     parts.append(msg.text)
                 elif isinstance(msg, protocol.Done):
-                    return json_response(final_body("".join(parts), msg))
+                    return json_response(final_body("".join(parts), done(msg)))
                 else:
                     raise errors.from_worker(msg)
 
@@ -99,7 +104,7 @@ async def respond(request: web.Request, job: Job, stream: bool,
             if isinstance(msg, protocol.Chunk):
                 events: Events | None = chunk_body(msg.text)
             elif isinstance(msg, protocol.Done):
-                events = final_body("", msg)
+                events = final_body("", done(msg))
             else:
                 events = framing.error(errors.from_worker(msg).message)
             if events is None:

@@ -63,6 +63,7 @@ class _Base:
     params: dict[str, Any]
     quantize: tuple[str, str] | None = None  # (source type, target type)
     detected: NamedTemplate | None = None  # our template for a bare GGUF's chat template
+    copied: bool = False  # the weights were copied in from a path by this create
 
 
 Status = str | dict[str, Any]  # a status line, or {"status", "total", "completed"} progress
@@ -85,6 +86,8 @@ async def create_model(store: Store, spec: CreateSpec) -> AsyncIterator[Status]:
             yield {"status": status, **progress}
         layers = [quantized[0] if lay is model else lay for lay in layers]
         base.config = {**base.config, "file_type": target}
+        if base.copied:  # the unquantized copy served its purpose
+            await asyncio.to_thread(store.remove_if_unused, model.digest)
         yield f"creating new layer {quantized[0].digest}"
     for layer in layers:
         if not (spec.quantize and layer.media_type == MODEL_MEDIA):  # that one was announced
@@ -111,19 +114,18 @@ async def create_model(store: Store, spec: CreateSpec) -> AsyncIterator[Status]:
 
 def _base(store: Store, spec: CreateSpec) -> _Base:
     """Everything the new model starts from, checked; nothing is written before every check
-    passed (a path import's copy into the store comes last)."""
+    passed (copies of server-side files come last)."""
+    to_copy: Path | None = None
     if spec.files:
         layer = _from_files(store, spec.files)
-        info = validate_gguf(store.blob_path(layer.digest))
-        base = _from_gguf(info, layer)
+        base = _from_gguf(validate_gguf(store.blob_path(layer.digest)), [layer])
     elif spec.from_ and _is_path(spec.from_):
         path, digest = _import_path(store, spec.from_, spec.import_dirs)
-        info = validate_gguf(path)
-        if spec.quantize:
-            quantize.check(info.file_type, spec.quantize)
+        base = _from_gguf(validate_gguf(path), [])
         if digest is None:
-            digest = store.add_blob_file(path)
-        base = _from_gguf(info, _model_layer(store, digest, spec.from_))
+            to_copy = path
+        else:
+            base.layers = [_model_layer(store, digest, spec.from_)]
     elif spec.from_:
         source = _resolve_from(store, spec.from_)
         layers = [lay for lay in source.manifest.layers
@@ -139,14 +141,17 @@ def _base(store: Store, spec: CreateSpec) -> _Base:
     if spec.adapters or spec.adapter_paths:  # the request's adapters replace the base model's
         adapters = _adapter_layers(store, spec, str(base.config.get("model_family", "")))
         base.layers = [lay for lay in base.layers if lay.media_type != ADAPTER_MEDIA] + adapters
+    if to_copy is not None:
+        layer = _model_layer(store, store.add_blob_file(to_copy), spec.from_)
+        base.layers, base.copied = [layer, *base.layers], True
     return base
 
 
-def _from_gguf(info: GGUFInfo, layer: Layer) -> _Base:
+def _from_gguf(info: GGUFInfo, layers: list[Layer]) -> _Base:
     """A model made from a GGUF file, with the template (and its parameters) that its Jinja chat
     template maps to, as Ollama picks one; an unmatched Jinja template is rendered as it is."""
     detected = detect(str(info.metadata.get("tokenizer.chat_template") or ""))
-    return _Base("parsing GGUF", [layer], _config(info),
+    return _Base("parsing GGUF", layers, _config(info),
                  detected.parameters if detected else {}, detected=detected)
 
 
@@ -228,7 +233,10 @@ def _import_path(store: Store, text: str, import_dirs: tuple[Path, ...]) -> tupl
     """A GGUF named by a server-side path: (the file, its digest if it is a blob of this store).
     Only the store's blobs and files inside a folder the operator allowed qualify, checked
     before the file is opened, so a request can never make the server read an arbitrary file."""
-    real = Path(text).expanduser().resolve()
+    try:
+        real = Path(text).expanduser().resolve()
+    except (RuntimeError, ValueError, OSError):  # an unknown ~user, a NUL byte, a loop
+        raise InvalidInput(f"FROM {text}: not a usable path") from None
     if real.parent == store.blobs_dir.resolve() and _BLOB_NAME.fullmatch(real.name):
         digest = real.name.replace("-", ":", 1)
         if not store.has_blob(digest):

@@ -83,11 +83,6 @@ def _largest(value: Any) -> int:
     return int(value or 0)
 
 
-def is_gguf(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) == MAGIC
-
-
 @lru_cache(maxsize=64)
 def cached_info(path: str) -> GGUFInfo:
     """Header of a stored blob; blobs are content-addressed, so a cached entry never goes stale."""

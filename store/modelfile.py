@@ -33,16 +33,13 @@ from typing import Any, Iterable, Mapping
 
 from store.create import CreateSpec
 from store.errors import InvalidInput
-from workers.options import BY_NAME, MAX_STOP_STRINGS, InvalidOption, Option, convert
+from workers.options import BY_NAME, IGNORED, MAX_STOP_STRINGS, InvalidOption, Option, convert
 
 MAX_MODELFILE_BYTES = 16 << 20
 
 INSTRUCTIONS = ("from", "parameter", "template", "system", "adapter", "license", "message",
                 "requires", "draft", "renderer", "parser")
 ROLES = ("system", "user", "assistant")
-# Parameters Ollama still reads but ignores (api.Options no longer has them); ours are typed.
-IGNORED_PARAMETERS = frozenset({"mirostat", "mirostat_tau", "mirostat_eta", "f16_kv",
-                                "logits_all"}) - BY_NAME.keys()
 _UNSUPPORTED = ("draft", "renderer", "parser")  # parsed, but no model can hold them yet
 
 # What Go's strings.TrimSpace removes (unicode.IsSpace).
@@ -179,7 +176,7 @@ def _head(line: str, lineno: int) -> tuple[str, str, str]:
         if not key:
             what = "a name" if name == "parameter" else "a role"
             raise ModelfileError(f"{name.upper()} needs {what} and a value", lineno)
-        if name == "parameter" and key not in BY_NAME and key not in IGNORED_PARAMETERS:
+        if name == "parameter" and key not in BY_NAME and key not in IGNORED:
             raise ModelfileError(f"unknown parameter {_show(key)}", lineno)
         if name == "message" and key not in ROLES:
             raise ModelfileError('message role must be one of "system", "user", or '
@@ -191,7 +188,8 @@ def _head(line: str, lineno: int) -> tuple[str, str, str]:
 
 def to_create_spec(mf: Modelfile, model_name: str) -> CreateSpec:
     """What /api/create makes of the Modelfile; FROM is passed on unresolved in `from_`.
-    Raises ModelfileError for what no model here can hold (adapters, drafts, renderers)."""
+    ADAPTER paths are passed on unresolved too. Raises ModelfileError for what no model here
+    can hold (drafts, renderers, parsers)."""
     for cmd in mf.commands:
         if cmd.name in _UNSUPPORTED:
             raise ModelfileError(f"{cmd.name.upper()} is not supported", cmd.line)

@@ -47,7 +47,10 @@ async def quantize(store: Store, layer: Layer, target: str,
     try:
         assert process.stdout is not None
         async for line in process.stdout:
-            yield orjson.loads(line)
+            try:
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # not a progress line (llama.cpp may print other things)
         if await process.wait() != 0:
             raise InvalidInput(f"llama.cpp could not quantize this model to {target}")
         digest = await asyncio.to_thread(store.add_blob_file, out)

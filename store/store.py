@@ -34,6 +34,7 @@ MESSAGES_MEDIA = "application/vnd.ollama.image.messages"
 ADAPTER_MEDIA = "application/vnd.ollama.image.adapter"
 
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
+_ANY_DIGEST = re.compile(rb"sha256[:-]([0-9a-f]{64})")
 
 
 def normalize_digest(digest: str) -> str:
@@ -195,6 +196,13 @@ class Store:
         }
         atomic_write(self.manifest_path(name), orjson.dumps(doc))
 
+    def copy_manifest(self, source: ModelName, destination: ModelName) -> bool:
+        """Gives the source's manifest a second name; False if the source does not exist."""
+        if self.read_manifest(source) is None:
+            return False
+        atomic_write(self.manifest_path(destination), self.manifest_path(source).read_bytes())
+        return True
+
     def delete_manifest(self, name: ModelName) -> Manifest | None:
         """Removes the name, then every blob of it that no other manifest still uses."""
         manifest = self.read_manifest(name)
@@ -209,12 +217,26 @@ class Store:
                 parent.rmdir()
             except OSError:
                 break
-        still_used = {lay.digest for _, m in self.list_manifests()
-                      for lay in (m.config, *m.layers)}
+        still_used = self._referenced_digests()
         for lay in (manifest.config, *manifest.layers):
             if lay.digest not in still_used:
                 self.blob_path(lay.digest).unlink(missing_ok=True)
         return manifest
+
+    def remove_if_unused(self, digest: str) -> None:
+        """Deletes a blob that no manifest names (e.g. the F16 source of a quantized model)."""
+        if normalize_digest(digest) not in self._referenced_digests():
+            self.blob_path(digest).unlink(missing_ok=True)
+
+    def _referenced_digests(self) -> set[str]:
+        """Every digest any file under manifests/ mentions. Read as text, not parsed: a manifest
+        we cannot read (damaged, or written by a newer Ollama) must still protect its blobs in a
+        store we share."""
+        used: set[str] = set()
+        for path in self.manifests_dir.rglob("*"):
+            if path.is_file():
+                used.update(f"sha256:{h.decode()}" for h in _ANY_DIGEST.findall(path.read_bytes()))
+        return used
 
     def list_manifests(self) -> Iterator[tuple[ModelName, Manifest]]:
         for path in sorted(self.manifests_dir.glob("*/*/*/*")):

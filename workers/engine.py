@@ -142,6 +142,7 @@ class Engine:
                 self.prompts.cancel(seq.job_id)
                 self._release(seq)
                 self._send(Failed(seq.job_id, "model was unloaded"))
+            self.prompts.wait_until_idle(self.prompts.timeout)
             for job in [j for j in self._embeds.values() if j.model is model]:
                 del self._embeds[job.job_id]
                 self._send(Failed(job.job_id, "model was unloaded"))
@@ -396,7 +397,9 @@ class Engine:
 
     def close(self) -> None:
         for seq in list(self._seqs.values()):
+            self.prompts.cancel(seq.job_id)
             self._release(seq)
+        self.prompts.wait_until_idle(self.prompts.timeout)
         for model in self.models.values():
             model.close()
         self.models.clear()

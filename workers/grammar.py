@@ -97,16 +97,13 @@ class _Converter(SchemaConverter):  # type: ignore[misc]
         return self._add_rule(rule_name, f"({int_range(*bounds)}) space")
 
 
-def _int_bounds(schema: dict[str, Any]) -> tuple[int, int] | None:
-    """(low, high) of an integer schema with both ends bounded, else None."""
+def _int_bounds(schema: dict[str, Any]) -> tuple[int | None, int | None] | None:
+    """(low, high) of an integer schema with at least one bound (None: that end is open)."""
     if schema.get("type") != "integer":
         return None
     low = _bound(schema, "minimum", "exclusiveMinimum", +1)
     high = _bound(schema, "maximum", "exclusiveMaximum", -1)
-    if low is None and high is None:
-        return None
-    # An open end is bounded by what fits in 64 bits, as the answer must fit a client's int.
-    return (-(1 << 63) if low is None else low), ((1 << 63) - 1 if high is None else high)
+    return None if low is None and high is None else (low, high)
 
 
 def _bound(schema: dict[str, Any], inclusive: str, exclusive: str, step: int) -> int | None:
@@ -119,20 +116,25 @@ def _bound(schema: dict[str, Any], inclusive: str, exclusive: str, step: int) ->
     return None
 
 
-def int_range(low: int, high: int) -> str:
-    """A GBNF expression matching exactly the decimal integers from low to high."""
-    if low > high:
+def int_range(low: int | None, high: int | None) -> str:
+    """A GBNF expression matching exactly the decimal integers from low to high (None: no
+    bound on that side)."""
+    if low is not None and high is not None and low > high:
         raise ValueError(f"integer range is empty: minimum {low} > maximum {high}")
     alternatives = []
-    if low < 0:
-        alternatives.append(f'"-" ({_natural_range(max(1, -high), -low)})')
-    if high >= 0:
-        alternatives.append(_natural_range(max(low, 0), high))
+    if low is None or low < 0:  # negatives: "-" and a magnitude from max(1, -high) up to -low
+        smallest = 1 if high is None or high >= 0 else -high
+        alternatives.append(f'"-" ({_naturals(smallest, None if low is None else -low)})')
+    if high is None or high >= 0:
+        alternatives.append(_naturals(0 if low is None else max(low, 0), high))
     return " | ".join(alternatives)
 
 
-def _natural_range(low: int, high: int) -> str:
-    """Non-negative integers low..high without leading zeros, split by digit count."""
+def _naturals(low: int, high: int | None) -> str:
+    """Non-negative integers from low to high (None: unbounded) without leading zeros."""
+    if high is None:  # up to the last number of low's length, then any longer number
+        digits = len(str(low))
+        return f"{_naturals(low, 10 ** digits - 1)} | [1-9] [0-9]{{{digits},}}"
     parts = []
     for digits in range(len(str(low)), len(str(high)) + 1):
         start = low if digits == len(str(low)) else 10 ** (digits - 1)
@@ -142,12 +144,13 @@ def _natural_range(low: int, high: int) -> str:
 
 
 def _same_length(low: str, high: str) -> list[str]:
-    """Alternatives matching the digit strings low..high, all of the same length."""
+    """Alternatives matching the digit strings low..high, all of the same length; linear in the
+    length, since a full tail (0...0 to 9...9) is one run of [0-9]."""
+    rest = len(low) - 1
     if low == high:
         return [f'"{low}"']
-    if len(low) == 1:
-        return [f"[{low}-{high}]"]
-    rest = len(low) - 1
+    if low[1:] == "0" * rest and high[1:] == "9" * rest:
+        return [f"[{low[0]}-{high[0]}]" + " [0-9]" * rest]
     if low[0] == high[0]:
         return [f'"{low[0]}" ({" | ".join(_same_length(low[1:], high[1:]))})']
     parts = [f'"{low[0]}" ({" | ".join(_same_length(low[1:], "9" * rest))})']

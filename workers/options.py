@@ -57,16 +57,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("repeat_last_n", int, 64, SAMPLING, -1, INT32_MAX),
     Option("presence_penalty", float, 0.0, SAMPLING),
     Option("frequency_penalty", float, 0.0, SAMPLING),
-    Option("penalize_newline", bool, None, SAMPLING),
     Option("num_predict", int, -1, STOPPING, -2, INT32_MAX),
     Option("stop", list, [], STOPPING),
 )
 BY_NAME: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
+# Options older Ollama versions had: accepted and ignored, as Ollama does, not refused.
+IGNORED = frozenset({"mirostat", "mirostat_tau", "mirostat_eta", "tfs_z", "penalize_newline",
+                     "f16_kv", "logits_all", "num_gqa", "rope_frequency_base",
+                     "rope_frequency_scale"})
 
-# The worker's wire type: every option with a default, fully filled in by `merge`.
+# The worker's wire type: every option that is not a load option (those shape the loaded
+# context and travel in Load), fully filled in by `merge`.
 RequestOptions = TypedDict(  # type: ignore[misc]
-    "RequestOptions", {opt.name: opt.kind for opt in OPTIONS if opt.default is not None})
-DEFAULTS: dict[str, Any] = {opt.name: opt.default for opt in OPTIONS if opt.default is not None}
+    "RequestOptions", {opt.name: opt.kind for opt in OPTIONS if opt.group != LOAD})
+DEFAULTS: dict[str, Any] = {opt.name: opt.default for opt in OPTIONS if opt.group != LOAD}
 
 
 class InvalidOption(ValueError):
@@ -81,7 +85,7 @@ def validate(options: Any, what: str = "option") -> dict[str, Any]:
         raise InvalidOption(f"{what}s must be an object")
     clean: dict[str, Any] = {}
     for key, value in options.items():
-        if value is None:
+        if value is None or key in IGNORED:
             continue
         opt = BY_NAME.get(key)
         if opt is None:

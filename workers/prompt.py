@@ -54,9 +54,6 @@ BUDGET = gotpl.ExecutionBudget(max_output_chars=32 << 20, max_iterations=1_000_0
                                max_template_depth=100)
 
 
-# ---- Go's encoding/json --------------------------------------------------------------------
-
-
 # ---- compiling -----------------------------------------------------------------------------
 
 

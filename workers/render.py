@@ -84,6 +84,17 @@ class PromptThread:
             return None
         return left
 
+    def wait_until_idle(self, timeout: float) -> None:
+        """Blocks while a job runs. A cancelled job stops at its next Python instruction, but
+        not inside a C call such as llama_tokenize, which may still use a model: no model may
+        be freed before that call returns. (Unloads are rare; the wait is a render at most.)"""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._current is None:
+                    return
+            time.sleep(0.005)
+
     def close(self) -> None:
         self._inbox.put(None)
         os.close(self._wake_w)

@@ -1,7 +1,7 @@
 """Per-sequence llama.cpp sampler chains built from request options.
 
 Top-k runs before the repetition penalties (llama.cpp warns that penalties over a whole vocabulary
-are slow: Gemma has 262k tokens), then top-p, min-p, temperature and a seeded draw. Temperature
+are slow: Gemma has 262k tokens), then typical-p, top-p, min-p, temperature and a seeded draw. Temperature
 <= 0 means greedy, as in Ollama; there the penalties see the whole vocabulary so that they can
 still change the choice. Structured output adds a grammar beside the chain (grammar.py).
 """
@@ -37,6 +37,8 @@ def build_chain(opts: RequestOptions, n_ctx: int, n_vocab: int,
         if opts["top_k"] > 0:
             add(llama.llama_sampler_init_top_k(opts["top_k"]))
         add_penalties()
+        if 0 < opts["typical_p"] < 1:
+            add(llama.llama_sampler_init_typical(opts["typical_p"], 1))
         if 0 < opts["top_p"] < 1:
             add(llama.llama_sampler_init_top_p(opts["top_p"], 1))
         if opts["min_p"] > 0:

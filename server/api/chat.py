@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -17,7 +18,7 @@ from workers.protocol import ChatMessage, PromptSpec
 async def chat(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter_ns()
     req = ChatRequest.parse(await read_json(request))
-    p = prepare(request, req.model, req.options)
+    p = await prepare(request, req.model, req.options)
     if not req.messages:
         return await load_or_unload(p, req.model, req.keep_alive,
                                     {"message": {"role": "assistant", "content": ""}})
@@ -40,7 +41,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
 async def submit_chat(p: Prepared, req: ChatRequest) -> Run:
     """The conversation (Modelfile messages and system first) handed to the scheduler."""
-    output = answer(req.model, p.spec.template, req.think, req.tools)
+    # Inferring thinking tags and the tool-call format parses the template: not on the loop.
+    output = await asyncio.to_thread(answer, req.model, p.spec.template, req.think, req.tools)
     messages: list[ChatMessage] = [{"role": m["role"], "content": m["content"]}
                                    for m in p.spec.messages] + req.messages
     if p.spec.system and messages[0]["role"] != "system":

@@ -8,6 +8,7 @@ import time
 from aiohttp import web
 
 from server import errors
+from server.accesslog import TOKENS
 from server.api.inference import prepare
 from server.schemas import EmbedRequest, read_json
 from server.streaming import json_response
@@ -16,7 +17,7 @@ from workers import protocol
 
 async def run_embed(request: web.Request, req: EmbedRequest) -> tuple[protocol.Embedded, int]:
     """The request's inputs embedded (mean-pooled, not yet normalized) and the load duration."""
-    p = prepare(request, req.model, req.options)
+    p = await prepare(request, req.model, req.options)
     with errors.scheduler_errors():
         if not req.inputs:  # Ollama loads the model and answers with no vectors
             load_duration = await p.scheduler.load(p.ref, p.num_ctx, req.keep_alive)
@@ -26,6 +27,7 @@ async def run_embed(request: web.Request, req: EmbedRequest) -> tuple[protocol.E
     if isinstance(reply, protocol.Failed):
         raise errors.from_worker(reply)
     assert isinstance(reply, protocol.Embedded)
+    request[TOKENS] = (reply.prompt_eval_count, 0)
     return reply, load_duration
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -10,7 +11,7 @@ from aiohttp import web
 from server import errors
 from server.answer import Parts
 from server.api.inference import Prepared, Run, answer, load_or_unload, prepare
-from server.schemas import GenerateRequest, read_json
+from server.schemas import GenerateRequest, check_template, read_json
 from server.streaming import final_stats, now_rfc3339, respond
 from workers.protocol import ChatMessage, PromptSpec
 
@@ -18,7 +19,7 @@ from workers.protocol import ChatMessage, PromptSpec
 async def generate(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter_ns()
     req = GenerateRequest.parse(await read_json(request))
-    p = prepare(request, req.model, req.options)
+    p = await prepare(request, req.model, req.options)
     if not req.prompt and not req.context:
         return await load_or_unload(p, req.model, req.keep_alive, {"response": ""})
     run = await submit_generate(p, req)
@@ -44,10 +45,11 @@ async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
     if out_of_range is not None:
         raise errors.BadRequest(f'"context" holds token {out_of_range}, out of range for this '
                                 f"model (0 to {p.ref.n_vocab - 1})")
+    await check_template(req.template)
     template = req.template or p.spec.template
     if req.suffix and ".Suffix" not in template:
         raise errors.BadRequest(f'"{req.model}" does not support insert')
-    output = answer(req.model, "" if req.raw else template, req.think)
+    output = await asyncio.to_thread(answer, req.model, "" if req.raw else template, req.think)
     if req.raw:
         prompt: PromptSpec = {"raw": req.prompt, "messages": [], "template": "",
                               "context": req.context}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,6 +10,7 @@ from aiohttp import web
 
 from scheduler.scheduler import Job, ModelRef, Scheduler
 from server import errors
+from server.accesslog import MODEL
 from server.answer import Answer, Parts
 from server.context import SCHEDULER, SETTINGS, STORE
 from server.streaming import json_response, now_rfc3339
@@ -28,14 +30,17 @@ class Prepared:
     scheduler: Scheduler
 
 
-def prepare(request: web.Request, model: str, request_options: dict[str, Any]) -> Prepared:
-    spec = resolve(request.app[STORE], model)
+async def prepare(request: web.Request, model: str, request_options: dict[str, Any]) -> Prepared:
+    """The model resolved (its manifest, layers and GGUF header read off the event loop) and
+    the options merged."""
+    request[MODEL] = model
+    spec = await asyncio.to_thread(resolve, request.app[STORE], model)
     try:
         sampling, num_ctx = options.merge(spec.params, request_options,
                                           request.app[SETTINGS].context_length)
     except options.InvalidOption as exc:
         raise errors.BadRequest(str(exc)) from None
-    ref = model_ref(spec)
+    ref = await asyncio.to_thread(model_ref, spec)
     # As Ollama does: never allocate more context than the model was trained for.
     if ref.context_length:
         num_ctx = min(num_ctx, ref.context_length)

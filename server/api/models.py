@@ -18,23 +18,20 @@ from store import errors as store_errors
 from store.gguf import cached_info, read_gguf
 from store.model import capabilities, details, name_field, read_config, resolve
 from store.modelfile import format_modelfile
-from store.store import atomic_write
+from store.store import Store
 
 
 async def tags(request: web.Request) -> web.Response:
-    store = request.app[STORE]
-    models = []
-    for name, manifest in store.list_manifests():
-        models.append({
-            "name": name.display,
-            "model": name.display,
-            "modified_at": rfc3339(manifest.modified_at),
-            "size": manifest.size,
-            "digest": manifest.digest,
-            "details": details(read_config(store, manifest)),
-        })
-    models.sort(key=lambda m: m["modified_at"], reverse=True)
-    return json_response({"models": models})
+    return json_response({"models": await asyncio.to_thread(_local_models, request.app[STORE])})
+
+
+def _local_models(store: Store) -> list[dict[str, Any]]:
+    """Every stored model, newest first (reads each manifest and config: a thread's work)."""
+    models = [{"name": name.display, "model": name.display,
+               "modified_at": rfc3339(manifest.modified_at), "size": manifest.size,
+               "digest": manifest.digest, "details": details(read_config(store, manifest))}
+              for name, manifest in store.list_manifests()]
+    return sorted(models, key=lambda m: m["modified_at"], reverse=True)
 
 
 async def show(request: web.Request) -> web.Response:
@@ -43,7 +40,7 @@ async def show(request: web.Request) -> web.Response:
     if not isinstance(model, str) or not model:
         raise errors.BadRequest("model is required")
     try:
-        spec = resolve(request.app[STORE], model)
+        spec = await asyncio.to_thread(resolve, request.app[STORE], model)
     except store_errors.NotFound:
         raise errors.NotFound(f"model '{model}' not found") from None
     verbose = body.get("verbose") is True
@@ -83,11 +80,8 @@ async def copy(request: web.Request) -> web.Response:
     body = await read_json(request)
     source = name_field(body.get("source"), "source")
     destination = name_field(body.get("destination"), "destination")
-    store = request.app[STORE]
-    path = store.manifest_path(source)
-    if store.read_manifest(source) is None:
+    if not await asyncio.to_thread(request.app[STORE].copy_manifest, source, destination):
         raise errors.NotFound(f'model "{body["source"]}" not found')
-    atomic_write(store.manifest_path(destination), path.read_bytes())
     return web.Response(status=200)
 
 
@@ -95,6 +89,6 @@ async def delete(request: web.Request) -> web.Response:
     body = await read_json(request)
     text = body.get("model") or body.get("name")
     name = name_field(text)
-    if request.app[STORE].delete_manifest(name) is None:
+    if await asyncio.to_thread(request.app[STORE].delete_manifest, name) is None:
         raise errors.NotFound(f"model '{text}' not found")
     return web.Response(status=200)

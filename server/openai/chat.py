@@ -27,7 +27,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     req = ChatRequest.parse(native)
     if not req.messages:
         raise errors.BadRequest("messages must not be empty")
-    run = await submit_chat(prepare(request, req.model, req.options), req)
+    run = await submit_chat(await prepare(request, req.model, req.options), req)
     reply_id, created, usage = convert.new_id("chatcmpl"), convert.now(), convert.include_usage(body)
     heard = Parts()  # what was said, for the finish reason
 
@@ -80,7 +80,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     native = {**convert.common(body), "prompt": prompt, "suffix": body.get("suffix"),
               "format": convert.response_format(body)}
     req = GenerateRequest.parse(native)
-    run = await submit_generate(prepare(request, req.model, req.options), req)
+    run = await submit_generate(await prepare(request, req.model, req.options), req)
     reply_id, created, usage = convert.new_id("cmpl"), convert.now(), convert.include_usage(body)
 
     def envelope(choices: list[dict[str, Any]]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ async def embeddings(request: web.Request) -> web.Response:
     if encoding not in ("float", "base64"):
         raise errors.BadRequest('encoding_format must be "float" or "base64"')
     req = EmbedRequest.parse({"model": body.get("model"), "input": body["input"],
-                              "dimensions": body.get("dimensions")})
+                              "dimensions": body.get("dimensions")}, token_ids=True)
     reply, _ = await run_embed(request, req)
     data = [{"object": "embedding", "index": i, "embedding": _encoded(vector, encoding)}
             for i, vector in enumerate(normalized(reply.embeddings, req.dimensions))]

@@ -157,3 +157,27 @@ async def test_an_unmatched_jinja_template_is_kept_for_jinja_rendering(store: St
     source = tiny_llama_f16(folder / "m.gguf", chat_template="{{ messages[0]['content'] }}")
     await _create(store, model="m", from_=str(source), import_dirs=(folder,))
     assert resolve(store, "m").template == ""  # the worker renders the GGUF's Jinja template
+
+
+@pytest.mark.parametrize("path", ["~nosuchuser-corral/x.gguf", "/tmp/a\0b.gguf"])
+async def test_an_unusable_path_is_invalid_input(store: Store, path: str) -> None:
+    with pytest.raises(InvalidInput, match="not a usable path"):
+        await _create(store, model="x", from_=path)
+
+
+async def test_quantizing_from_a_path_keeps_only_the_quantized_weights(store: Store,
+                                                                       tmp_path: Path) -> None:
+    folder = tmp_path / "f16"
+    folder.mkdir()
+    source = tiny_llama_f16(folder / "tiny-f16.gguf")
+    await _create(store, model="q", from_=str(source), import_dirs=(folder,), quantize="q8_0")
+    weights = [p for p in store.blobs_dir.iterdir() if p.stat().st_size > 1 << 20]
+    assert weights == [store.blob_path(_weights(store, "q"))]
+
+
+async def test_a_refused_adapter_leaves_no_copy_of_the_weights(store: Store, allowed: Path) -> None:
+    (allowed / "not-an-adapter.gguf").write_bytes(one_block_model())
+    with pytest.raises(InvalidInput, match="not a LoRA adapter"):
+        await _create(store, model="x", from_=str(allowed / "tiny.gguf"), import_dirs=(allowed,),
+                      adapter_paths=[str(allowed / "not-an-adapter.gguf")])
+    assert not [p for p in store.blobs_dir.iterdir() if p.name.startswith("sha256-")]

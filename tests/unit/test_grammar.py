@@ -11,7 +11,8 @@ from workers.grammar import MAX_GRAMMAR_CHARS, grammar_text, int_range
 
 def _as_regex(gbnf: str) -> re.Pattern[str]:
     """Our range expressions use only quoted literals, [a-b] classes, | and (): a regex subset."""
-    return re.compile(re.sub(r'"([^"]*)"', lambda m: re.escape(m.group(1)), gbnf).replace(" ", ""))
+    pattern = re.sub(r'"([^"]*)"', lambda m: re.escape(m.group(1)), gbnf).replace(" ", "")
+    return re.compile(pattern)
 
 
 @pytest.mark.parametrize("low,high", [(0, 150), (7, 7), (-20, 35), (-1000, -3), (95, 1205),
@@ -21,6 +22,20 @@ def test_int_range_matches_exactly_the_integers_in_range(low: int, high: int) ->
     for n in range(low - 50, high + 51):
         assert bool(pattern.fullmatch(str(n))) == (low <= n <= high), n
     assert not pattern.fullmatch("007")  # no leading zeros
+
+
+@pytest.mark.parametrize("low,high", [(0, None), (17, None), (-5, None), (None, 3), (None, -40)])
+def test_int_range_with_an_open_end_matches_exactly_that_side(low: int | None,
+                                                              high: int | None) -> None:
+    pattern = _as_regex(int_range(low, high))
+    for n in [*range(-120, 121), 10**18, -(10**18)]:
+        inside = (low is None or n >= low) and (high is None or n <= high)
+        assert bool(pattern.fullmatch(str(n))) == inside, n
+
+
+def test_a_schema_with_only_a_minimum_stays_small() -> None:
+    text = grammar_text({"type": "integer", "minimum": 0})
+    assert len(text) < 500
 
 
 def test_an_empty_integer_range_is_refused() -> None:

@@ -95,3 +95,14 @@ def test_merge_ignores_unknown_stored_parameters() -> None:
 def test_merge_refuses_an_out_of_range_stored_parameter() -> None:
     with pytest.raises(options.InvalidOption, match='parameter "top_k" must be between'):
         options.merge({"top_k": 1e40}, {}, default_num_ctx=2048)
+
+
+@pytest.mark.parametrize("name", ["mirostat", "tfs_z", "penalize_newline"])
+def test_options_older_ollama_had_are_accepted_and_ignored(name: str) -> None:
+    assert options.validate({name: 1}) == {}
+
+
+def test_the_wire_options_are_every_option_but_the_load_ones() -> None:
+    wire, _ = options.merge({}, {"num_ctx": 512, "num_gpu": 1, "typical_p": 0.5}, 4096)
+    assert "num_ctx" not in wire and "num_gpu" not in wire and wire["typical_p"] == 0.5
+    assert set(wire) == {o.name for o in options.OPTIONS if o.group != options.LOAD}

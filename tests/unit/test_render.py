@@ -171,3 +171,12 @@ def test_cancelling_an_unknown_job_is_harmless(thread: PromptThread) -> None:
     thread.submit(1, lambda: "ok")
     outcome, _ = collect(thread, 1)
     assert outcome == "ok"
+
+
+def test_wait_until_idle_returns_once_the_running_job_ends(thread: PromptThread) -> None:
+    started, release = threading.Event(), threading.Event()
+    thread.submit(1, gated(started, release, "done"))
+    assert started.wait(WAIT)
+    threading.Timer(0.2, release.set).start()
+    thread.wait_until_idle(WAIT)
+    assert release.is_set()  # it waited for the job, not just returned

@@ -91,3 +91,15 @@ def test_names_match_existing_manifests_case_insensitively(tmp_path: Path) -> No
     assert store.read_manifest(parse_name("team/gemma3:270m")) is not None
     store.write_manifest(parse_name("TEAM/GEMMA3:270m"), config, [])  # rewrites, no second copy
     assert [name.display for name, _ in store.list_manifests()] == ["Team/Gemma3:270M"]
+
+
+def test_a_blob_named_only_by_an_unreadable_manifest_survives_a_delete(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    shared = store.add_blob_bytes(b"weights", MODEL_MEDIA)
+    config = store.add_blob_bytes(b"{}", CONFIG_MEDIA_TYPE)
+    store.write_manifest(parse_name("mine"), config, [shared])
+    foreign = store.manifests_dir / "registry.ollama.ai" / "library" / "theirs" / "latest"
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text('{"schemaVersion": 3, "layers": [{"digest": "%s"' % shared.digest)  # cut
+    store.delete_manifest(parse_name("mine"))
+    assert store.has_blob(shared.digest)
