@@ -1,8 +1,7 @@
-"""`corral` command line: `corral serve`, `corral bootstrap`."""
+"""What `corral serve` and `corral bootstrap` run (the command line itself is cli/main.py)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
@@ -11,33 +10,12 @@ import sys
 import psutil
 
 from server import __version__
-from server.settings import Settings, SettingsError, help_text, load
+from server.settings import Settings, SettingsError
 
 log = logging.getLogger("corral")
 
 # How long running requests may take to finish after SIGTERM/SIGINT before they are cut off.
 SHUTDOWN_GRACE = 30.0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="corral", description="Ollama-compatible LLM server.",
-        epilog="environment:\n" + help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"corral {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="start the server")
-    sub.add_parser("bootstrap", help="register the embedded gemma3:270m model in the store")
-    args = parser.parse_args(argv)
-    try:
-        settings = load()
-    except SettingsError as exc:
-        print(f"corral: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "bootstrap":
-        return bootstrap(settings)
-    return serve(settings)
 
 
 def bootstrap(settings: Settings) -> int:
@@ -63,6 +41,7 @@ async def _serve(settings: Settings) -> int:
     from scheduler.scheduler import Scheduler  # noqa: PLC0415
     from server.app import build_app  # noqa: PLC0415
     from server.security import API_KEYS  # noqa: PLC0415
+    from server.systemd import notify  # noqa: PLC0415
     from store.store import Store  # noqa: PLC0415
 
     store = Store(settings.models_dir)
@@ -80,8 +59,9 @@ async def _serve(settings: Settings) -> int:
         print(f"corral: {exc}", file=sys.stderr)
         return 2
     await scheduler.start()
+    # server/accesslog.py writes the access log; aiohttp's own would be a second line.
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE,
-                           access_log=log if settings.debug else None)
+                           access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     try:
@@ -92,6 +72,7 @@ async def _serve(settings: Settings) -> int:
         return 1
     log.info("corral %s listening on http://%s:%s (models in %s)", __version__, settings.host,
              settings.port, settings.models_dir)
+    notify("READY=1")  # port bound, workers up: systemd (Type=notify) may count us started
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -99,6 +80,7 @@ async def _serve(settings: Settings) -> int:
     loop.add_signal_handler(signal.SIGHUP, app[API_KEYS].reload)
     await stop.wait()
     log.info("shutting down: finishing running requests")
+    notify("STOPPING=1")
     await runner.cleanup()
     log.info("stopped")
     return 0
