@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 
-.PHONY: serve install test bench
+.PHONY: serve install test bench install-service
 
 serve: install
 	$(VENV)/bin/corral bootstrap
@@ -17,3 +17,13 @@ test:
 
 bench: install
 	$(VENV)/bin/python bench/throughput.py
+
+# The systemd service (run as root): corral in /opt/corral, a `corral` user, the unit and its
+# environment file (kept if already there), then enabled and started.
+install-service:
+	$(PYTHON) deploy/install.py --venv /opt/corral
+	id -u corral >/dev/null 2>&1 || useradd --system --home-dir /var/lib/corral --shell /usr/sbin/nologin corral
+	test -e /etc/corral/corral.env || install -D -m 644 deploy/corral.env /etc/corral/corral.env
+	install -m 644 deploy/corral.service /etc/systemd/system/corral.service
+	systemctl daemon-reload
+	systemctl enable --now corral

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from scheduler.scheduler import Scheduler
 from server import security
-from server.api import blobs, chat, create, embed, generate, models, ps, system
+from server.api import blobs, chat, create, embed, generate, models, openapi, ps, system
 from server.accesslog import access_log
 from server.bodies import MAX_JSON_BODY
 from server.context import SCHEDULER, SETTINGS, STORE
@@ -31,6 +31,7 @@ def build_app(settings: Settings, store: Store, scheduler: Scheduler) -> web.App
     app.router.add_get("/", system.root)  # aiohttp answers HEAD for GET routes too
     app.router.add_get("/api/version", system.version)
     app.router.add_get("/api/ready", system.ready)
+    app.router.add_get("/api/openapi.json", openapi.document)
     app.router.add_post("/api/generate", generate.generate)
     app.router.add_post("/api/chat", chat.chat)
     app.router.add_post("/api/embed", embed.embed)
