@@ -104,7 +104,7 @@ class Job:
 class Scheduler:
     def __init__(self, inventory: Inventory, *, slots: int, max_queue: int,
                  max_loaded_per_device: int, default_keep_alive: float, n_threads: int,
-                 debug: bool = False,
+                 debug: bool = False, hang_timeout: float | None = None,
                  worker_factory: Callable[..., WorkerHandle] = WorkerHandle) -> None:
         self._inventory = inventory
         self._new_worker = worker_factory  # tests pass a fake that needs no llama.cpp
@@ -114,6 +114,8 @@ class Scheduler:
         self._default_keep_alive = default_keep_alive
         self._n_threads = n_threads
         self._debug = debug
+        self._hang_timeout = hang_timeout  # None: no watchdog
+        self._watchdog: asyncio.Task[None] | None = None
         self._workers: dict[str, WorkerHandle] = {}
         self._runners: dict[str, Runner] = {}  # by weights digest
         self._changed = asyncio.Condition()
@@ -131,6 +133,21 @@ class Scheduler:
                    for d in devices]
         await asyncio.gather(*(h.start() for h in handles))
         self._workers = {h.device.id: h for h in handles}
+        if self._hang_timeout is not None:
+            self._watchdog = asyncio.get_running_loop().create_task(
+                self._watch(self._hang_timeout))
+
+    async def _watch(self, timeout: float) -> None:
+        """Kills a worker whose step loop stops answering pings (stopped, deadlocked, stuck in
+        a native call): its requests then end with the runner-stopped error and a new worker
+        starts, instead of every request on it waiting forever."""
+        while not self._stopping:
+            await asyncio.sleep(timeout / 4)
+            for device, state in (await self.probe(timeout)).items():
+                if state == "not responding" and not self._stopping:
+                    log.error("worker %s has not answered for %.0fs: restarting it", device,
+                              timeout)
+                    self._workers[device].kill()
 
     async def stop_admitting(self) -> None:
         """New and queued requests fail from now on; running jobs go on."""
@@ -140,6 +157,8 @@ class Scheduler:
     async def stop(self) -> None:
         """Stops every worker (after the HTTP side has let running requests finish)."""
         self._stopping = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for runner in self._runners.values():
             if runner.expiry:
                 runner.expiry.cancel()

@@ -191,6 +191,11 @@ class WorkerHandle:
             self._ready.set_exception(WorkerDied(CRASH_MESSAGE))
         self._on_exit(self)
 
+    def kill(self) -> None:
+        """SIGKILL (it works on a stopped process too); the closed pipe then reports the death."""
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+
     async def stop(self) -> None:
         """Asks the worker to exit, then makes sure it has (kill after STOP_TIMEOUT)."""
         process = self._process

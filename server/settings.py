@@ -38,6 +38,7 @@ class Settings:
     api_key: str  # CORRAL_API_KEY; "" = no key needed
     api_key_file: Path | None  # CORRAL_API_KEY_FILE: one key per line, re-read on SIGHUP
     import_dirs: tuple[Path, ...]  # CORRAL_ALLOWED_IMPORT_DIRS: where create's FROM may read
+    worker_timeout: float  # CORRAL_WORKER_TIMEOUT: a worker silent this long is restarted
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ VARIABLES: tuple[_Var, ...] = (
     _Var("CORRAL_ALLOWED_IMPORT_DIRS", "",
          "Folders (separated by ':') from which a Modelfile's FROM may import a GGUF file on "
          "this machine; none by default (clients upload through /api/blobs)."),
+    _Var("CORRAL_WORKER_TIMEOUT", "5m",
+         "How long a worker may leave pings unanswered (hung, stopped) before it is killed and "
+         "restarted; its requests end with an error."),
     _Var("CORRAL_BODY_IDLE_TIMEOUT", "60s",
          "How long a request body (an upload) may send nothing before the request fails."),
 )
@@ -110,6 +114,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         api_key=get("CORRAL_API_KEY", str),  # type: ignore[arg-type]
         api_key_file=get("CORRAL_API_KEY_FILE", _optional_path),  # type: ignore[arg-type]
         import_dirs=get("CORRAL_ALLOWED_IMPORT_DIRS", _paths),  # type: ignore[arg-type]
+        worker_timeout=get("CORRAL_WORKER_TIMEOUT", _positive_duration),  # type: ignore[arg-type]
     )
 
 

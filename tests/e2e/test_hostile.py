@@ -213,3 +213,22 @@ def test_readiness_reports_a_stopped_worker(make_server: Callable[..., Server]) 
     assert reply.status == 503
     assert reply.json()["workers"] == {"cpu": "not responding"}
     assert srv.get("/api/ready").status == 200
+
+
+def test_a_stopped_worker_is_restarted_and_its_request_ends_with_an_error(
+        make_server: Callable[..., Server]) -> None:
+    srv = make_server(CORRAL_WORKER_TIMEOUT="2s")
+    assert quick_generate(srv)["done"] is True  # the model is loaded
+    worker = worker_process(srv)
+    with ThreadPoolExecutor(1) as pool:
+        stuck = pool.submit(srv.post, "/api/generate", {
+            "model": MODEL, "prompt": "Count to a thousand.", "options": {"num_predict": 2000}})
+        threading.Event().wait(1.0)  # mid-generation
+        os.kill(worker.pid, signal.SIGSTOP)
+        reply = stuck.result(timeout=60)  # was: waited forever
+    assert "unexpectedly stopped" in reply.lines()[-1]["error"]
+    for _ in range(60):  # the new worker comes up; then requests are served again
+        if srv.get("/api/ready").status == 200 and worker_process(srv).pid != worker.pid:
+            break
+        threading.Event().wait(0.5)
+    assert quick_generate(srv)["done"] is True

@@ -27,6 +27,7 @@ class FakeWorker:
         self.device, self.on_exit = device, on_exit
         self.alive, self.gpu_offload = False, False
         self.hung = False  # a SIGSTOPped process: never answers
+        self.killed = False
         self.loaded: list[str] = []
         self.events: list[str] = []
         self.jobs: dict[int, asyncio.Queue] = {}
@@ -37,6 +38,9 @@ class FakeWorker:
 
     async def stop(self) -> None:
         self.alive = False
+
+    def kill(self) -> None:
+        self.killed = True
 
     def open_job(self, job_id: int) -> asyncio.Queue:
         self.jobs[job_id] = asyncio.Queue()
@@ -240,3 +244,21 @@ async def test_a_model_whose_load_killed_the_worker_is_refused_afterwards() -> N
         await first
     with pytest.raises(SchedulerError, match="crashed"):
         await submit(sched, "bad")
+
+
+async def test_the_watchdog_kills_a_worker_that_stops_answering() -> None:
+    sched, worker = await make(hang_timeout=0.1)
+    worker.hung = True
+    for _ in range(50):
+        if worker.killed:
+            break
+        await asyncio.sleep(0.02)
+    assert worker.killed
+    await sched.stop()
+
+
+async def test_the_watchdog_leaves_an_answering_worker_alone() -> None:
+    sched, worker = await make(hang_timeout=0.1)
+    await asyncio.sleep(0.3)
+    assert not worker.killed
+    await sched.stop()
