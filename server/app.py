@@ -6,7 +6,8 @@ from aiohttp import web
 
 from scheduler.scheduler import Scheduler
 from server import security
-from server.api import blobs, chat, create, embed, generate, models, openapi, ps, system
+from server.api import (blobs, chat, create, embed, generate, models, openapi, ps, registry,
+                        system)
 from server.accesslog import access_log
 from server.bodies import MAX_JSON_BODY
 from server.context import SCHEDULER, SETTINGS, STORE
@@ -37,6 +38,8 @@ def build_app(settings: Settings, store: Store, scheduler: Scheduler) -> web.App
     app.router.add_post("/api/embed", embed.embed)
     app.router.add_post("/api/embeddings", embed.embeddings)
     app.router.add_post("/api/create", create.create)
+    app.router.add_post("/api/pull", registry.pull)
+    app.router.add_post("/api/push", registry.push)
     app.router.add_get("/api/tags", models.tags)
     app.router.add_post("/api/show", models.show)
     app.router.add_post("/api/copy", models.copy)

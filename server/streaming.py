@@ -10,9 +10,10 @@ error, a crashed worker) still gets a proper status code. After that, failures b
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import orjson
 from aiohttp import web
@@ -121,3 +122,28 @@ async def respond(request: web.Request, job: Job, stream: bool,
         return response
     finally:
         job.close()
+
+
+async def stream_events(request: web.Request, events: AsyncIterator[dict[str, Any]],
+                        stream: bool) -> web.StreamResponse:
+    """A long operation's progress events (create, pull, push) as NDJSON lines, or only the last
+    one when not streaming. A failure before the first event is an HTTP error; after it, an
+    `{"error": ...}` line, as Ollama does. Closing `events` on the way out stops the work when
+    the client goes away."""
+    async with aclosing(events):
+        first = await anext(events)
+        if not stream:
+            last = first
+            async for last in events:
+                pass
+            return json_response(last)
+        response = web.StreamResponse(headers={"Content-Type": NDJSON_FRAMING.content_type})
+        await response.prepare(request)
+        await response.write(NDJSON_FRAMING.encode(first))
+        try:
+            async for event in events:
+                await response.write(NDJSON_FRAMING.encode(event))
+        except Exception as exc:  # noqa: BLE001 - events were sent; the error goes in the stream
+            await response.write(NDJSON_FRAMING.encode(NDJSON_FRAMING.error(str(exc))))
+        await response.write_eof()
+        return response

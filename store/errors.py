@@ -35,5 +35,10 @@ class NotGGUF(InvalidInput):
     pass
 
 
+class RegistryError(StoreError):
+    """A registry refused or failed (401/403, 5xx, a broken connection): not the caller's fault
+    and not ours; the server answers 502."""
+
+
 def model_not_found(name: str) -> NotFound:
     return NotFound(f'model "{name}" not found, try pulling it first')

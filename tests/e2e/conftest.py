@@ -6,12 +6,17 @@ Tests that need their own settings or that stop the server start a private one w
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-from tests.e2e.server import Server, bootstrap_store
+from tests.e2e.server import Server, bootstrap_store, free_port
 
 MODEL = "gemma3:270m"
 # Short generations keep the suite fast on 2 CPU cores; greedy makes outputs comparable.
@@ -45,3 +50,33 @@ def make_server(store_dir: Path) -> Iterator[Callable[..., Server]]:
     yield make
     for srv in started:
         srv.stop(timeout=60)
+
+REGISTRY = shutil.which("docker-registry")
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real OCI registry (Debian's docker-registry) on a loopback port, for pull and push."""
+    if REGISTRY is None:  # CI must test against it: .ci/run installs it
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("needs Debian's docker-registry")
+    root = tmp_path_factory.mktemp("registry")
+    address = f"127.0.0.1:{free_port()}"
+    config = root / "config.yml"
+    config.write_text(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
+                      f"    rootdirectory: {root / 'data'}\nhttp:\n  addr: {address}\n")
+    process = subprocess.Popen([str(REGISTRY), "serve", str(config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://{address}/v2/", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("docker-registry did not start") from None
+                time.sleep(0.2)
+        yield address
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -200,10 +200,21 @@ def test_version_without_a_server_warns_and_names_the_client() -> None:
                                           f"Warning: client version is {__version__}"]
 
 
-@pytest.mark.parametrize("verb", ["pull", "push"])
-def test_pull_and_push_report_that_the_server_lacks_them(server: Server, verb: str) -> None:
-    line = one_error_line(corral(server.base, verb, MODEL))
-    assert f"does not support {verb}" in line and "404" in line
+def test_push_and_pull_through_a_registry(server: Server, registry: str) -> None:
+    name = f"{registry}/library/gemma3:cli"
+    assert corral(server.base, "cp", MODEL, name).returncode == 0
+    pushed = corral(server.base, "push", name, "--insecure")
+    assert pushed.returncode == 0 and name in pushed.stdout, pushed.stderr
+    assert corral(server.base, "rm", name).returncode == 0
+    pulled = corral(server.base, "pull", name, "--insecure")
+    assert pulled.returncode == 0, pulled.stderr
+    assert name in corral(server.base, "list").stdout
+
+
+def test_pulling_an_unknown_model_ends_with_one_error_line(server: Server, registry: str) -> None:
+    result = corral(server.base, "pull", f"{registry}/library/none:x", "--insecure")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == "Error: pull model manifest: file does not exist"
 
 
 def test_create_without_the_modelfile_is_one_line(server: Server, tmp_path: Path) -> None:

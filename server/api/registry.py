@@ -1,0 +1,31 @@
+"""POST /api/pull and POST /api/push: models to and from an OCI registry (store/registry.py)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from server import errors
+from server.context import STORE
+from server.schemas import read_json
+from server.streaming import stream_events
+from store import registry
+from store.model import name_field
+
+
+async def pull(request: web.Request) -> web.StreamResponse:
+    name, insecure, stream = await _request(request)
+    return await stream_events(request, registry.pull(request.app[STORE], name, insecure), stream)
+
+
+async def push(request: web.Request) -> web.StreamResponse:
+    name, insecure, stream = await _request(request)
+    return await stream_events(request, registry.push(request.app[STORE], name, insecure), stream)
+
+
+async def _request(request: web.Request):  # type: ignore[no-untyped-def]
+    body = await read_json(request)
+    name = name_field(body.get("model") or body.get("name"))
+    insecure, stream = body.get("insecure", False), body.get("stream", True)
+    if not isinstance(insecure, bool) or not isinstance(stream, bool):
+        raise errors.BadRequest('"insecure" and "stream" must be booleans')
+    return name, insecure, stream

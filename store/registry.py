@@ -1,0 +1,218 @@
+"""Pulling and pushing models through an OCI registry (the distribution API Ollama's registry
+speaks), with aiohttp's client. Both are async iterators of Ollama's progress events.
+
+Pull: the manifest first (nothing is written if it does not exist), then each missing layer
+into `blobs/.download-<hex>`, resumed with a Range request if a partial file is there (also after
+a restart), hashed and checked against its digest before it is renamed into place; the manifest
+is written last, atomically. Push: each layer the registry lacks (HEAD) goes up in one PUT of an
+upload session, then the manifest. A registry that asks for a bearer token (WWW-Authenticate:
+Bearer realm=...,service=...,scope=...) gets one from its realm, anonymously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import aiohttp
+import orjson
+
+from store.errors import DigestMismatch, InvalidInput, NotFound, RegistryError
+from store.names import ModelName
+from store.store import MANIFEST_MEDIA_TYPE, Layer, Store, atomic_write, normalize_digest
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+ACCEPT = f"{MANIFEST_MEDIA_TYPE}, {OCI_MANIFEST}"
+CHUNK = 1 << 20
+Event = dict[str, Any]
+_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+
+
+class _Session:
+    """One registry conversation: base URL, the repository, and a bearer token once asked."""
+
+    def __init__(self, http: aiohttp.ClientSession, name: ModelName, insecure: bool) -> None:
+        self.http = http
+        self.name = name
+        self.base = f"{'http' if insecure else 'https'}://{name.host}/v2/{name.namespace}/{name.model}"
+        self._token: str | None = None
+
+    async def request(self, method: str, url: str, headers: dict[str, str] | None = None,
+                      **kw: Any) -> aiohttp.ClientResponse:
+        """The response, after fetching a token once if the registry challenges for one."""
+        for attempt in range(2):
+            sent = dict(headers or {})
+            if self._token:
+                sent["Authorization"] = f"Bearer {self._token}"
+            try:
+                response = await self.http.request(method, url, headers=sent, **kw)
+            except aiohttp.ClientError as exc:
+                raise RegistryError(f"{self.name.host}: {exc or type(exc).__name__}") from None
+            if response.status not in (401, 403):
+                return response
+            challenge = response.headers.get("WWW-Authenticate", "")
+            response.release()
+            if attempt or not challenge.lower().startswith("bearer"):
+                break
+            self._token = await self._fetch_token(dict(_CHALLENGE.findall(challenge)))
+        raise RegistryError(f"{self.name.host}: unauthorized ({response.status}); this registry "
+                            "needs credentials corral does not have")
+
+    async def _fetch_token(self, params: dict[str, str]) -> str:
+        realm = params.pop("realm", "")
+        async with self.http.get(realm, params=params) as response:
+            if response.status != 200:
+                raise RegistryError(f"{self.name.host}: token request failed ({response.status})")
+            body = await response.json(content_type=None)
+        return str(body.get("token") or body.get("access_token") or "")
+
+
+def _client() -> aiohttp.ClientSession:
+    # trust_env: HTTPS_PROXY / NO_PROXY as the operator set them.
+    return aiohttp.ClientSession(trust_env=True, timeout=aiohttp.ClientTimeout(sock_read=60))
+
+
+# ---- pull --------------------------------------------------------------------------------
+
+
+async def pull(store: Store, name: ModelName, insecure: bool) -> AsyncIterator[Event]:
+    async with _client() as http:
+        session = _Session(http, name, insecure)
+        yield {"status": "pulling manifest"}
+        raw = await _manifest(session)
+        doc = orjson.loads(raw)
+        layers = [_layer(entry) for entry in [doc.get("config"), *doc.get("layers", [])]
+                  if entry]
+        for layer in layers:
+            async for event in _download(session, store, layer):
+                yield event
+        yield {"status": "verifying sha256 digest"}
+        yield {"status": "writing manifest"}
+        await asyncio.to_thread(atomic_write, store.manifest_path(name), raw)
+        yield {"status": "success"}
+
+
+async def _manifest(session: _Session) -> bytes:
+    url = f"{session.base}/manifests/{session.name.tag}"
+    response = await session.request("GET", url, headers={"Accept": ACCEPT})
+    async with response:
+        if response.status == 404:
+            raise NotFound("pull model manifest: file does not exist")
+        if response.status != 200:
+            raise RegistryError(f"{session.name.host}: manifest request failed "
+                                f"({response.status})")
+        return await response.read()
+
+
+def _layer(entry: Any) -> Layer:
+    if not isinstance(entry, dict):
+        raise RegistryError("the registry sent a malformed manifest")
+    try:
+        return Layer(str(entry.get("mediaType", "")), normalize_digest(entry["digest"]),
+                     int(entry["size"]))
+    except (KeyError, TypeError, ValueError, InvalidInput):
+        raise RegistryError("the registry sent a malformed manifest") from None
+
+
+async def _download(session: _Session, store: Store, layer: Layer) -> AsyncIterator[Event]:
+    status = f"pulling {layer.digest[7:19]}"
+    if store.has_blob(layer.digest):
+        yield {"status": status, "digest": layer.digest, "total": layer.size,
+               "completed": layer.size}
+        return
+    partial = store.blobs_dir / f".download-{layer.digest[7:]}"
+    done = partial.stat().st_size if partial.exists() else 0
+    digest = await asyncio.to_thread(_hash_of, partial) if done else hashlib.sha256()
+    headers = {"Range": f"bytes={done}-"} if done else {}
+    response = await session.request("GET", f"{session.base}/blobs/{layer.digest}",
+                                     headers=headers)
+    async with response:
+        if response.status == 200 and done:  # the registry ignored Range: start over
+            done, digest = 0, hashlib.sha256()
+        elif response.status not in (200, 206):
+            raise RegistryError(f"{session.name.host}: blob {layer.digest} ({response.status})")
+        with open(partial, "ab" if done else "wb") as out:
+            yield {"status": status, "digest": layer.digest, "total": layer.size,
+                   "completed": done}
+            try:
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    await asyncio.to_thread(_append, out, digest, chunk)
+                    done += len(chunk)
+                    yield {"status": status, "digest": layer.digest, "total": layer.size,
+                           "completed": done}
+            except aiohttp.ClientError as exc:  # what arrived stays, for the next try to resume
+                raise RegistryError(f"{session.name.host}: download of {layer.digest} broke "
+                                    f"off: {exc or type(exc).__name__}") from None
+    if f"sha256:{digest.hexdigest()}" != layer.digest:
+        partial.unlink(missing_ok=True)  # a wrong file is no start for a resume
+        raise DigestMismatch(f"digest mismatch, file must be downloaded again: {layer.digest}")
+    os.replace(partial, store.blob_path(layer.digest))
+
+
+def _hash_of(path: Path) -> Any:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest
+
+
+def _append(out: Any, digest: Any, chunk: bytes) -> None:
+    digest.update(chunk)
+    out.write(chunk)
+
+
+# ---- push --------------------------------------------------------------------------------
+
+
+async def push(store: Store, name: ModelName, insecure: bool) -> AsyncIterator[Event]:
+    yield {"status": "retrieving manifest"}
+    manifest = store.read_manifest(name)
+    if manifest is None:
+        raise NotFound(f'model "{name.display}" not found')
+    raw = store.manifest_path(name).read_bytes()
+    async with _client() as http:
+        session = _Session(http, name, insecure)
+        for layer in (manifest.config, *manifest.layers):
+            async for event in _upload(session, store, layer):
+                yield event
+        yield {"status": "pushing manifest"}
+        response = await session.request(
+            "PUT", f"{session.base}/manifests/{name.tag}", data=raw,
+            headers={"Content-Type": orjson.loads(raw).get("mediaType", MANIFEST_MEDIA_TYPE)})
+        async with response:
+            if response.status not in (200, 201):
+                raise RegistryError(f"{name.host}: manifest upload failed ({response.status})")
+    yield {"status": "success"}
+
+
+async def _upload(session: _Session, store: Store, layer: Layer) -> AsyncIterator[Event]:
+    status = f"pushing {layer.digest[7:19]}"
+    event = {"status": status, "digest": layer.digest, "total": layer.size}
+    head = await session.request("HEAD", f"{session.base}/blobs/{layer.digest}")
+    head.release()
+    if head.status == 200:
+        yield {**event, "completed": layer.size}
+        return
+    start = await session.request("POST", f"{session.base}/blobs/uploads/")
+    async with start:
+        location = start.headers.get("Location", "")
+        if start.status != 202 or not location:
+            raise RegistryError(f"{session.name.host}: upload refused ({start.status})")
+    if location.startswith("/"):
+        location = f"{session.base.split('/v2/')[0]}{location}"
+    yield {**event, "completed": 0}
+    separator = "&" if "?" in location else "?"
+    with open(store.blob_path(layer.digest), "rb") as data:
+        put = await session.request(
+            "PUT", f"{location}{separator}digest={layer.digest}", data=data,
+            headers={"Content-Type": "application/octet-stream",
+                     "Content-Length": str(layer.size)})
+    async with put:
+        if put.status not in (201, 204):
+            raise RegistryError(f"{session.name.host}: blob upload failed ({put.status})")
+    yield {**event, "completed": layer.size}

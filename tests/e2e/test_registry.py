@@ -1,0 +1,105 @@
+"""/api/pull and /api/push against a real OCI registry: Debian's docker-registry on a loopback
+port (the `registry` fixture; .ci/run installs it)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import MODEL, QUICK
+from tests.e2e.server import Server, free_port
+
+
+@pytest.fixture(scope="module")
+def pushed(server: Server, registry: str) -> str:
+    """gemma3:270m, pushed to the registry once for the module."""
+    name = f"{registry}/library/gemma3:test"
+    assert server.post("/api/copy", {"source": MODEL, "destination": name}).status == 200
+    reply = server.post("/api/push", {"model": name, "insecure": True})
+    assert reply.status == 200 and reply.lines()[-1] == {"status": "success"}, reply.body
+    return name
+
+
+@pytest.fixture
+def empty_server(tmp_path: Path) -> Server:
+    """A server over a store of its own, empty."""
+    server = Server(tmp_path / "models")
+    (tmp_path / "models").mkdir()
+    return server.start()
+
+
+def test_push_uploads_every_layer_then_the_manifest(server: Server, pushed: str) -> None:
+    again = server.post("/api/push", {"model": pushed, "insecure": True}).lines()
+    statuses = [line["status"] for line in again]
+    assert statuses[0] == "retrieving manifest" and statuses[-2:] == ["pushing manifest", "success"]
+    layers = [line for line in again if line["status"].startswith("pushing ") and "total" in line]
+    assert layers and all(line["completed"] == line["total"] for line in layers)  # already there
+
+
+def test_pull_into_an_empty_store_gives_a_working_model(empty_server: Server, pushed: str) -> None:
+    try:
+        reply = empty_server.post("/api/pull", {"model": pushed, "insecure": True})
+        lines = reply.lines()
+        assert lines[0] == {"status": "pulling manifest"} and lines[-1] == {"status": "success"}
+        assert {"status": "verifying sha256 digest"} in lines and {"status": "writing manifest"} in lines
+        progress = [line for line in lines if "completed" in line]
+        assert progress[-1]["completed"] == progress[-1]["total"]
+        answer = empty_server.post("/api/generate", {"model": pushed, "prompt": "hi",
+                                                     "stream": False, "options": QUICK})
+        assert answer.status == 200 and answer.json()["done"] is True
+    finally:
+        empty_server.stop()
+
+
+def test_an_interrupted_download_resumes_from_its_partial_file(empty_server: Server,
+                                                               server: Server, pushed: str,
+                                                               store_dir: Path) -> None:
+    try:
+        weights = max((store_dir / "blobs").iterdir(), key=lambda p: p.stat().st_size)
+        partial = empty_server.models_dir / "blobs" / f".download-{weights.name[7:]}"
+        with open(weights, "rb") as f:
+            partial.write_bytes(f.read(5 << 20))
+        lines = empty_server.post("/api/pull", {"model": pushed, "insecure": True}).lines()
+        assert lines[-1] == {"status": "success"}
+        first = next(line for line in lines if line.get("digest") == f"sha256:{weights.name[7:]}")
+        assert first["completed"] == 5 << 20  # it went on from the partial file (a Range request)
+        pulled = empty_server.models_dir / "blobs" / weights.name
+        assert hashlib.sha256(pulled.read_bytes()).hexdigest() == weights.name[7:]
+        assert not partial.exists()
+    finally:
+        empty_server.stop()
+
+
+def test_a_corrupt_partial_file_fails_the_digest_check_and_is_dropped(empty_server: Server,
+                                                                      pushed: str,
+                                                                      store_dir: Path) -> None:
+    try:
+        weights = max((store_dir / "blobs").iterdir(), key=lambda p: p.stat().st_size)
+        partial = empty_server.models_dir / "blobs" / f".download-{weights.name[7:]}"
+        partial.write_bytes(b"not the start of the model")
+        lines = empty_server.post("/api/pull", {"model": pushed, "insecure": True}).lines()
+        assert "digest mismatch" in lines[-1]["error"]
+        assert not partial.exists() and not (empty_server.models_dir / "blobs" / weights.name).exists()
+        retry = empty_server.post("/api/pull", {"model": pushed, "insecure": True, "stream": False})
+        assert retry.json() == {"status": "success"}
+    finally:
+        empty_server.stop()
+
+
+def test_pulling_an_unknown_tag_is_an_error_and_writes_nothing(server: Server, registry: str,
+                                                               store_dir: Path) -> None:
+    name = f"{registry}/library/gemma3:nope"
+    reply = server.post("/api/pull", {"model": name, "insecure": True, "stream": False})
+    assert reply.status == 404
+    assert reply.json() == {"error": "pull model manifest: file does not exist"}
+    streamed = server.post("/api/pull", {"model": name, "insecure": True}).lines()
+    assert streamed[-1] == {"error": "pull model manifest: file does not exist"}
+    assert not (store_dir / "manifests" / registry).joinpath("library", "gemma3", "nope").exists()
+
+
+def test_an_unreachable_registry_is_a_502_naming_it(server: Server) -> None:
+    name = f"127.0.0.1:{free_port()}/library/gemma3:x"
+    reply = server.post("/api/pull", {"model": name, "insecure": True, "stream": False})
+    assert reply.status == 502 and "127.0.0.1" in reply.json()["error"]
