@@ -74,6 +74,9 @@ VARIABLES: tuple[_Var, ...] = (
     _Var("CORRAL_ALLOWED_IMPORT_DIRS", "",
          "Folders (separated by ':') from which a Modelfile's FROM may import a GGUF file on "
          "this machine; none by default (clients upload through /api/blobs)."),
+    _Var("CORRAL_REGISTRY_AUTH", "",
+         "Registry credentials for pull/push, comma-separated host=user:password; otherwise "
+         "those of ~/.docker/config.json (or $DOCKER_CONFIG) are used."),
     _Var("CORRAL_WORKER_TIMEOUT", "5m",
          "How long a worker may leave pings unanswered (hung, stopped) before it is killed and "
          "restarted; its requests end with an error."),

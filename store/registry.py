@@ -5,18 +5,19 @@ Pull: the manifest first (nothing is written if it does not exist), then each mi
 into `blobs/.download-<hex>`, resumed with a Range request if a partial file is there (also after
 a restart), hashed and checked against its digest before it is renamed into place; the manifest
 is written last, atomically. Push: each layer the registry lacks (HEAD) goes up in one PUT of an
-upload session, then the manifest. A registry that asks for a bearer token (WWW-Authenticate:
-Bearer realm=...,service=...,scope=...) gets one from its realm, anonymously.
+upload session, then the manifest. A registry that challenges (WWW-Authenticate) gets the
+operator's credentials (`credentials`): as Basic auth, or to fetch a bearer token from its realm.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
 import orjson
@@ -32,22 +33,49 @@ Event = dict[str, Any]
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 
-class _Session:
-    """One registry conversation: base URL, the repository, and a bearer token once asked."""
+Credentials = tuple[str, str]  # (user, password)
 
-    def __init__(self, http: aiohttp.ClientSession, name: ModelName, insecure: bool) -> None:
+
+def credentials(host: str, environ: Mapping[str, str]) -> Credentials | None:
+    """The operator's credentials for a registry: `CORRAL_REGISTRY_AUTH` (host=user:password,
+    comma-separated), else the docker-style `config.json` in $DOCKER_CONFIG (~/.docker)."""
+    for entry in environ.get("CORRAL_REGISTRY_AUTH", "").split(","):
+        entry_host, _, secret = entry.strip().partition("=")
+        if entry_host == host and ":" in secret:
+            user, _, password = secret.partition(":")
+            return user, password
+    path = Path(environ.get("DOCKER_CONFIG") or "~/.docker").expanduser() / "config.json"
+    try:
+        auths = orjson.loads(path.read_bytes()).get("auths", {})
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return None
+    for key in (host, f"https://{host}", f"http://{host}"):
+        encoded = (auths.get(key) or {}).get("auth") if isinstance(auths, dict) else None
+        if encoded:
+            user, _, password = base64.b64decode(encoded).decode(errors="replace").partition(":")
+            return user, password
+    return None
+
+
+class _Session:
+    """One registry conversation: base URL, the repository, and the credentials or bearer token
+    the registry asked for."""
+
+    def __init__(self, http: aiohttp.ClientSession, name: ModelName, insecure: bool,
+                 login: Credentials | None) -> None:
         self.http = http
         self.name = name
         self.base = f"{'http' if insecure else 'https'}://{name.host}/v2/{name.namespace}/{name.model}"
-        self._token: str | None = None
+        self._login = aiohttp.BasicAuth(*login) if login else None
+        self._authorization: str | None = None  # "Basic ..." or "Bearer ..." once challenged
 
     async def request(self, method: str, url: str, headers: dict[str, str] | None = None,
                       **kw: Any) -> aiohttp.ClientResponse:
         """The response, after fetching a token once if the registry challenges for one."""
         for attempt in range(2):
             sent = dict(headers or {})
-            if self._token:
-                sent["Authorization"] = f"Bearer {self._token}"
+            if self._authorization:
+                sent["Authorization"] = self._authorization
             try:
                 response = await self.http.request(method, url, headers=sent, **kw)
             except aiohttp.ClientError as exc:
@@ -56,15 +84,27 @@ class _Session:
                 return response
             challenge = response.headers.get("WWW-Authenticate", "")
             response.release()
-            if attempt or not challenge.lower().startswith("bearer"):
+            if attempt or not await self._answer(challenge):
                 break
-            self._token = await self._fetch_token(dict(_CHALLENGE.findall(challenge)))
-        raise RegistryError(f"{self.name.host}: unauthorized ({response.status}); this registry "
-                            "needs credentials corral does not have")
+        raise RegistryError(f"{self.name.host}: unauthorized ({response.status}); check the "
+                            "credentials for this registry (CORRAL_REGISTRY_AUTH or "
+                            "~/.docker/config.json)")
+
+    async def _answer(self, challenge: str) -> bool:
+        """Sets the Authorization a challenge asks for; False if there is none to give."""
+        scheme = challenge.split(" ", 1)[0].lower()
+        if scheme == "bearer":
+            token = await self._fetch_token(dict(_CHALLENGE.findall(challenge)))
+            self._authorization = f"Bearer {token}"
+            return True
+        if scheme == "basic" and self._login is not None:
+            self._authorization = self._login.encode()
+            return True
+        return False
 
     async def _fetch_token(self, params: dict[str, str]) -> str:
         realm = params.pop("realm", "")
-        async with self.http.get(realm, params=params) as response:
+        async with self.http.get(realm, params=params, auth=self._login) as response:
             if response.status != 200:
                 raise RegistryError(f"{self.name.host}: token request failed ({response.status})")
             body = await response.json(content_type=None)
@@ -79,9 +119,10 @@ def _client() -> aiohttp.ClientSession:
 # ---- pull --------------------------------------------------------------------------------
 
 
-async def pull(store: Store, name: ModelName, insecure: bool) -> AsyncIterator[Event]:
+async def pull(store: Store, name: ModelName, insecure: bool,
+               login: Credentials | None = None) -> AsyncIterator[Event]:
     async with _client() as http:
-        session = _Session(http, name, insecure)
+        session = _Session(http, name, insecure, login)
         yield {"status": "pulling manifest"}
         raw = await _manifest(session)
         doc = orjson.loads(raw)
@@ -169,14 +210,15 @@ def _append(out: Any, digest: Any, chunk: bytes) -> None:
 # ---- push --------------------------------------------------------------------------------
 
 
-async def push(store: Store, name: ModelName, insecure: bool) -> AsyncIterator[Event]:
+async def push(store: Store, name: ModelName, insecure: bool,
+               login: Credentials | None = None) -> AsyncIterator[Event]:
     yield {"status": "retrieving manifest"}
     manifest = store.read_manifest(name)
     if manifest is None:
         raise NotFound(f'model "{name.display}" not found')
     raw = store.manifest_path(name).read_bytes()
     async with _client() as http:
-        session = _Session(http, name, insecure)
+        session = _Session(http, name, insecure, login)
         for layer in (manifest.config, *manifest.layers):
             async for event in _upload(session, store, layer):
                 yield event

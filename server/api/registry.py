@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
 
 from server import errors
@@ -14,12 +16,16 @@ from store.model import name_field
 
 async def pull(request: web.Request) -> web.StreamResponse:
     name, insecure, stream = await _request(request)
-    return await stream_events(request, registry.pull(request.app[STORE], name, insecure), stream)
+    login = registry.credentials(name.host, os.environ)
+    return await stream_events(request, registry.pull(request.app[STORE], name, insecure, login),
+                               stream)
 
 
 async def push(request: web.Request) -> web.StreamResponse:
     name, insecure, stream = await _request(request)
-    return await stream_events(request, registry.push(request.app[STORE], name, insecure), stream)
+    login = registry.credentials(name.host, os.environ)
+    return await stream_events(request, registry.push(request.app[STORE], name, insecure, login),
+                               stream)
 
 
 async def _request(request: web.Request):  # type: ignore[no-untyped-def]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -103,3 +104,28 @@ def test_an_unreachable_registry_is_a_502_naming_it(server: Server) -> None:
     name = f"127.0.0.1:{free_port()}/library/gemma3:x"
     reply = server.post("/api/pull", {"model": name, "insecure": True, "stream": False})
     assert reply.status == 502 and "127.0.0.1" in reply.json()["error"]
+
+
+def _auth_server(make_server: Callable[..., Server], registry: str, password: str) -> Server:
+    return make_server(CORRAL_REGISTRY_AUTH=f"{registry}=corral:{password}")
+
+
+def test_push_and_pull_with_the_registrys_password(make_server: Callable[..., Server],
+                                                   auth_registry: str) -> None:
+    srv = _auth_server(make_server, auth_registry, "s3cret")
+    name = f"{auth_registry}/team/gemma3:private"
+    assert srv.post("/api/copy", {"source": MODEL, "destination": name}).status == 200
+    pushed = srv.post("/api/push", {"model": name, "insecure": True, "stream": False})
+    assert pushed.json() == {"status": "success"}, pushed.body
+    assert srv.request("DELETE", "/api/delete", {"model": name}).status == 200
+    pulled = srv.post("/api/pull", {"model": name, "insecure": True, "stream": False})
+    assert pulled.json() == {"status": "success"}, pulled.body
+
+
+def test_a_wrong_password_is_an_error_naming_the_registry(make_server: Callable[..., Server],
+                                                          auth_registry: str) -> None:
+    srv = _auth_server(make_server, auth_registry, "wrong")
+    name = f"{auth_registry}/team/gemma3:private"
+    lines = srv.post("/api/pull", {"model": name, "insecure": True}).lines()
+    assert auth_registry in lines[-1]["error"] and "401" in lines[-1]["error"]
+    assert srv.post("/api/pull", {"model": name, "insecure": True, "stream": False}).status == 502
