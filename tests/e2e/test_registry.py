@@ -4,6 +4,8 @@ port (the `registry` fixture; .ci/run installs it)."""
 from __future__ import annotations
 
 import hashlib
+import socket
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -129,3 +131,70 @@ def test_a_wrong_password_is_an_error_naming_the_registry(make_server: Callable[
     lines = srv.post("/api/pull", {"model": name, "insecure": True}).lines()
     assert auth_registry in lines[-1]["error"] and "401" in lines[-1]["error"]
     assert srv.post("/api/pull", {"model": name, "insecure": True, "stream": False}).status == 502
+
+
+class _CuttingProxy:
+    """A loopback TCP proxy to the registry that cuts the first connection carrying more than
+    `cut_after` bytes back to the client, as a flaky network would, and counts all bytes."""
+
+    def __init__(self, upstream: str, cut_after: int) -> None:
+        self.upstream = upstream.rsplit(":", 1)
+        self.cut_after = cut_after
+        self.cut = False
+        self.downstream = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((self.upstream[0], int(self.upstream[1])))
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, to_client: bool) -> None:
+        sent = 0
+        try:
+            while data := source.recv(1 << 16):
+                sink.sendall(data)
+                if to_client:
+                    sent += len(data)
+                    self.downstream += len(data)
+                    if not self.cut and sent > self.cut_after:
+                        self.cut = True
+                        break
+        except OSError:
+            pass
+        for end in (source, sink):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_pull_cut_off_mid_blob_resumes_where_it_stopped(empty_server: Server, registry: str,
+                                                          pushed: str, store_dir: Path) -> None:
+    weights = max((store_dir / "blobs").iterdir(), key=lambda p: p.stat().st_size)
+    size = weights.stat().st_size
+    proxy = _CuttingProxy(registry, cut_after=size // 2)
+    name = pushed.replace(registry, proxy.address)
+    try:
+        first = empty_server.post("/api/pull", {"model": name, "insecure": True}).lines()
+        assert "broke off" in first[-1]["error"] and proxy.cut
+        assert not (empty_server.models_dir / "manifests" / proxy.address).exists()
+        second = empty_server.post("/api/pull", {"model": name, "insecure": True, "stream": False})
+        assert second.json() == {"status": "success"}
+        assert proxy.downstream < 2 * size  # the second pull went on from the cut
+        pulled = empty_server.models_dir / "blobs" / weights.name
+        assert hashlib.sha256(pulled.read_bytes()).hexdigest() == weights.name[7:]
+    finally:
+        proxy.close()
+        empty_server.stop()
