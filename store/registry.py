@@ -16,6 +16,7 @@ import base64
 import hashlib
 import os
 import re
+import weakref
 from pathlib import Path
 from typing import Any, AsyncIterator, Mapping
 
@@ -159,7 +160,20 @@ def _layer(entry: Any) -> Layer:
         raise RegistryError("the registry sent a malformed manifest") from None
 
 
+# One download per blob at a time: a second pull of the same layer waits for the first, then
+# finds the blob in place, instead of writing the same partial file from two connections.
+_DOWNLOADS: weakref.WeakValueDictionary[Path, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
 async def _download(session: _Session, store: Store, layer: Layer) -> AsyncIterator[Event]:
+    target = store.blob_path(layer.digest)
+    lock = _DOWNLOADS.setdefault(target, asyncio.Lock())
+    async with lock:
+        async for event in _fetch(session, store, layer):
+            yield event
+
+
+async def _fetch(session: _Session, store: Store, layer: Layer) -> AsyncIterator[Event]:
     status = f"pulling {layer.digest[7:19]}"
     if store.has_blob(layer.digest):
         yield {"status": status, "digest": layer.digest, "total": layer.size,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -195,6 +196,22 @@ def test_a_pull_cut_off_mid_blob_resumes_where_it_stopped(empty_server: Server, 
         assert proxy.downstream < 2 * size  # the second pull went on from the cut
         pulled = empty_server.models_dir / "blobs" / weights.name
         assert hashlib.sha256(pulled.read_bytes()).hexdigest() == weights.name[7:]
+    finally:
+        proxy.close()
+        empty_server.stop()
+
+
+def test_two_pulls_of_one_model_share_one_download(empty_server: Server, registry: str,
+                                                   pushed: str, store_dir: Path) -> None:
+    size = max(p.stat().st_size for p in (store_dir / "blobs").iterdir())
+    proxy = _CuttingProxy(registry, cut_after=1 << 62)  # counts, never cuts
+    name = pushed.replace(registry, proxy.address)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            replies = list(pool.map(lambda _: empty_server.post(
+                "/api/pull", {"model": name, "insecure": True, "stream": False}), range(2)))
+        assert [r.json() for r in replies] == [{"status": "success"}] * 2
+        assert proxy.downstream < 1.5 * size
     finally:
         proxy.close()
         empty_server.stop()
