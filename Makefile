@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 
-.PHONY: serve install test bench install-service
+.PHONY: serve install test bench bench-pull install-service
 
 serve: install
 	$(VENV)/bin/corral bootstrap
@@ -17,6 +17,10 @@ test:
 
 bench: install
 	$(VENV)/bin/python bench/throughput.py
+
+# Pull speed against curl from a loopback docker-registry (needs docker-registry and curl).
+bench-pull: install
+	$(VENV)/bin/python bench/pull.py
 
 # The systemd service (run as root): corral in /opt/corral, a `corral` user, the unit and its
 # environment file (kept if already there), then enabled and started.

@@ -55,7 +55,7 @@ def make_server(store_dir: Path) -> Iterator[Callable[..., Server]]:
 REGISTRY = shutil.which("docker-registry")
 
 
-def _start_registry(root: Path, htpasswd: Path | None = None) -> tuple[str, subprocess.Popen]:
+def start_registry(root: Path, htpasswd: Path | None = None) -> tuple[str, subprocess.Popen]:
     """docker-registry serving a temp folder on a free loopback port (with htpasswd auth if given)."""
     if REGISTRY is None:  # CI must test against it: .ci/run installs it
         (pytest.fail if os.environ.get("CI") else pytest.skip)("needs Debian's docker-registry")
@@ -85,7 +85,7 @@ def _start_registry(root: Path, htpasswd: Path | None = None) -> tuple[str, subp
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real OCI registry (Debian's docker-registry) on a loopback port, for pull and push."""
-    address, process = _start_registry(tmp_path_factory.mktemp("registry"))
+    address, process = start_registry(tmp_path_factory.mktemp("registry"))
     yield address
     process.terminate()
     process.wait(10)
@@ -99,7 +99,7 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("auth-registry")
     htpasswd = root / "htpasswd"
     htpasswd.write_bytes(b"corral:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)) + b"\n")
-    address, process = _start_registry(root, htpasswd)
+    address, process = start_registry(root, htpasswd)
     yield address
     process.terminate()
     process.wait(10)
