@@ -74,6 +74,17 @@ async def create_model(store: Store, spec: CreateSpec) -> AsyncIterator[Status]:
     status if the request is bad."""
     name = name_field(spec.model)
     base = await asyncio.to_thread(_base, store, spec)
+    with store.pinned(lay.digest for lay in base.layers):
+        async for status in _build(store, spec, name, base):
+            yield status
+    if base.copied and base.quantize:  # the unquantized copy served its purpose
+        weights = next(lay for lay in base.layers if lay.media_type == MODEL_MEDIA)
+        await asyncio.to_thread(store.remove_if_unused, weights.digest)
+
+
+async def _build(store: Store, spec: CreateSpec, name: ModelName,
+                 base: _Base) -> AsyncIterator[Status]:
+    """The layers written and the manifest last, while the base's blobs are pinned."""
     layers = list(base.layers)
     model = next(lay for lay in layers if lay.media_type == MODEL_MEDIA)
     yield base.first_status
@@ -86,8 +97,6 @@ async def create_model(store: Store, spec: CreateSpec) -> AsyncIterator[Status]:
             yield {"status": status, **progress}
         layers = [quantized[0] if lay is model else lay for lay in layers]
         base.config = {**base.config, "file_type": target}
-        if base.copied:  # the unquantized copy served its purpose
-            await asyncio.to_thread(store.remove_if_unused, model.digest)
         yield f"creating new layer {quantized[0].digest}"
     for layer in layers:
         if not (spec.quantize and layer.media_type == MODEL_MEDIA):  # that one was announced

@@ -13,10 +13,13 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from collections import Counter
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 import orjson
 
@@ -113,6 +116,23 @@ class Store:
         self.manifests_dir = root / "manifests"
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
         self.manifests_dir.mkdir(parents=True, exist_ok=True)
+        # Blobs a create in progress has chosen but not yet written into a manifest: a delete
+        # must not prune them meanwhile. Counted, since two creates may pin the same blob.
+        self._pins: Counter[str] = Counter()
+        self._pins_lock = threading.Lock()
+
+    @contextmanager
+    def pinned(self, digests: Iterable[str]) -> Iterator[None]:
+        """Keeps these blobs from being pruned for as long as the block runs."""
+        held = [normalize_digest(d) for d in digests]
+        with self._pins_lock:
+            self._pins.update(held)
+        try:
+            yield
+        finally:
+            with self._pins_lock:
+                self._pins.subtract(held)
+                self._pins += Counter()  # drop the zero counts
 
     def sweep_partials(self) -> int:
         """Removes upload temp files a killed server left behind (run once at start, when no
@@ -217,7 +237,8 @@ class Store:
                 parent.rmdir()
             except OSError:
                 break
-        still_used = self._referenced_digests()
+        with self._pins_lock:
+            still_used = self._referenced_digests() | set(self._pins)
         for lay in (manifest.config, *manifest.layers):
             if lay.digest not in still_used:
                 self.blob_path(lay.digest).unlink(missing_ok=True)
@@ -225,8 +246,10 @@ class Store:
 
     def remove_if_unused(self, digest: str) -> None:
         """Deletes a blob that no manifest names (e.g. the F16 source of a quantized model)."""
-        if normalize_digest(digest) not in self._referenced_digests():
-            self.blob_path(digest).unlink(missing_ok=True)
+        with self._pins_lock:
+            if normalize_digest(digest) in self._referenced_digests() | set(self._pins):
+                return
+        self.blob_path(digest).unlink(missing_ok=True)
 
     def _referenced_digests(self) -> set[str]:
         """Every digest any file under manifests/ mentions. Read as text, not parsed: a manifest

@@ -103,3 +103,15 @@ def test_a_blob_named_only_by_an_unreadable_manifest_survives_a_delete(tmp_path:
     foreign.write_text('{"schemaVersion": 3, "layers": [{"digest": "%s"' % shared.digest)  # cut
     store.delete_manifest(parse_name("mine"))
     assert store.has_blob(shared.digest)
+
+
+def test_a_pinned_blob_survives_the_delete_of_its_last_model(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    weights = store.add_blob_bytes(b"weights", MODEL_MEDIA)
+    config = store.add_blob_bytes(b"{}", CONFIG_MEDIA_TYPE)
+    store.write_manifest(parse_name("base"), config, [weights])
+    with store.pinned([weights.digest]):  # a create deriving from it is under way
+        store.delete_manifest(parse_name("base"))
+        assert store.has_blob(weights.digest)
+    store.remove_if_unused(weights.digest)
+    assert not store.has_blob(weights.digest)
