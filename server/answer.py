@@ -27,8 +27,11 @@ class Parts:
 class Answer:
     """Feeds streamed text through the thinking splitter, then the tool-call parser."""
 
-    def __init__(self, template: str, think: bool, tools: list[dict[str, Any]]) -> None:
-        self._thinking = ThinkingParser.from_template(template) if think else None
+    def __init__(self, template: str, think: bool, tools: list[dict[str, Any]],
+                 prompt: str = "") -> None:
+        """`prompt`: the rendered prompt, when the template may end it with the opening tag
+        (the model then starts inside its thinking)."""
+        self._thinking = ThinkingParser.from_template(template, prompt=prompt) if think else None
         names = [tool["function"]["name"] for tool in tools]
         self._tools = ToolCallParser(template, names) if tools else None
 

@@ -41,12 +41,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
 async def submit_chat(p: Prepared, req: ChatRequest) -> Run:
     """The conversation (Modelfile messages and system first) handed to the scheduler."""
-    # Inferring thinking tags and the tool-call format parses the template: not on the loop.
-    output = await asyncio.to_thread(answer, req.model, p.spec.template, req.think, req.tools)
     messages: list[ChatMessage] = [{"role": m["role"], "content": m["content"]}
                                    for m in p.spec.messages] + req.messages
     if p.spec.system and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": p.spec.system})
+    # Inferring thinking tags and the tool-call format parses the template: not on the loop.
+    output = await asyncio.to_thread(answer, req.model, p.spec.template, req.think, req.tools,
+                                     messages)
     prompt: PromptSpec = {"raw": None, "messages": messages, "template": p.spec.template,
                           "context": [], "tools": req.tools, "think": req.think}
     with errors.scheduler_errors():

@@ -49,12 +49,11 @@ async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
     template = req.template or p.spec.template
     if req.suffix and ".Suffix" not in template:
         raise errors.BadRequest(f'"{req.model}" does not support insert')
-    output = await asyncio.to_thread(answer, req.model, "" if req.raw else template, req.think)
+    messages: list[ChatMessage] = []
     if req.raw:
         prompt: PromptSpec = {"raw": req.prompt, "messages": [], "template": "",
                               "context": req.context}
     else:
-        messages: list[ChatMessage] = []
         system = req.system or p.spec.system
         if system:
             messages.append({"role": "system", "content": system})
@@ -63,6 +62,8 @@ async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
         messages.append({"role": "user", "content": req.prompt})
         prompt = {"raw": None, "messages": messages, "template": template,
                   "context": req.context, "think": req.think, "suffix": req.suffix}
+    output = await asyncio.to_thread(answer, req.model, "" if req.raw else template, req.think,
+                                     None, messages)
     with errors.scheduler_errors():
         job = await p.scheduler.submit(p.ref, p.num_ctx, req.keep_alive, prompt, p.sampling,
                                        want_context=True, output_format=req.format)

@@ -15,6 +15,8 @@ from server.answer import Answer, Parts
 from server.context import SCHEDULER, SETTINGS, STORE
 from server.streaming import json_response, now_rfc3339
 from server.thinking import supports_thinking
+from workers.prompt import TemplateError, render_go
+from workers.protocol import ChatMessage
 from store.gguf import cached_info
 from store.model import ModelSpec, details, resolve
 from workers import options
@@ -75,14 +77,22 @@ class Run:
 
 
 def answer(model: str, template: str, think: bool | str | None,
-           tools: list[dict[str, Any]] | None = None) -> Answer:
+           tools: list[dict[str, Any]] | None = None,
+           messages: list[ChatMessage] | None = None) -> Answer:
     """The splitter for this request's output; 400 where the model's template cannot do what
-    the request asks (Ollama's messages)."""
+    the request asks (Ollama's messages). With `think`, the prompt is rendered here too (as the
+    worker will), since a template may end it inside the thinking block. Runs on a thread."""
     if tools and ".Tools" not in template:
         raise errors.BadRequest(f'"{model}" does not support tools')
     if think and not supports_thinking(template):
         raise errors.BadRequest(f'"{model}" does not support thinking')
-    return Answer(template, bool(think), tools or [])
+    prompt = ""
+    if think and messages:
+        try:
+            prompt = render_go(template, messages, tools=tools, think=think)
+        except TemplateError as exc:
+            raise errors.BadRequest(str(exc)) from None
+    return Answer(template, bool(think), tools or [], prompt)
 
 
 def message(parts: Parts) -> dict[str, Any]:

@@ -124,3 +124,17 @@ def test_suffix_for_a_template_without_one_is_400(server: Server) -> None:
 def test_show_lists_tools_for_a_template_that_takes_them(server: Server, tool_model: str) -> None:
     assert server.post("/api/show", {"model": tool_model}).json()["capabilities"] == [
         "completion", "tools"]
+
+
+PREFILLED_THINK_TEMPLATE = THINK_TEMPLATE + "{{ if .Think }}<think>{{ end }}"
+
+
+def test_a_template_that_opens_the_thinking_block_gets_its_output_as_thinking(
+        server: Server) -> None:
+    assert server.post("/api/create", {"model": "prefilled", "from": MODEL, "stream": False,
+                                       "template": PREFILLED_THINK_TEMPLATE}).status == 200
+    body = {"model": "prefilled", "messages": ASK, "think": True, "stream": False,
+            "options": {"num_predict": 12, "temperature": 0}}
+    message = server.post("/api/chat", body).json()["message"]
+    # The prompt ended inside <think>: what the model says is thinking until it writes </think>.
+    assert message.get("thinking") and "</think>" not in message["thinking"]
