@@ -53,8 +53,9 @@ async def quantize(store: Store, layer: Layer, target: str,
                 continue  # not a progress line (llama.cpp may print other things)
         if await process.wait() != 0:
             raise InvalidInput(f"llama.cpp could not quantize this model to {target}")
-        digest = await asyncio.to_thread(store.add_blob_file, out)
-        result.append(Layer(MODEL_MEDIA, digest, store.blob_path(digest).stat().st_size))
+        # The output already lies in blobs/: hash it where it is and rename it into place.
+        blob = await asyncio.to_thread(lambda: store.blob_writer(resume=out).commit())
+        result.append(Layer(MODEL_MEDIA, blob.digest, blob.size))
     finally:
         if process.returncode is None:  # the client went away: stop the work too
             process.kill()

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import os
 import re
 import weakref
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any, AsyncIterator, Mapping
 import aiohttp
 import orjson
 
-from store.errors import DigestMismatch, InvalidInput, NotFound, RegistryError
+from store.errors import InvalidInput, NotFound, RegistryError
 from store.names import ModelName
 from store.store import MANIFEST_MEDIA_TYPE, Layer, Store, atomic_write, normalize_digest
 
@@ -180,45 +178,32 @@ async def _fetch(session: _Session, store: Store, layer: Layer) -> AsyncIterator
                "completed": layer.size}
         return
     partial = store.blobs_dir / f".download-{layer.digest[7:]}"
-    done = partial.stat().st_size if partial.exists() else 0
-    digest = await asyncio.to_thread(_hash_of, partial) if done else hashlib.sha256()
-    headers = {"Range": f"bytes={done}-"} if done else {}
-    response = await session.request("GET", f"{session.base}/blobs/{layer.digest}",
-                                     headers=headers)
-    async with response:
-        if response.status == 200 and done:  # the registry ignored Range: start over
-            done, digest = 0, hashlib.sha256()
-        elif response.status not in (200, 206):
-            raise RegistryError(f"{session.name.host}: blob {layer.digest} ({response.status})")
-        with open(partial, "ab" if done else "wb") as out:
+    writer = await asyncio.to_thread(store.blob_writer, layer.digest, partial)
+    try:
+        headers = {"Range": f"bytes={writer.size}-"} if writer.size else {}
+        response = await session.request("GET", f"{session.base}/blobs/{layer.digest}",
+                                         headers=headers)
+        async with response:
+            if response.status == 200 and writer.size:  # the registry ignored Range: start over
+                await asyncio.to_thread(writer.restart)
+            elif response.status not in (200, 206):
+                raise RegistryError(f"{session.name.host}: blob {layer.digest} "
+                                    f"({response.status})")
             yield {"status": status, "digest": layer.digest, "total": layer.size,
-                   "completed": done}
+                   "completed": writer.size}
             try:
                 async for chunk in response.content.iter_chunked(CHUNK):
-                    await asyncio.to_thread(_append, out, digest, chunk)
-                    done += len(chunk)
+                    await asyncio.to_thread(writer.write, chunk)
                     yield {"status": status, "digest": layer.digest, "total": layer.size,
-                           "completed": done}
+                           "completed": writer.size}
             except aiohttp.ClientError as exc:  # what arrived stays, for the next try to resume
                 raise RegistryError(f"{session.name.host}: download of {layer.digest} broke "
                                     f"off: {exc or type(exc).__name__}") from None
-    if f"sha256:{digest.hexdigest()}" != layer.digest:
-        partial.unlink(missing_ok=True)  # a wrong file is no start for a resume
-        raise DigestMismatch(f"digest mismatch, file must be downloaded again: {layer.digest}")
-    os.replace(partial, store.blob_path(layer.digest))
-
-
-def _hash_of(path: Path) -> Any:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-    return digest
-
-
-def _append(out: Any, digest: Any, chunk: bytes) -> None:
-    digest.update(chunk)
-    out.write(chunk)
+    except BaseException:
+        writer.abort()  # keeps the partial file for the next try
+        raise
+    # A wrong file is no start for a resume: commit removes it and raises DigestMismatch.
+    await asyncio.to_thread(writer.commit)
 
 
 # ---- push --------------------------------------------------------------------------------

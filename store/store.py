@@ -74,16 +74,34 @@ class Manifest:
 
 
 class BlobWriter:
-    """Streams a blob to a temp file while hashing; `commit` renames it only on a digest match."""
+    """Streams a blob to a temp file while hashing; `commit` renames it only on a digest match.
 
-    def __init__(self, store: "Store", expected: str | None) -> None:
+    With `resume`, the temp file is that named file, which outlives an `abort` so a later try
+    (a pull after a dropped connection or a restart) goes on from what it holds."""
+
+    def __init__(self, store: "Store", expected: str | None, resume: Path | None = None) -> None:
         self._store = store
         self._expected = expected
         self._hash = hashlib.sha256()
         self.size = 0
-        fd, name = tempfile.mkstemp(dir=store.blobs_dir, prefix=".partial-")
-        self._file = os.fdopen(fd, "wb")
-        self._tmp = Path(name)
+        self._resumable = resume is not None
+        if resume is None:
+            fd, name = tempfile.mkstemp(dir=store.blobs_dir, prefix=".partial-")
+            self._file = os.fdopen(fd, "wb")
+            self._tmp = Path(name)
+            return
+        self._tmp = resume
+        self._file = open(resume, "ab")
+        with open(resume, "rb") as earlier:  # what an earlier try left counts
+            while block := earlier.read(1 << 20):
+                self._hash.update(block)
+                self.size += len(block)
+
+    def restart(self) -> None:
+        """Drops what an earlier try left (the source could not go on from it)."""
+        self._file.truncate(0)
+        self._hash = hashlib.sha256()
+        self.size = 0
 
     def write(self, data: bytes) -> None:
         self._hash.update(data)
@@ -106,7 +124,8 @@ class BlobWriter:
 
     def abort(self) -> None:
         self._file.close()
-        self._tmp.unlink(missing_ok=True)
+        if not self._resumable:
+            self._tmp.unlink(missing_ok=True)
 
 
 class Store:
@@ -150,8 +169,8 @@ class Store:
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
-    def blob_writer(self, expected: str | None = None) -> BlobWriter:
-        return BlobWriter(self, None if expected is None else normalize_digest(expected))
+    def blob_writer(self, expected: str | None = None, resume: Path | None = None) -> BlobWriter:
+        return BlobWriter(self, None if expected is None else normalize_digest(expected), resume)
 
     def add_blob_bytes(self, data: bytes, media_type: str) -> Layer:
         digest = f"sha256:{hashlib.sha256(data).hexdigest()}"

@@ -56,6 +56,8 @@ def run(inbox: Connection, outbox: Connection, device_env: dict[str, str], n_thr
             deadline = engine.poll()
             timeout = 0 if engine.has_work else deadline
             readable = select.select([rx, engine.prompts.wake_fd], [], [], timeout)[0]
+            if engine.prompts.wake_fd in readable:
+                engine.prompts.drain_wakeups()
             if rx in readable:
                 data = os.read(rx, 1 << 20)
                 if not data:

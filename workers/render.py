@@ -58,12 +58,15 @@ class PromptThread:
     def pending(self) -> bool:
         return bool(self._queued)
 
-    def results(self) -> list[tuple[int, Any]]:
-        """(job id, token list or the exception it raised) for each finished job."""
+    def drain_wakeups(self) -> None:
+        """Empties the wake-up pipe (when select said it is readable, not on every step)."""
         try:
             os.read(self.wake_fd, 1 << 16)
         except BlockingIOError:
             pass
+
+    def results(self) -> list[tuple[int, Any]]:
+        """(job id, token list or the exception it raised) for each finished job."""
         done = []
         while self._outbox:
             job_id, outcome = self._outbox.popleft()

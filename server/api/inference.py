@@ -19,6 +19,7 @@ from workers.prompt import TemplateError, render_go
 from workers.protocol import ChatMessage
 from store.gguf import cached_info
 from store.model import ModelSpec, details, resolve
+from store.store import Store
 from workers import options
 from workers.options import RequestOptions
 
@@ -36,17 +37,21 @@ async def prepare(request: web.Request, model: str, request_options: dict[str, A
     """The model resolved (its manifest, layers and GGUF header read off the event loop) and
     the options merged."""
     request[MODEL] = model
-    spec = await asyncio.to_thread(resolve, request.app[STORE], model)
+    spec, ref = await asyncio.to_thread(_resolved, request.app[STORE], model)
     try:
         sampling, num_ctx = options.merge(spec.params, request_options,
                                           request.app[SETTINGS].context_length)
     except options.InvalidOption as exc:
         raise errors.BadRequest(str(exc)) from None
-    ref = await asyncio.to_thread(model_ref, spec)
     # As Ollama does: never allocate more context than the model was trained for.
     if ref.context_length:
         num_ctx = min(num_ctx, ref.context_length)
     return Prepared(spec, ref, sampling, num_ctx, request.app[SCHEDULER])
+
+
+def _resolved(store: Store, model: str) -> tuple[ModelSpec, ModelRef]:
+    spec = resolve(store, model)
+    return spec, model_ref(spec)
 
 
 def model_ref(spec: ModelSpec) -> ModelRef:

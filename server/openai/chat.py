@@ -29,7 +29,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise errors.BadRequest("messages must not be empty")
     run = await submit_chat(await prepare(request, req.model, req.options), req)
     reply_id, created, usage = convert.new_id("chatcmpl"), convert.now(), convert.include_usage(body)
-    heard = Parts()  # what was said, for the finish reason
+    called = False  # whether a tool call went out, for the finish reason
 
     def envelope(kind: str, choice: dict[str, Any]) -> dict[str, Any]:
         return {"id": reply_id, "object": kind, "created": created, "model": req.model,
@@ -42,19 +42,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return out
 
     def chunk(text: str) -> dict[str, Any] | None:
-        nonlocal heard
+        nonlocal called
         parts = run.answer.feed(text)
-        heard += parts
+        called = called or bool(parts.tool_calls)
         if not parts:
             return None
         return envelope("chat.completion.chunk",
                         {"index": 0, "delta": delta(parts), "finish_reason": None})
 
     def final(text: str, done: protocol.Done) -> Any:
-        nonlocal heard
         parts = run.answer.feed(text) + run.answer.finish()
-        heard += parts
-        reason = convert.finish_reason(done, heard)
+        reason = convert.finish_reason(done, called or bool(parts.tool_calls))
         if not req.stream:
             message = delta(parts)
             return {**envelope("chat.completion", {"index": 0, "message": message,
@@ -97,7 +95,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
     def final(text: str, done: protocol.Done) -> Any:
         parts = run.answer.feed(text) + run.answer.finish()
-        last = envelope([choice(parts.content, convert.finish_reason(done, parts))])
+        last = envelope([choice(parts.content, convert.finish_reason(done, False))])
         if not req.stream:
             return {**last, "usage": convert.usage(done)}
         return [last, {**envelope([]), "usage": convert.usage(done)}] if usage else last

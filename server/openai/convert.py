@@ -37,6 +37,8 @@ def common(body: dict[str, Any]) -> dict[str, Any]:
                if body.get(name) is not None}
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise errors.BadRequest("max_tokens must be a positive integer")
         options["num_predict"] = limit
     if body.get("stop") is not None:
         options["stop"] = body["stop"]
@@ -71,8 +73,8 @@ def usage(done: protocol.Done) -> dict[str, int]:
             "total_tokens": done.prompt_eval_count + done.eval_count}
 
 
-def finish_reason(done: protocol.Done, parts: Parts) -> str:
-    if parts.tool_calls:
+def finish_reason(done: protocol.Done, tool_called: bool) -> str:
+    if tool_called:
         return "tool_calls"
     return "length" if done.done_reason == "length" else "stop"
 

@@ -115,3 +115,18 @@ def test_a_pinned_blob_survives_the_delete_of_its_last_model(tmp_path: Path) -> 
         assert store.has_blob(weights.digest)
     store.remove_if_unused(weights.digest)
     assert not store.has_blob(weights.digest)
+
+
+def test_a_resumed_blob_writer_goes_on_from_its_partial_file(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    data = b"x" * 5000
+    partial = store.blobs_dir / ".download-x"
+    first = store.blob_writer(resume=partial)
+    first.write(data[:1234])
+    first.abort()  # a dropped connection: the partial file stays
+    assert partial.stat().st_size == 1234
+    second = store.blob_writer(f"sha256:{hashlib.sha256(data).hexdigest()}", resume=partial)
+    assert second.size == 1234
+    second.write(data[1234:])
+    layer = second.commit()
+    assert store.read_blob(layer.digest) == data and not partial.exists()
