@@ -155,3 +155,9 @@ def test_models_are_listed_and_retrieved(client: openai.OpenAI) -> None:
     assert model.id == MODEL and model.owned_by == "library"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("missing:1")
+
+
+@pytest.mark.parametrize("max_tokens", [-1, 0])
+def test_max_tokens_below_one_is_a_400(client: openai.OpenAI, max_tokens: int) -> None:
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
+        client.completions.create(model=MODEL, prompt="x", max_tokens=max_tokens)
