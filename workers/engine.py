@@ -6,8 +6,9 @@ plan (planner.py: what each sequence adds), execute (fill one `llama_batch`, one
 `llama_decode`) and update (sample each sequence that asked for logits with its own sampler
 chain, stream its text, finish it). New requests join between steps; a finished or cancelled
 sequence's KV cells are freed with `llama_memory_seq_rm` before the next step. A sequence that
-fills its context is shifted (context.py) instead of stopped. Embeddings are computed a chunk
-per step, so a long input never stalls generation and never needs more than a chunk's memory.
+fills its context is shifted (context.py) instead of stopped. Embedding inputs are tokenized on
+the prompt thread too, then computed a chunk per step, so a long input never stalls generation
+and never needs more than a chunk's memory.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class EmbedJob:
     inputs: list[str | list[int]]
     truncate: bool
     vectors: list[list[float]] = field(default_factory=list)
-    tokens: list[int] | None = None  # the current input's, once tokenized
+    tokens: list[int] | None = None  # the current input's, once tokenized (prompt thread)
     pos: int = 0  # tokens of the current input already decoded
     total: np.ndarray | None = None  # sum of chunk means weighted by chunk length
     counted: int = 0  # tokens over all inputs
@@ -89,7 +90,8 @@ class Engine:
     @property
     def has_work(self) -> bool:
         """Whether a step would do something (sequences rendering on the side do not count)."""
-        return bool(self._embeds) or any(s.ready for s in self._seqs.values())
+        return (any(j.tokens is not None for j in self._embeds.values())
+                or any(s.ready for s in self._seqs.values()))
 
     # ---- messages ------------------------------------------------------------------------
 
@@ -144,6 +146,7 @@ class Engine:
                 self._send(Failed(seq.job_id, "model was unloaded"))
             self.prompts.wait_until_idle(self.prompts.timeout)
             for job in [j for j in self._embeds.values() if j.model is model]:
+                self.prompts.cancel(job.job_id)
                 del self._embeds[job.job_id]
                 self._send(Failed(job.job_id, "model was unloaded"))
             model.close()
@@ -180,6 +183,8 @@ class Engine:
             seq = self._seqs.get(job_id)
             if seq is not None:
                 self._admit(seq, outcome)
+            elif job_id in self._embeds:
+                self._embed_tokens(self._embeds[job_id], outcome)
         return self.prompts.enforce_deadline()
 
     def _admit(self, seq: Sequence, outcome: object) -> None:
@@ -354,11 +359,35 @@ class Engine:
         if model is None:
             self._send(Failed(req.job_id, "model is not loaded"))
             return
-        self._embeds[req.job_id] = EmbedJob(req.job_id, model, list(req.inputs), req.truncate)
+        job = EmbedJob(req.job_id, model, list(req.inputs), req.truncate)
+        self._embeds[req.job_id] = job
+        self._tokenize_next(job)
+
+    def _tokenize_next(self, job: EmbedJob) -> None:
+        """Tokenizes the job's next input on the prompt thread: a 10 MB input takes seconds."""
+        text, model, truncate = job.inputs[len(job.vectors)], job.model, job.truncate
+        self.prompts.submit(job.job_id, lambda: model.embedding_tokens(text, truncate))
+
+    def _embed_tokens(self, job: EmbedJob, outcome: object) -> None:
+        if isinstance(outcome, BaseException):
+            if isinstance(outcome, RenderStopped):
+                return  # cancelled
+            del self._embeds[job.job_id]
+            bad_request = isinstance(outcome, (ValueError, RenderTimeout))
+            self._send(Failed(job.job_id, str(outcome) or "tokenizing took too long",
+                              kind="bad_request" if bad_request else "internal"))
+            return
+        assert isinstance(outcome, list)
+        job.tokens, job.pos = outcome, 0
+        job.total = np.zeros(job.model.n_embd, dtype=np.float64)
 
     def _embed_chunk(self) -> None:
-        """Decodes the next chunk of the oldest embedding job's current input."""
-        job = next(iter(self._embeds.values()))
+        """Decodes the next chunk of an embedding input: the one already begun (its cells are in
+        the embedding context until it ends), else the oldest whose tokens are ready."""
+        ready = [j for j in self._embeds.values() if j.tokens is not None]
+        if not ready:
+            return
+        job = next((j for j in ready if j.pos > 0), ready[0])
         try:
             self._advance(job)
         except Exception as exc:  # noqa: BLE001 - fail this request, keep the worker
@@ -371,12 +400,12 @@ class Engine:
             del self._embeds[job.job_id]
             job.model.end_embedding()
             self._send(Embedded(job.job_id, job.vectors, job.counted, job.model.embed_memory))
+        elif job.tokens is None:
+            self._tokenize_next(job)
 
     def _advance(self, job: EmbedJob) -> None:
         model = job.model
-        if job.tokens is None:
-            job.tokens = model.embedding_tokens(job.inputs[len(job.vectors)], job.truncate)
-            job.pos, job.total = 0, np.zeros(model.n_embd, dtype=np.float64)
+        assert job.tokens is not None and job.total is not None
         if job.tokens:
             before = psutil.Process().memory_info().rss if model.embed_memory == 0 else 0
             chunk = job.tokens[job.pos: job.pos + model.embed_batch]
