@@ -32,9 +32,25 @@ class Placement:
     never_fits: bool = False  # larger than every device even when empty: an error, not a wait
 
 
-def estimate_bytes(file_size: int, kv_bytes_per_token: int, num_ctx: int, slots: int) -> int:
-    """Weights plus the KV cache for every slot, plus 10% for compute buffers."""
-    return int((file_size + kv_bytes_per_token * num_ctx * slots) * 1.1)
+AUTO_CONTEXTS = 4  # auto slots: the KV cache holds this many full contexts
+AUTO_MIN_SLOTS, AUTO_MAX_SLOTS = 16, 64
+AUTO_CELLS_PER_SLOT = 512
+
+
+def kv_plan(num_ctx: int, parallel: int) -> tuple[int, int]:
+    """(slots, KV cells) of a runner. A set OLLAMA_NUM_PARALLEL gives each slot a whole context.
+    Auto (0) reserves AUTO_CONTEXTS contexts of cells and shares them among more slots: the
+    worker admits a sequence while free cells allow, so short requests run 16+ at once in the
+    memory four long ones would take."""
+    if parallel:
+        return parallel, num_ctx * parallel
+    cells = num_ctx * AUTO_CONTEXTS
+    return min(AUTO_MAX_SLOTS, max(AUTO_MIN_SLOTS, cells // AUTO_CELLS_PER_SLOT)), cells
+
+
+def estimate_bytes(file_size: int, kv_bytes_per_token: int, kv_cells: int) -> int:
+    """Weights plus the KV cache, plus 10% for compute buffers."""
+    return int((file_size + kv_bytes_per_token * kv_cells) * 1.1)
 
 
 def place(devices: Sequence[Device], loaded: Sequence[LoadedModel], need: int,

@@ -55,8 +55,9 @@ class ModelRef:
 class Runner:
     ref: ModelRef
     model_id: str
-    num_ctx: int
-    slots: int
+    num_ctx: int  # per sequence
+    slots: int  # sequences at once
+    kv_cells: int  # KV cache size, shared by the slots
     worker: WorkerHandle
     ready: asyncio.Future[None]
     keep_alive: float
@@ -105,10 +106,12 @@ class Scheduler:
     def __init__(self, inventory: Inventory, *, slots: int, max_queue: int,
                  max_loaded_per_device: int, default_keep_alive: float, n_threads: int,
                  debug: bool = False, hang_timeout: float | None = None,
+                 batch_invariant: bool = False,
                  worker_factory: Callable[..., WorkerHandle] = WorkerHandle) -> None:
         self._inventory = inventory
         self._new_worker = worker_factory  # tests pass a fake that needs no llama.cpp
-        self._slots = slots
+        self._slots = slots  # OLLAMA_NUM_PARALLEL; 0 = sized by memory (placement.kv_plan)
+        self._batch_invariant = batch_invariant
         self._max_queue = max_queue
         self._max_loaded = max_loaded_per_device
         self._default_keep_alive = default_keep_alive
@@ -347,7 +350,8 @@ class Scheduler:
 
     async def _place_and_load(self, ref: ModelRef, num_ctx: int,
                               keep_alive: float | None) -> Runner | None:
-        need = placement.estimate_bytes(ref.file_size, ref.kv_bytes_per_token, num_ctx, self._slots)
+        slots, kv_cells = placement.kv_plan(num_ctx, self._slots)
+        need = placement.estimate_bytes(ref.file_size, ref.kv_bytes_per_token, kv_cells)
         live = {d.id: d for d in self._inventory.devices() if d.id in self._workers
                 and self._workers[d.id].alive}
         loaded = [placement.LoadedModel(r.model_id, r.worker.device.id, r.size + r.embed_size,
@@ -367,7 +371,7 @@ class Scheduler:
             return self._runners[ref.digest]
         worker = self._workers[decision.device_id]
         runner = Runner(ref=ref, model_id=f"{ref.digest[7:19]}-{next(self._ids)}", num_ctx=num_ctx,
-                        slots=self._slots, worker=worker,
+                        slots=slots, kv_cells=kv_cells, worker=worker,
                         ready=asyncio.get_running_loop().create_future(),
                         keep_alive=self._default_keep_alive if keep_alive is None else keep_alive)
         self._runners[ref.digest] = runner
@@ -379,14 +383,14 @@ class Scheduler:
         try:
             reply = await runner.worker.request(protocol.Load(
                 runner.model_id, runner.ref.path, runner.num_ctx, runner.slots, n_gpu_layers,
-                list(runner.ref.adapters)))
+                list(runner.ref.adapters), runner.kv_cells, self._batch_invariant))
         except WorkerDied as exc:
             reply = protocol.LoadFailed(runner.model_id, str(exc))
         if runner.ready.done():
             pass  # the worker died meanwhile and _drop has already failed this load
         elif isinstance(reply, protocol.Loaded):
-            # llama.cpp reports the weights; the KV cache for every slot comes on top.
-            runner.size = reply.weights_size + runner.ref.kv_bytes_per_token * runner.num_ctx * runner.slots
+            # llama.cpp reports the weights; the KV cache comes on top.
+            runner.size = reply.weights_size + runner.ref.kv_bytes_per_token * runner.kv_cells
             runner.size_vram = runner.size if reply.on_gpu else 0
             log.info("loaded %s on %s in %.2fs", runner.ref.name, runner.worker.device.id,
                      reply.load_duration / 1e9)

@@ -44,7 +44,8 @@ class WorkerHandle:
         self._reader = protocol.FrameReader()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._ready: asyncio.Future[protocol.Ready] | None = None
-        self._jobs: dict[int, asyncio.Queue[protocol.FromWorker]] = {}
+        self._jobs: dict[int, asyncio.Queue[protocol.FromWorker | protocol.Chunk]] = {}
+        self.last_steps: dict[str, protocol.Step] = {}  # by model id: the latest step's figures
         self._replies: dict[tuple[str, str], asyncio.Future[protocol.FromWorker]] = {}
         self.alive = False
         self.gpu_offload = False
@@ -107,8 +108,8 @@ class WorkerHandle:
                 loop.remove_writer(fd)
             self._writer_armed = bool(self._outbox)
 
-    def open_job(self, job_id: int) -> asyncio.Queue[protocol.FromWorker]:
-        queue: asyncio.Queue[protocol.FromWorker] = asyncio.Queue()
+    def open_job(self, job_id: int) -> asyncio.Queue[protocol.FromWorker | protocol.Chunk]:
+        queue: asyncio.Queue[protocol.FromWorker | protocol.Chunk] = asyncio.Queue()
         self._jobs[job_id] = queue
         return queue
 
@@ -147,13 +148,20 @@ class WorkerHandle:
             self._dispatch(msg)
 
     def _dispatch(self, msg: protocol.FromWorker) -> None:
-        if isinstance(msg, (protocol.Chunk, protocol.Done, protocol.Failed, protocol.Embedded)):
+        if isinstance(msg, protocol.Step):
+            self.last_steps[msg.model_id] = msg
+            for job_id, text, count in msg.texts:
+                queue = self._jobs.get(job_id)
+                if queue is not None:
+                    queue.put_nowait(protocol.Chunk(job_id, text, count))
+        elif isinstance(msg, (protocol.Done, protocol.Failed, protocol.Embedded)):
             queue = self._jobs.get(msg.job_id)
             if queue is not None:  # a cancelled job's late messages are dropped here
                 queue.put_nowait(msg)
         elif isinstance(msg, (protocol.Loaded, protocol.LoadFailed)):
             self._resolve(("load", msg.model_id), msg)
         elif isinstance(msg, protocol.Unloaded):
+            self.last_steps.pop(msg.model_id, None)
             self._resolve(("unload", msg.model_id), msg)
         elif isinstance(msg, protocol.Pong):
             self._resolve(("ping", str(msg.nonce)), msg)

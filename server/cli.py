@@ -52,7 +52,8 @@ async def _serve(settings: Settings) -> int:
         max_loaded_per_device=settings.max_loaded_models,
         default_keep_alive=settings.keep_alive,
         n_threads=psutil.cpu_count(logical=False) or psutil.cpu_count() or 1,
-        debug=settings.debug, hang_timeout=settings.worker_timeout)
+        debug=settings.debug, hang_timeout=settings.worker_timeout,
+        batch_invariant=settings.batch_invariant)
     try:
         app = build_app(settings, store, scheduler)  # before any worker starts: it reads key files
     except SettingsError as exc:

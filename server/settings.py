@@ -28,7 +28,7 @@ class Settings:
     port: int
     models_dir: Path
     keep_alive: float  # seconds; math.inf = forever
-    num_parallel: int
+    num_parallel: int  # 0 = auto: as many sequences as the KV cache's cells allow
     max_queue: int
     max_loaded_models: int
     context_length: int
@@ -39,6 +39,7 @@ class Settings:
     api_key_file: Path | None  # CORRAL_API_KEY_FILE: one key per line, re-read on SIGHUP
     import_dirs: tuple[Path, ...]  # CORRAL_ALLOWED_IMPORT_DIRS: where create's FROM may read
     worker_timeout: float  # CORRAL_WORKER_TIMEOUT: a worker silent this long is restarted
+    batch_invariant: bool  # CORRAL_BATCH_INVARIANT: output independent of what shares a batch
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,10 @@ VARIABLES: tuple[_Var, ...] = (
          "Model store (Ollama's layout: manifests/ and blobs/), so an Ollama store is served as is."),
     _Var("OLLAMA_KEEP_ALIVE", "5m",
          "How long an idle model stays loaded: a duration (5m, 1h) or seconds; negative = forever."),
-    _Var("OLLAMA_NUM_PARALLEL", "4",
-         "Sequences decoded together per loaded model (continuous-batching slots)."),
+    _Var("OLLAMA_NUM_PARALLEL", "auto",
+         "Sequences decoded together per loaded model (continuous-batching slots). auto: the "
+         "KV cache holds 4 x num_ctx tokens, shared by up to 16-64 sequences that are admitted "
+         "while free cells allow; a number N gives N slots of a full num_ctx each."),
     _Var("OLLAMA_MAX_QUEUE", "512",
          "Requests that may wait for a slot before the server answers 503 server busy."),
     _Var("OLLAMA_MAX_LOADED_MODELS", "3",
@@ -80,6 +83,9 @@ VARIABLES: tuple[_Var, ...] = (
     _Var("CORRAL_WORKER_TIMEOUT", "5m",
          "How long a worker may leave pings unanswered (hung, stopped) before it is killed and "
          "restarted; its requests end with an error."),
+    _Var("CORRAL_BATCH_INVARIANT", "false",
+         "Make a seeded request's output independent of what else shares its batch: flash "
+         "attention off (slower: about 8% at 16 streams on a CPU)."),
     _Var("CORRAL_BODY_IDLE_TIMEOUT", "60s",
          "How long a request body (an upload) may send nothing before the request fails."),
 )
@@ -118,6 +124,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         api_key_file=get("CORRAL_API_KEY_FILE", _optional_path),  # type: ignore[arg-type]
         import_dirs=get("CORRAL_ALLOWED_IMPORT_DIRS", _paths),  # type: ignore[arg-type]
         worker_timeout=get("CORRAL_WORKER_TIMEOUT", _positive_duration),  # type: ignore[arg-type]
+        batch_invariant=get("CORRAL_BATCH_INVARIANT", _boolean),  # type: ignore[arg-type]
     )
 
 
@@ -145,6 +152,8 @@ def _positive_int(raw: str) -> int:
 
 
 def _slot_count(raw: str) -> int:
+    if raw.lower() in ("auto", "0"):
+        return 0
     value = _positive_int(raw)
     if value > MAX_SLOTS:
         raise ValueError(f"must be at most {MAX_SLOTS} (llama.cpp's sequence limit)")

@@ -27,7 +27,7 @@ from workers.context import FILL_CONTEXT, Window, predict_limit
 from workers.llm import BATCH_TOKENS, LoadedModel
 from workers.options import RequestOptions
 from workers.planner import Work, plan
-from workers.protocol import Chunk, Done, Embedded, Failed, Loaded, LoadFailed, Unloaded
+from workers.protocol import Done, Embedded, Failed, Loaded, LoadFailed, Unloaded
 from workers.render import PromptThread, RenderStopped, RenderTimeout
 from workers.grammar import Grammar, grammar_text
 from workers.sampling import build_chain, free_chain
@@ -85,6 +85,8 @@ class Engine:
         self._free_slots: dict[str, list[int]] = {}
         self._seqs: dict[int, Sequence] = {}
         self._embeds: dict[int, EmbedJob] = {}  # insertion order is arrival order
+        self._texts: list[list[object]] = []  # this step's [job_id, text, tokens]
+        self._finals: list[protocol.FromWorker] = []  # this step's Done, sent after its Step
         self.prompts = PromptThread()
 
     @property
@@ -234,12 +236,22 @@ class Engine:
                 self._step_model(model, seqs)
 
     def _step_model(self, model: LoadedModel, seqs: list[Sequence]) -> None:
+        start = time.perf_counter_ns()
+        works = self._run_step(model, seqs)
+        self._send(protocol.Step(model.model_id, self._texts, sum(len(w.tokens) for w in works),
+                                 len(works), time.perf_counter_ns() - start, 0, 0))
+        self._texts = []
+        for msg in self._finals:
+            self._send(msg)
+        self._finals.clear()
+
+    def _run_step(self, model: LoadedModel, seqs: list[Sequence]) -> list[Work]:
         for seq in seqs:
             if seq.next_token is not None and seq.n_past >= model.num_ctx:
                 self._shift(seq)
         works = plan([s for s in seqs if s.job_id in self._seqs], BATCH_TOKENS)
         if not works or self._execute(model, works):
-            return
+            return works
         # The batch failed. Decode each sequence on its own, so only those at fault fail.
         for work in works:
             _forget(model, work)
@@ -247,6 +259,7 @@ class Engine:
             if not self._execute(model, [work]):
                 _forget(model, work)
                 self._fail(_seq(work).job_id, "llama_decode failed for this request")
+        return works
 
     def _execute(self, model: LoadedModel, works: list[Work]) -> bool:
         """Fills the batch, decodes it and applies the outcome; False if llama_decode failed."""
@@ -304,7 +317,7 @@ class Engine:
         seq.unsent_tokens += 1
         text = seq.text.push(model.piece(token))
         if text:
-            self._send(Chunk(seq.job_id, text, seq.unsent_tokens))
+            self._texts.append([seq.job_id, text, seq.unsent_tokens])
             seq.unsent_tokens = 0
         context_full = seq.opts["num_predict"] == FILL_CONTEXT and seq.n_past + 1 >= model.num_ctx
         if seq.text.stopped:
@@ -319,9 +332,9 @@ class Engine:
         now = time.perf_counter_ns()
         tail = "" if seq.text.stopped else seq.text.flush()
         if tail:
-            self._send(Chunk(seq.job_id, tail, seq.unsent_tokens))
+            self._texts.append([seq.job_id, tail, seq.unsent_tokens])
         self._release(seq)
-        self._send(Done(
+        self._finals.append(Done(
             job_id=seq.job_id,
             done_reason=reason,
             prompt_eval_count=len(seq.prompt),

@@ -59,6 +59,8 @@ class Load:
     slots: int
     n_gpu_layers: int
     adapters: list[str] = field(default_factory=list)  # LoRA GGUF paths, applied at scale 1
+    kv_cells: int = 0  # KV cache size shared by the slots; 0 = num_ctx x slots
+    batch_invariant: bool = False  # output must not depend on what shares the batch
 
 
 @dataclass(slots=True)
@@ -142,9 +144,26 @@ class Unloaded:
 
 @dataclass(slots=True)
 class Chunk:
+    """New text of one job. The front end's job queues carry these; on the wire they travel
+    inside Step as [job_id, text, token_count] triples."""
+
     job_id: int
     text: str
     token_count: int
+
+
+@dataclass(slots=True)
+class Step:
+    """One engine step of one model: every sequence's new text and the step's figures, in one
+    message instead of one per sequence per token. Done/Failed of the step follow it."""
+
+    model_id: str
+    texts: list[list[Any]]  # [job_id, text, tokens the text holds] per sequence with new text
+    tokens: int  # tokens decoded in the batch
+    sequences: int  # sequences that took part
+    duration: int  # ns the step took
+    kv_used: int  # KV cells in use (running sequences and cached prefixes)
+    kv_cells: int  # KV cells in all
 
 
 @dataclass(slots=True)
@@ -175,12 +194,12 @@ class Failed:
 
 
 ToWorker = Union[Load, Unload, Submit, Cancel, Embed, Ping, Shutdown]
-FromWorker = Union[Ready, Pong, Loaded, LoadFailed, Unloaded, Chunk, Done, Embedded, Failed]
+FromWorker = Union[Ready, Pong, Loaded, LoadFailed, Unloaded, Step, Done, Embedded, Failed]
 
 _TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (Load, Unload, Submit, Cancel, Embed, Ping, Shutdown,
-                Ready, Pong, Loaded, LoadFailed, Unloaded, Chunk, Done, Embedded, Failed)
+                Ready, Pong, Loaded, LoadFailed, Unloaded, Step, Done, Embedded, Failed)
 }
 
 

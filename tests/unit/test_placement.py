@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from scheduler.devices import Device
-from scheduler.placement import LoadedModel, Placement, estimate_bytes, place
+from scheduler.placement import LoadedModel, Placement, estimate_bytes, kv_plan, place
 
 GB = 1 << 30
 
@@ -54,8 +56,18 @@ def test_a_model_larger_than_free_memory_goes_to_an_emptied_device() -> None:
     assert place([cpu], models, 12 * GB, 3) == Placement("cpu", ("small",))
 
 
-def test_estimate_counts_weights_and_kv_for_every_slot() -> None:
-    assert estimate_bytes(1000, 10, num_ctx=100, slots=4) == int((1000 + 4000) * 1.1)
+def test_estimate_counts_weights_and_the_kv_cells() -> None:
+    assert estimate_bytes(1000, 10, kv_cells=400) == int((1000 + 4000) * 1.1)
+
+
+def test_a_set_parallel_gives_each_slot_a_whole_context() -> None:
+    assert kv_plan(num_ctx=2048, parallel=3) == (3, 6144)
+
+
+@pytest.mark.parametrize("num_ctx,slots", [(512, 16), (4096, 32), (8192, 64), (131072, 64)])
+def test_auto_parallel_shares_four_contexts_of_cells_among_16_to_64_slots(
+        num_ctx: int, slots: int) -> None:
+    assert kv_plan(num_ctx, parallel=0) == (slots, 4 * num_ctx)
 
 
 def test_a_model_larger_than_every_device_evicts_nothing_and_never_fits() -> None:

@@ -13,7 +13,7 @@ PROMPT = {"raw": None, "messages": [{"role": "user", "content": "hé 👋"}], "t
           "context": [1, 2]}
 
 MESSAGES = [
-    protocol.Load("m1", "/blobs/sha256-ab", 4096, 4, 0),
+    protocol.Load("m1", "/blobs/sha256-ab", 4096, 4, 0, ["/a.gguf"], 16384, True),
     protocol.Unload("m1"),
     protocol.Submit(3, "m1", PROMPT, OPTIONS, True),
     protocol.Cancel(3),
@@ -23,7 +23,7 @@ MESSAGES = [
     protocol.Loaded("m1", 1_500_000_000, 250_000_000, False),
     protocol.LoadFailed("m1", "out of memory"),
     protocol.Unloaded("m1"),
-    protocol.Chunk(3, "héllo", 2),
+    protocol.Step("m1", [[3, "héllo", 2], [5, "", 1]], 2, 2, 31_000_000, 120, 16384),
     protocol.Done(3, "stop", 10, 1000, 5, 2000, [1, 2, 3]),
     protocol.Embedded(4, [[0.5, -0.25]], 6),
     protocol.Failed(3, "bad template", "bad_request"),
@@ -48,12 +48,13 @@ def test_failed_defaults_to_an_internal_error() -> None:
 
 def test_frames_are_reassembled_from_arbitrary_pieces() -> None:
     big = protocol.Embedded(9, [[0.125] * 5000], 3)  # larger than one pipe read
-    stream = protocol.frame(protocol.Chunk(1, "a", 1)) + protocol.frame(big)
+    step = protocol.Step("m", [[1, "a", 1]], 1, 1, 5, 1, 8)
+    stream = protocol.frame(step) + protocol.frame(big)
     reader = protocol.FrameReader()
     received = []
     for i in range(0, len(stream), 777):
         received += reader.feed(stream[i:i + 777])
-    assert received == [protocol.Chunk(1, "a", 1), big]
+    assert received == [step, big]
 
 
 def test_a_partial_frame_yields_nothing_yet() -> None:

@@ -14,7 +14,7 @@ def test_defaults() -> None:
     s = load({})
     assert (s.host, s.port) == ("127.0.0.1", 11434)
     assert s.models_dir == Path("~/.ollama/models").expanduser()
-    assert s.keep_alive == 300 and s.num_parallel == 4 and s.max_queue == 512
+    assert s.keep_alive == 300 and s.num_parallel == 0 and s.max_queue == 512
     assert s.context_length == 4096 and s.debug is False
 
 
@@ -34,7 +34,7 @@ def test_keep_alive_accepts_durations_seconds_and_negative_forever() -> None:
 
 
 @pytest.mark.parametrize("name,value", [
-    ("OLLAMA_NUM_PARALLEL", "0"), ("OLLAMA_MAX_QUEUE", "many"), ("OLLAMA_HOST", "host:port"),
+    ("OLLAMA_NUM_PARALLEL", "-3"), ("OLLAMA_MAX_QUEUE", "many"), ("OLLAMA_HOST", "host:port"),
     ("OLLAMA_CONTEXT_LENGTH", "-5"), ("OLLAMA_KEEP_ALIVE", "5 minutes"), ("OLLAMA_DEBUG", "maybe"),
 ])
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
@@ -42,6 +42,16 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
         load({name: value})
     message = str(info.value)
     assert message.startswith(f"{name}={value!r} is invalid") and "\n" not in message
+
+
+@pytest.mark.parametrize("raw", ["auto", "0", "AUTO"])
+def test_num_parallel_auto_or_zero_sizes_slots_by_memory(raw: str) -> None:
+    assert load({"OLLAMA_NUM_PARALLEL": raw}).num_parallel == 0
+
+
+def test_batch_invariant_mode_is_off_unless_asked() -> None:
+    assert load({}).batch_invariant is False
+    assert load({"CORRAL_BATCH_INVARIANT": "1"}).batch_invariant is True
 
 
 def test_num_parallel_beyond_llamas_sequence_limit_is_refused() -> None:
