@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from scheduler import placement
-from scheduler.devices import Inventory
+from scheduler.devices import Device, Inventory
 from scheduler.worker import CRASH_MESSAGE, WorkerDied, WorkerHandle
 from workers import protocol
 from workers.options import RequestOptions
@@ -127,6 +127,7 @@ class Scheduler:
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._crashed_loads: set[str] = set()  # weights digests whose load killed a worker
+        self.worker_restarts = 0  # workers that died or were killed and replaced
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -168,6 +169,8 @@ class Scheduler:
         await asyncio.gather(*(w.stop() for w in self._workers.values()))
 
     def _worker_exited(self, worker: WorkerHandle) -> None:
+        if not self._stopping:
+            self.worker_restarts += 1
         for digest, runner in list(self._runners.items()):
             if runner.worker is worker:
                 if not runner.ready.done():
@@ -272,6 +275,14 @@ class Scheduler:
 
         states = await asyncio.gather(*(state(w) for w in self._workers.values()))
         return dict(zip(self._workers, states))
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a slot (or for their model to load)."""
+        return self._waiting
+
+    def devices(self) -> list[Device]:
+        return self._inventory.devices()
 
     def running(self) -> list[Runner]:
         return [r for r in self._runners.values() if r.ready.done() and not r.ready.exception()]

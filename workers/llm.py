@@ -41,7 +41,9 @@ class LoadedModel:
         self.vocab = llama.llama_model_get_vocab(self.model)
         self._piece_buf = ctypes.create_string_buffer(256)
         self._adapters = [self._load_adapter(path) for path in req.adapters]
-        self.ctx = self._new_context(req.num_ctx * req.slots, req.slots, embeddings=False)
+        self.kv_cells = req.kv_cells or req.num_ctx * req.slots
+        self.batch_invariant = req.batch_invariant
+        self.ctx = self._new_context(self.kv_cells, req.slots, embeddings=False)
         self.memory = llama.llama_get_memory(self.ctx)
         self.batch = llama.llama_batch_init(BATCH_TOKENS, 0, 1)
         self._embed_ctx: llama.llama_context_p | None = None
