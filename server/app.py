@@ -6,12 +6,13 @@ from aiohttp import web
 
 from scheduler.scheduler import Scheduler
 from server import security
-from server.api import (blobs, chat, create, embed, generate, models, openapi, ps, registry,
-                        system)
+from server.api import (blobs, chat, create, embed, generate, metrics, models, openapi, ps,
+                        registry, system)
 from server.accesslog import access_log
 from server.bodies import MAX_JSON_BODY
 from server.context import SCHEDULER, SETTINGS, STORE
 from server.errors import error_middleware
+from server.metrics import METRICS, Metrics, count_requests
 from server.openai import chat as openai_chat
 from server.openai import embeddings as openai_embeddings
 from server.openai import models as openai_models
@@ -21,18 +22,21 @@ from store.store import Store
 
 def build_app(settings: Settings, store: Store, scheduler: Scheduler) -> web.Application:
     # Bodies are read through server/bodies.py, which bounds JSON bodies and streams uploads.
-    # Origin, Host and API key checks come first: a refused request never reaches a handler.
-    app = web.Application(middlewares=[access_log, *security.middlewares(settings),
-                                       error_middleware],
+    # Origin, Host and API key checks come before the handlers: a refused request never reaches
+    # one, but is still logged and counted.
+    app = web.Application(middlewares=[access_log, count_requests,
+                                       *security.middlewares(settings), error_middleware],
                           client_max_size=MAX_JSON_BODY)
     security.install(app, settings)
     app[SETTINGS] = settings
     app[STORE] = store
     app[SCHEDULER] = scheduler
+    app[METRICS] = Metrics()
     app.router.add_get("/", system.root)  # aiohttp answers HEAD for GET routes too
     app.router.add_get("/api/version", system.version)
     app.router.add_get("/api/ready", system.ready)
     app.router.add_get("/api/openapi.json", openapi.document)
+    app.router.add_get("/metrics", metrics.metrics)
     app.router.add_post("/api/generate", generate.generate)
     app.router.add_post("/api/chat", chat.chat)
     app.router.add_post("/api/embed", embed.embed)

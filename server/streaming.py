@@ -21,6 +21,7 @@ from aiohttp import web
 from scheduler.scheduler import Job
 from server import errors
 from server.accesslog import TOKENS
+from server.metrics import Generation
 from workers import protocol
 
 NDJSON = "application/x-ndjson"
@@ -81,15 +82,22 @@ async def respond(request: web.Request, job: Job, stream: bool,
     `final_body` gets the whole text when not streaming (it goes in the one reply) and "" when
     streaming (the text was already sent).
     """
+    async def receive() -> protocol.FromWorker:
+        msg = await job.next()
+        generation.saw(msg)
+        return msg
+
     def done(msg: protocol.Done) -> protocol.Done:
         request[TOKENS] = (msg.prompt_eval_count, msg.eval_count)
         return msg
 
     try:
+        # Named now: a runner shared by several names of the same weights takes each job's name.
+        generation = Generation(request, job.runner.ref.name)
         if not stream:
             parts: list[str] = []
             while True:
-                msg = await job.next()
+                msg = await receive()
                 if isinstance(msg, protocol.Chunk):
                     parts.append(msg.text)
                 elif isinstance(msg, protocol.Done):
@@ -99,7 +107,7 @@ async def respond(request: web.Request, job: Job, stream: bool,
 
         response: web.StreamResponse | None = None
         while not job.finished:
-            msg = await job.next()
+            msg = await receive()
             if not isinstance(msg, (protocol.Chunk, protocol.Done)) and response is None:
                 raise errors.from_worker(msg)
             if isinstance(msg, protocol.Chunk):

@@ -10,6 +10,7 @@ from aiohttp import web
 from server import errors
 from server.accesslog import TOKENS
 from server.api.inference import prepare
+from server.metrics import METRICS
 from server.schemas import EmbedRequest, read_json
 from server.streaming import json_response
 from workers import protocol
@@ -28,6 +29,7 @@ async def run_embed(request: web.Request, req: EmbedRequest) -> tuple[protocol.E
         raise errors.from_worker(reply)
     assert isinstance(reply, protocol.Embedded)
     request[TOKENS] = (reply.prompt_eval_count, 0)
+    request.app[METRICS].count_tokens(p.ref.name, reply.prompt_eval_count, 0)
     return reply, load_duration
 
 

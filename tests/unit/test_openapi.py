@@ -93,6 +93,9 @@ def test_options_match_the_declared_options() -> None:
 class DummyScheduler:
     """What the handlers reached here ask of the scheduler: no workers, nothing loaded."""
 
+    queued = 0
+    worker_restarts = 0
+
     async def stop_admitting(self) -> None:
         pass
 
@@ -100,6 +103,9 @@ class DummyScheduler:
         pass
 
     def running(self) -> list[Any]:
+        return []
+
+    def devices(self) -> list[Any]:
         return []
 
     async def probe(self, timeout: float) -> dict[str, str]:
@@ -415,6 +421,7 @@ async def test_the_system_endpoints_answer_as_documented(client: TestClient) -> 
     await conforms(await client.get("/api/version"), "/api/version")
     await conforms(await client.get("/api/ready"), "/api/ready")
     await conforms(await client.get("/api/ps"), "/api/ps")
+    await conforms(await client.get("/metrics"), "/metrics")
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status"), [
