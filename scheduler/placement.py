@@ -1,17 +1,25 @@
-"""Where a model goes: a pure function of (devices, loaded models, request) -> decision.
+"""Where a model goes: pure functions of (devices, loaded models, request) -> decision.
 
-A device takes a model when it has the memory and is under the per-device model limit. When no
-device does, the cheapest fix is chosen: evict idle models, least recently used first, on the
-device where that takes the fewest evictions. If nothing can be evicted the caller waits for a
-model to go idle. A device with nothing loaded accepts any model no larger than its total memory
-(llama.cpp then decides, e.g. by memory-mapping weights larger than free RAM); a model larger
-than every device is refused outright, and nothing is evicted for it.
+Free memory of a device is what our own books leave (its total, less the GPU overhead and what
+our loaded models hold) or what the device reports (less what is still loading and so not yet
+visible there), whichever is smaller: the books see loads in flight, the device sees other
+processes.
+
+A model goes whole onto one device when one can take it: the one needing the fewest evictions,
+most free memory first (so models spread over GPUs instead of stacking on one). Evictions take
+idle models, least recently used first, never one with requests in flight; a device that could
+take the model once busy models finish means wait. A model that no single device could ever hold
+is split over GPUs (`place_split`), or else partly offloaded (decided with `memory.fit_layers`).
+A CPU device with nothing loaded accepts any model no larger than its total memory (llama.cpp
+memory-maps the weights, so the page cache gives way).
+
+`OLLAMA_MAX_LOADED_MODELS` counts runners on all devices, replicas included.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from scheduler.devices import Device
 
@@ -19,17 +27,41 @@ from scheduler.devices import Device
 @dataclass(frozen=True)
 class LoadedModel:
     model_id: str
-    device_id: str
-    size: int
-    idle: bool
+    key: str  # weights identity: the replicas of one model share it
+    memory: Mapping[str, int]  # bytes held on each device (several when split)
+    idle: bool  # no request in flight and loaded: may be evicted
     last_used: float
+    loading: bool = False  # not yet visible in the device's own free-memory figure
+
+
+@dataclass(frozen=True)
+class Need:
+    """What one model needs to load whole on one device."""
+
+    gpu: int  # bytes on a GPU with every layer there
+    cpu: int  # bytes on a CPU device
+    split_overhead: int = 0  # bytes each further GPU of a split adds (its compute buffer)
+
+    def on(self, device: Device) -> int:
+        return self.gpu if device.is_gpu else self.cpu
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_loaded: int  # runners in all (OLLAMA_MAX_LOADED_MODELS)
+    gpu_overhead: int = 0  # bytes kept free on every GPU (OLLAMA_GPU_OVERHEAD)
 
 
 @dataclass(frozen=True)
 class Placement:
-    device_id: str | None  # None: nothing fits now; wait for a model to become idle
+    devices: tuple[str, ...] = ()  # none: nothing fits now; wait for a model to become idle
     evict: tuple[str, ...] = ()
-    never_fits: bool = False  # larger than every device even when empty: an error, not a wait
+    never_fits: bool = False  # no device could ever hold it whole: split, offload or refuse
+    shares: tuple[float, ...] = ()  # a split: each device's part of the layers (tensor_split)
+
+    @property
+    def device_id(self) -> str | None:
+        return self.devices[0] if self.devices else None
 
 
 AUTO_CONTEXTS = 4  # auto slots: the KV cache holds this many full contexts
@@ -48,34 +80,134 @@ def kv_plan(num_ctx: int, parallel: int) -> tuple[int, int]:
     return min(AUTO_MAX_SLOTS, max(AUTO_MIN_SLOTS, cells // AUTO_CELLS_PER_SLOT)), cells
 
 
-def estimate_bytes(file_size: int, kv_bytes_per_token: int, kv_cells: int) -> int:
-    """Weights plus the KV cache, plus 10% for compute buffers."""
-    return int((file_size + kv_bytes_per_token * kv_cells) * 1.1)
+def auto_max_loaded(devices: Sequence[Device]) -> int:
+    """OLLAMA_MAX_LOADED_MODELS unset: three models per device, as Ollama (3 x GPUs, 3 on a CPU)."""
+    return 3 * max(1, len(devices))
 
 
-def place(devices: Sequence[Device], loaded: Sequence[LoadedModel], need: int,
-          max_loaded_per_device: int) -> Placement:
-    if devices and all(need > d.total_memory for d in devices):
-        return Placement(None, never_fits=True)  # evicting anything would be for nothing
+def free_memory(device: Device, loaded: Sequence[LoadedModel], overhead: int) -> int:
+    reserve = overhead if device.is_gpu else 0
+    booked = sum(m.memory.get(device.id, 0) for m in loaded)
+    in_flight = sum(m.memory.get(device.id, 0) for m in loaded if m.loading)
+    return max(0, min(device.total_memory - reserve - booked,
+                      device.free_memory - reserve - in_flight))
+
+
+def place(devices: Sequence[Device], loaded: Sequence[LoadedModel], need: Need, limits: Limits,
+          *, exclude: frozenset[str] = frozenset(), evict: bool = True) -> Placement:
+    """One device for the whole model. `exclude`: devices not to use (those already holding a
+    replica); `evict=False`: use free memory only (a replica is not worth an eviction)."""
+    if all(need.on(d) > _reclaimable(d, loaded, limits) for d in devices):
+        return Placement(never_fits=True)  # evicting anything would be for nothing
     best: Placement | None = None
-    # Most free memory first: spreads models over GPUs instead of stacking them on one.
-    for device in sorted(devices, key=lambda d: d.free_memory, reverse=True):
-        here = [m for m in loaded if m.device_id == device.id]
-        if not here:
-            return Placement(device.id)
-        free, count = device.free_memory, len(here)
-        evicted: list[str] = []
-        for victim in sorted((m for m in here if m.idle), key=lambda m: m.last_used):
-            if _fits(free, need, count, max_loaded_per_device):
-                break
-            evicted.append(victim.model_id)
-            free += victim.size
-            count -= 1
-        if _fits(free, need, count, max_loaded_per_device):
-            if best is None or len(evicted) < len(best.evict):
-                best = Placement(device.id, tuple(evicted))
-    return best or Placement(None)
+    for device in sorted(devices, key=lambda d: free_memory(d, loaded, limits.gpu_overhead),
+                         reverse=True):
+        if device.id in exclude:
+            continue
+        evicted = _evictions(device, loaded, need.on(device), limits)
+        if evicted is None or (evicted and not evict):
+            continue
+        if best is None or len(evicted) < len(best.evict):
+            best = Placement((device.id,), tuple(evicted))
+    return best or Placement()
 
 
-def _fits(free: int, need: int, count: int, limit: int) -> bool:
-    return (free >= need or count == 0) and count < limit
+def place_split(devices: Sequence[Device], loaded: Sequence[LoadedModel], need: Need,
+                limits: Limits, spread: bool = False) -> Placement:
+    """Several GPUs for a model no one GPU holds (or, with `spread`, for every model): as few
+    as will do (with `spread`, all), most free first, each taking layers in proportion to its
+    room (`need.gpu` in all, plus a compute buffer on every GPU past the first). Idle models are
+    evicted, least recently used first, until it fits."""
+    gpus = [d for d in devices if d.is_gpu]
+    at_least = len(gpus) if spread else 2
+    reclaimable = [(d.id, _reclaimable(d, loaded, limits)) for d in gpus]
+    if len(gpus) < 2 or not _split(reclaimable, need, at_least):
+        return Placement(never_fits=True)
+    rooms = {d.id: free_memory(d, loaded, limits.gpu_overhead) for d in gpus}
+    idle = sorted((m for m in loaded if m.idle), key=lambda m: m.last_used)
+    evicted: list[str] = []
+    while True:
+        chosen = _split(list(rooms.items()), need, at_least)
+        if chosen and len(loaded) - len(evicted) < limits.max_loaded:
+            total = sum(room for _, room in chosen)
+            return Placement(tuple(i for i, _ in chosen), tuple(evicted),
+                             shares=tuple(round(room / total, 4) for _, room in chosen))
+        if not idle:
+            return Placement()  # fits once busy models finish
+        victim = idle.pop(0)
+        evicted.append(victim.model_id)
+        for device_id, held in victim.memory.items():
+            if device_id in rooms:
+                rooms[device_id] += held
+
+
+def _split(rooms: Sequence[tuple[str, int]], need: Need, at_least: int) -> list[tuple[str, int]]:
+    """The fewest GPUs (most room first, `at_least` of them) whose room holds the model; []
+    if none."""
+    chosen: list[tuple[str, int]] = []
+    held = 0
+    for device_id, room in sorted(rooms, key=lambda r: r[1], reverse=True):
+        usable = room - (need.split_overhead if chosen else 0)
+        if usable <= 0:
+            break
+        chosen.append((device_id, usable))
+        held += usable
+        if len(chosen) >= at_least and held >= need.gpu:
+            return chosen
+    return []
+
+
+def _reclaimable(device: Device, loaded: Sequence[LoadedModel], limits: Limits) -> int:
+    """Memory the device would have with none of our models on it: what waiting can reach."""
+    if not device.is_gpu:
+        return device.total_memory
+    ours = sum(m.memory.get(device.id, 0) for m in loaded)
+    return free_memory(device, loaded, limits.gpu_overhead) + ours
+
+
+def _evictions(device: Device, loaded: Sequence[LoadedModel], need: int,
+               limits: Limits) -> list[str] | None:
+    """The idle models to unload so that `device` takes `need` within the model limit: its own
+    least recently used first while memory is short, then the least recently used anywhere while
+    too many models are loaded. None: even evicting every idle model would not do."""
+    free = free_memory(device, loaded, limits.gpu_overhead)
+    left_here = sum(1 for m in loaded if device.id in m.memory)
+    count = len(loaded)
+    idle = sorted((m for m in loaded if m.idle), key=lambda m: m.last_used)
+    evicted: list[str] = []
+    while True:
+        fits_memory = free >= need or (not device.is_gpu and left_here == 0
+                                       and need <= device.total_memory)
+        if fits_memory and count < limits.max_loaded:
+            return evicted
+        pool = [m for m in idle if fits_memory or device.id in m.memory]
+        if not pool:
+            return None
+        victim = pool[0]
+        idle.remove(victim)
+        evicted.append(victim.model_id)
+        count -= 1
+        if device.id in victim.memory:
+            free += victim.memory[device.id]
+            left_here -= 1
+
+
+@dataclass(frozen=True)
+class Replica:
+    """What replica routing needs to know of one runner of a model."""
+
+    free_slots: int
+    ready: bool  # loaded (a replica still loading takes no requests yet)
+
+
+def pick_replica(replicas: Sequence[Replica]) -> int | None:
+    """The ready replica with the most free slots (the first on a tie); None: all busy."""
+    return max((i for i, r in enumerate(replicas) if r.ready and r.free_slots > 0),
+               key=lambda i: replicas[i].free_slots, default=None)
+
+
+def want_replica(replicas: Sequence[Replica], waiting: int, max_replicas: int) -> bool:
+    """Another replica is worth loading when every ready one is full, requests are waiting, none
+    is loading already (one at a time: the first may be enough), and the limit allows."""
+    return (waiting > 0 and 0 < len(replicas) < max_replicas
+            and all(r.ready and r.free_slots == 0 for r in replicas))

@@ -11,6 +11,8 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import time
+from collections import deque
 from multiprocessing.connection import Connection
 from typing import Callable
 
@@ -24,6 +26,7 @@ CRASH_MESSAGE = ("model runner has unexpectedly stopped, this may be due to reso
                  "or an internal error, check corral server logs for details")
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 10.0
+STEP_HISTORY = 32  # recent steps kept per model, for the hang deadline
 
 
 class WorkerDied(RuntimeError):
@@ -46,6 +49,9 @@ class WorkerHandle:
         self._ready: asyncio.Future[protocol.Ready] | None = None
         self._jobs: dict[int, asyncio.Queue[protocol.FromWorker | protocol.Chunk]] = {}
         self.last_steps: dict[str, protocol.Step] = {}  # by model id: the latest step's figures
+        # By model id: (duration ns, tokens) of its recent steps, for the hang deadline.
+        self.step_times: dict[str, deque[tuple[int, int]]] = {}
+        self.last_heard = time.monotonic()  # when the worker last sent anything
         self._replies: dict[tuple[str, str], asyncio.Future[protocol.FromWorker]] = {}
         self.alive = False
         self.gpu_offload = False
@@ -144,12 +150,15 @@ class WorkerHandle:
         if not data:
             self._died()
             return
+        self.last_heard = time.monotonic()
         for msg in self._reader.feed(data):
             self._dispatch(msg)
 
     def _dispatch(self, msg: protocol.FromWorker) -> None:
         if isinstance(msg, protocol.Step):
             self.last_steps[msg.model_id] = msg
+            self.step_times.setdefault(msg.model_id, deque(maxlen=STEP_HISTORY)).append(
+                (msg.duration, msg.tokens))
             for job_id, text, count in msg.texts:
                 queue = self._jobs.get(job_id)
                 if queue is not None:
@@ -162,6 +171,7 @@ class WorkerHandle:
             self._resolve(("load", msg.model_id), msg)
         elif isinstance(msg, protocol.Unloaded):
             self.last_steps.pop(msg.model_id, None)
+            self.step_times.pop(msg.model_id, None)
             self._resolve(("unload", msg.model_id), msg)
         elif isinstance(msg, protocol.Pong):
             self._resolve(("ping", str(msg.nonce)), msg)

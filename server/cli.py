@@ -6,11 +6,15 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import psutil
 
 from server import __version__
 from server.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from scheduler.devices import Inventory
 
 log = logging.getLogger("corral")
 
@@ -27,18 +31,19 @@ def bootstrap(settings: Settings) -> int:
     return 0
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, inventory: Inventory | None = None) -> int:
+    """Runs the server until SIGTERM/SIGINT. `inventory`: tests hand in simulated devices."""
     import uvloop  # noqa: PLC0415
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(settings))
+        return runner.run(_serve(settings, inventory))
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, inventory: Inventory | None) -> int:
     from aiohttp import web  # noqa: PLC0415
 
     from scheduler.devices import SystemInventory  # noqa: PLC0415
-    from scheduler.scheduler import Scheduler  # noqa: PLC0415
+    from scheduler.scheduler import Config, Scheduler  # noqa: PLC0415
     from server.app import build_app  # noqa: PLC0415
     from server.security import API_KEYS  # noqa: PLC0415
     from server.systemd import notify  # noqa: PLC0415
@@ -47,13 +52,14 @@ async def _serve(settings: Settings) -> int:
     store = Store(settings.models_dir)
     if swept := store.sweep_partials():
         log.info("removed %d partial uploads left by an earlier run", swept)
-    scheduler = Scheduler(
-        SystemInventory(), slots=settings.num_parallel, max_queue=settings.max_queue,
-        max_loaded_per_device=settings.max_loaded_models,
-        default_keep_alive=settings.keep_alive,
+    scheduler = Scheduler(inventory or SystemInventory(), Config(
+        slots=settings.num_parallel, max_queue=settings.max_queue,
+        max_loaded=settings.max_loaded_models, max_replicas=settings.max_replicas,
+        keep_alive=settings.keep_alive, spread=settings.sched_spread,
+        gpu_overhead=settings.gpu_overhead, hang_timeout=settings.worker_timeout,
+        batch_invariant=settings.batch_invariant,
         n_threads=psutil.cpu_count(logical=False) or psutil.cpu_count() or 1,
-        debug=settings.debug, hang_timeout=settings.worker_timeout,
-        batch_invariant=settings.batch_invariant)
+        debug=settings.debug))
     try:
         app = build_app(settings, store, scheduler)  # before any worker starts: it reads key files
     except SettingsError as exc:

@@ -30,7 +30,10 @@ class Settings:
     keep_alive: float  # seconds; math.inf = forever
     num_parallel: int  # 0 = auto: as many sequences as the KV cache's cells allow
     max_queue: int
-    max_loaded_models: int
+    max_loaded_models: int  # 0 = auto: 3 per device
+    max_replicas: int  # CORRAL_MAX_REPLICAS; 0 = auto: one per device
+    sched_spread: bool  # OLLAMA_SCHED_SPREAD: split every model over all GPUs
+    gpu_overhead: int  # OLLAMA_GPU_OVERHEAD: bytes of every GPU left alone
     context_length: int
     debug: bool
     body_idle_timeout: float  # seconds a request body may stall before the request fails
@@ -62,8 +65,18 @@ VARIABLES: tuple[_Var, ...] = (
          "while free cells allow; a number N gives N slots of a full num_ctx each."),
     _Var("OLLAMA_MAX_QUEUE", "512",
          "Requests that may wait for a slot before the server answers 503 server busy."),
-    _Var("OLLAMA_MAX_LOADED_MODELS", "3",
-         "Models kept loaded per device before the least recently used idle one is evicted."),
+    _Var("OLLAMA_MAX_LOADED_MODELS", "auto",
+         "Models (replicas included) kept loaded at once, on all devices together, before the "
+         "least recently used idle one is evicted. auto: 3 per GPU, or 3 on the CPU."),
+    _Var("OLLAMA_SCHED_SPREAD", "false",
+         "Split every model over all GPUs instead of placing it whole on one."),
+    _Var("OLLAMA_GPU_OVERHEAD", "0",
+         "Bytes of every GPU's memory that placement leaves alone (for other programs)."),
+    _Var("CORRAL_MAX_REPLICAS", "auto",
+         "Copies of one model loaded on different devices at most. A replica is loaded when all "
+         "slots of a model are busy, requests wait and another device has free memory; each "
+         "request goes to the replica with the most free slots, and a replica left idle while "
+         "another remains is unloaded. auto: one per device."),
     _Var("OLLAMA_CONTEXT_LENGTH", "4096",
          "Default context window (num_ctx) per sequence when neither model nor request sets one."),
     _Var("OLLAMA_DEBUG", "false", "Log debug detail (1/true/yes)."),
@@ -115,7 +128,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         keep_alive=get("OLLAMA_KEEP_ALIVE", parse_duration),  # type: ignore[arg-type]
         num_parallel=get("OLLAMA_NUM_PARALLEL", _slot_count),  # type: ignore[arg-type]
         max_queue=get("OLLAMA_MAX_QUEUE", _positive_int),  # type: ignore[arg-type]
-        max_loaded_models=get("OLLAMA_MAX_LOADED_MODELS", _positive_int),  # type: ignore[arg-type]
+        max_loaded_models=get("OLLAMA_MAX_LOADED_MODELS", _auto_count),  # type: ignore[arg-type]
+        max_replicas=get("CORRAL_MAX_REPLICAS", _auto_count),  # type: ignore[arg-type]
+        sched_spread=get("OLLAMA_SCHED_SPREAD", _boolean),  # type: ignore[arg-type]
+        gpu_overhead=get("OLLAMA_GPU_OVERHEAD", _bytes),  # type: ignore[arg-type]
         context_length=get("OLLAMA_CONTEXT_LENGTH", _positive_int),  # type: ignore[arg-type]
         debug=get("OLLAMA_DEBUG", _boolean),  # type: ignore[arg-type]
         body_idle_timeout=get("CORRAL_BODY_IDLE_TIMEOUT", _positive_duration),  # type: ignore[arg-type]
@@ -151,10 +167,23 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _auto_count(raw: str) -> int:
+    """A positive count, or 0 for "auto" (or 0, as Ollama writes it)."""
+    return 0 if raw.lower() in ("auto", "0") else _positive_int(raw)
+
+
+def _bytes(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("must be a number of bytes") from None
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
 def _slot_count(raw: str) -> int:
-    if raw.lower() in ("auto", "0"):
-        return 0
-    value = _positive_int(raw)
+    value = _auto_count(raw)
     if value > MAX_SLOTS:
         raise ValueError(f"must be at most {MAX_SLOTS} (llama.cpp's sequence limit)")
     return value

@@ -37,12 +37,26 @@ FILE_TYPES = {
 }
 
 
+@dataclass(frozen=True)
+class TensorBytes:
+    """Where the weights' bytes lie, for memory estimates: which parts a GPU can take."""
+
+    blocks: dict[int, int]  # blk.N.* tensors, by N
+    token_embd: int  # the input embeddings
+    rest: int  # the output head, final norm and anything else outside the blocks
+    tied_output: bool  # no output.weight: the head reuses the embeddings
+
+    def layers(self) -> tuple[int, ...]:
+        return tuple(self.blocks[n] for n in sorted(self.blocks))
+
+
 @dataclass
 class GGUFInfo:
     metadata: dict[str, Any]
     parameter_count: int
     long_arrays: dict[str, int] = field(default_factory=dict)  # key -> length, when not kept
     blocks_with_tensors: int = 0  # distinct N among tensors named blk.N.*
+    tensor_bytes: TensorBytes = field(default_factory=lambda: TensorBytes({}, 0, 0, False))
 
     @property
     def architecture(self) -> str:
@@ -64,13 +78,21 @@ class GGUFInfo:
         return int(self.metadata.get(f"{self.architecture}.context_length", 0) or 0)
 
     @property
+    def embedding_length(self) -> int:
+        return int(self.metadata.get(f"{self.architecture}.embedding_length", 0) or 0)
+
+    @property
+    def head_count(self) -> int:
+        return _largest(self.metadata.get(f"{self.architecture}.attention.head_count", 0))
+
+    @property
     def kv_bytes_per_token(self) -> int:
         """KV cache bytes one token takes at f16, over all layers (for memory estimates)."""
         arch, meta = self.architecture, self.metadata
         layers = int(meta.get(f"{arch}.block_count", 0) or 0)
-        heads = _largest(meta.get(f"{arch}.attention.head_count", 0))
+        heads = self.head_count
         kv_heads = _largest(meta.get(f"{arch}.attention.head_count_kv", heads))
-        head_dim = int(meta.get(f"{arch}.embedding_length", 0) or 0) // heads if heads else 0
+        head_dim = self.embedding_length // heads if heads else 0
         k = int(meta.get(f"{arch}.attention.key_length", 0) or head_dim)
         v = int(meta.get(f"{arch}.attention.value_length", 0) or head_dim)
         return layers * kv_heads * (k + v) * 2
@@ -135,6 +157,7 @@ class _Parser:
         if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
             raise NotGGUF(f"invalid GGUF alignment {alignment!r}")
         params, blocks, extents = 0, set(), []
+        sizes = _Sizes()
         for _ in range(n_tensors):
             name = self._string()
             count, nbytes = self._tensor_shape(name)
@@ -143,13 +166,14 @@ class _Parser:
                 raise NotGGUF(f"tensor {name} is not aligned")
             extents.append((name, offset, nbytes))
             params += count
+            sizes.add(name, nbytes)
             if name.startswith("blk."):
                 blocks.add(name.split(".", 2)[1])
         data_start = -(-self.f.tell() // alignment) * alignment
         for name, offset, nbytes in extents:
             if data_start + offset + nbytes > self.size:
                 raise NotGGUF(f"truncated GGUF file: data of tensor {name} lies past its end")
-        return GGUFInfo(metadata, params, self.long_arrays, len(blocks))
+        return GGUFInfo(metadata, params, self.long_arrays, len(blocks), sizes.result())
 
     def _tensor_shape(self, name: str) -> tuple[int, int]:
         """(element count, data bytes) of one tensor info record."""
@@ -213,6 +237,28 @@ class _Parser:
         else:
             self.f.seek(item_bytes * count, 1)
         return []
+
+
+class _Sizes:
+    """Sums tensor bytes by where llama.cpp may put them."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, int] = {}
+        self.token_embd = self.rest = 0
+        self.has_output = False
+
+    def add(self, name: str, nbytes: int) -> None:
+        block = name.split(".", 2)[1] if name.startswith("blk.") else ""
+        if block.isdigit():
+            self.blocks[int(block)] = self.blocks.get(int(block), 0) + nbytes
+        elif name.startswith("token_embd."):
+            self.token_embd += nbytes
+        else:
+            self.rest += nbytes
+            self.has_output |= name == "output.weight"
+
+    def result(self) -> TensorBytes:
+        return TensorBytes(self.blocks, self.token_embd, self.rest, not self.has_output)
 
 
 def human_number(n: int) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
+from scheduler.memory import ModelMemory
 from scheduler.scheduler import Job, ModelRef, Scheduler
 from server import errors
 from server.accesslog import MODEL
@@ -17,7 +18,7 @@ from server.streaming import json_response, now_rfc3339
 from server.thinking import supports_thinking
 from workers.prompt import TemplateError, render_go
 from workers.protocol import ChatMessage
-from store.gguf import cached_info
+from store.gguf import GGUFInfo, cached_info
 from store.model import ModelSpec, details, resolve
 from store.store import Store
 from workers import options
@@ -64,12 +65,26 @@ def model_ref(spec: ModelSpec) -> ModelRef:
         digest="+".join([spec.digest, *(p.name for p in spec.adapter_paths)]),
         manifest_digest=spec.manifest.digest,
         path=str(spec.model_path),
-        file_size=spec.model_path.stat().st_size,
-        kv_bytes_per_token=info.kv_bytes_per_token,
+        memory=model_memory(info),
         context_length=info.context_length,
         n_vocab=info.n_vocab,
         details=details(spec.config),
         adapters=adapters,
+    )
+
+
+def model_memory(info: GGUFInfo) -> ModelMemory:
+    """The sizes the scheduler's memory estimate starts from (scheduler/memory.py)."""
+    tensors = info.tensor_bytes
+    return ModelMemory(
+        layers=tensors.layers(),
+        input_bytes=tensors.token_embd,
+        output_bytes=tensors.rest,
+        tied_output=tensors.tied_output,
+        kv_bytes_per_cell=info.kv_bytes_per_token,
+        n_embd=info.embedding_length,
+        n_head=info.head_count,
+        n_vocab=info.n_vocab,
     )
 
 

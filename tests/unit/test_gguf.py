@@ -38,6 +38,13 @@ def test_kv_bytes_per_token_from_heads_and_layers(gemma: Path) -> None:
     assert read_gguf(gemma).kv_bytes_per_token == 18 * 1 * 512 * 2
 
 
+def test_tensor_bytes_by_block_add_up_to_llamas_model_size(gemma: Path) -> None:
+    tensors = read_gguf(gemma).tensor_bytes
+    layers = tensors.layers()
+    assert len(layers) == 18 and tensors.tied_output  # Gemma's head is its embeddings
+    assert sum(layers) + tensors.token_embd + tensors.rest == 246_587_904  # llama_model_size
+
+
 def test_non_gguf_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "x.bin"
     path.write_bytes(b"PK\x03\x04 not a model")

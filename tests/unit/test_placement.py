@@ -1,63 +1,206 @@
-"""Placement and eviction against simulated device inventories."""
+"""Placement, eviction, splits and replica routing against simulated inventories of 1-8 GPUs."""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import pytest
 
 from scheduler.devices import Device
-from scheduler.placement import LoadedModel, Placement, estimate_bytes, kv_plan, place
+from scheduler.placement import (LoadedModel, Limits, Need, Placement, Replica, auto_max_loaded,
+                                 free_memory, kv_plan, pick_replica, place, place_split,
+                                 want_replica)
 
 GB = 1 << 30
 
 
-def gpu(i: int, free: int, total: int = 80 * GB) -> Device:
-    return Device(f"cuda:{i}", "H100", total, free)
+def gpus(*sizes: int, free: dict[int, int] | None = None) -> list[Device]:
+    """GPUs of these sizes in GB; `free` overrides what a GPU reports free (other programs)."""
+    free = free or {}
+    return [Device(f"cuda:{i}", "GPU", size * GB, free.get(i, size) * GB)
+            for i, size in enumerate(sizes)]
 
 
-def loaded(model_id: str, device: str, size: int, idle: bool = True, last: float = 0) -> LoadedModel:
-    return LoadedModel(model_id, device, size, idle, last)
+def cpu(total: int, free: int) -> list[Device]:
+    return [Device("cpu", "cpu", total * GB, free * GB)]
 
 
-def test_empty_device_takes_the_model() -> None:
-    assert place([gpu(0, 80 * GB)], [], 10 * GB, 3) == Placement("cuda:0")
+def model(model_id: str, device: str, size: int, idle: bool = True, last: float = 0,
+          loading: bool = False, key: str = "") -> LoadedModel:
+    """A loaded model of `size` GB on `device`; when it is loaded, the device's reported free
+    memory already shows it, so the `gpus()` figures below subtract it by hand."""
+    return LoadedModel(model_id, key or model_id, {device: size * GB}, idle, last, loading)
 
 
-def test_prefers_the_device_with_most_free_memory() -> None:
-    devices = [gpu(0, 20 * GB), gpu(1, 60 * GB)]
-    models = [loaded("a", "cuda:0", 50 * GB), loaded("b", "cuda:1", 10 * GB)]
-    assert place(devices, models, 10 * GB, 3) == Placement("cuda:1")
+def need(gb: int) -> Need:
+    """`gb` on one device; a split adds 1 GB on each further GPU (its compute buffer)."""
+    return Need(gpu=gb * GB, cpu=gb * GB, split_overhead=GB)
 
 
-def test_evicts_least_recently_used_idle_model_when_full() -> None:
-    models = [loaded("old", "cuda:0", 30 * GB, last=1), loaded("new", "cuda:0", 30 * GB, last=2)]
-    assert place([gpu(0, 20 * GB)], models, 40 * GB, 3) == Placement("cuda:0", ("old",))
+def shares(*rooms: int) -> tuple[float, ...]:
+    """Layers go in proportion to each GPU's room (less 1 GB past the first GPU)."""
+    return tuple(round(room / sum(rooms), 4) for room in rooms)
 
 
-def test_busy_models_are_never_evicted() -> None:
-    models = [loaded("busy", "cuda:0", 70 * GB, idle=False)]
-    assert place([gpu(0, 10 * GB)], models, 40 * GB, 3) == Placement(None)
+ONE = gpus(24)
+TWO = gpus(24, 24)
+MIXED = gpus(24, 24, 80)  # the issue's 2 x 24 GB + 1 x 80 GB
+FOUR = gpus(16, 24, 48, 80)
+EIGHT = gpus(80, 80, 80, 80, 40, 40, 40, 40)
+
+PLACE_CASES = [
+    pytest.param(ONE, [], 10, 3, Placement(("cuda:0",)), id="an empty GPU takes the model"),
+    pytest.param(MIXED, [], 10, 9, Placement(("cuda:2",)), id="most free memory first: the 80 GB"),
+    pytest.param(gpus(24, 24, free={0: 14}), [model("a", "cuda:0", 10)], 10, 9,
+                 Placement(("cuda:1",)), id="the next model goes to the other GPU"),
+    pytest.param(gpus(24, 24, 80, free={2: 10}), [model("big", "cuda:2", 70, idle=False)], 20, 9,
+                 Placement(("cuda:0",)), id="past a busy 80 GB onto a 24 GB with room"),
+    pytest.param(gpus(24, free={0: 4}),
+                 [model("old", "cuda:0", 10, last=1), model("new", "cuda:0", 10, last=2)], 10, 9,
+                 Placement(("cuda:0",), ("old",)), id="evicts the least recently used idle model"),
+    pytest.param(gpus(24, free={0: 4}),
+                 [model("a", "cuda:0", 10, last=1), model("b", "cuda:0", 10, last=2)], 20, 9,
+                 Placement(("cuda:0",), ("a", "b")), id="evicts as many as it takes"),
+    pytest.param(gpus(24, free={0: 4}), [model("busy", "cuda:0", 20, idle=False)], 10, 9,
+                 Placement(), id="never evicts a busy model: wait"),
+    pytest.param(gpus(24, free={0: 4}),
+                 [model("busy", "cuda:0", 10, idle=False), model("idle", "cuda:0", 10, last=9)],
+                 20, 9, Placement(), id="idle models alone are not enough: wait"),
+    pytest.param(gpus(24, 24, free={0: 23, 1: 23}),
+                 [model("a", "cuda:0", 1, last=5), model("b", "cuda:1", 1, last=1)], 1, 2,
+                 Placement(("cuda:0",), ("b",)),
+                 id="the model limit evicts the least recently used anywhere"),
+    pytest.param(gpus(24, 24, free={0: 23, 1: 23}),
+                 [model("a", "cuda:0", 1, idle=False), model("b", "cuda:1", 1, idle=False)], 1, 2,
+                 Placement(), id="the model limit with every model busy: wait"),
+    pytest.param(gpus(24, 24, free={0: 4, 1: 14}),
+                 [model("x", "cuda:0", 10, last=1), model("y", "cuda:0", 10, last=2),
+                  model("z", "cuda:1", 10, last=3)], 20, 9,
+                 Placement(("cuda:1",), ("z",)), id="the GPU needing the fewest evictions"),
+    pytest.param(MIXED, [model("idle", "cuda:0", 14)], 100, 9, Placement(never_fits=True),
+                 id="larger than every GPU: no eviction, never fits whole"),
+    pytest.param(gpus(24, free={0: 14}), [], 20, 9, Placement(never_fits=True),
+                 id="memory other programs hold is not ours to reclaim"),
+    pytest.param(ONE, [model("coming", "cuda:0", 10, idle=False, loading=True)], 20, 9,
+                 Placement(), id="a load in flight counts before the GPU shows it"),
+    pytest.param(cpu(16, 8), [], 12, 3, Placement(("cpu",)),
+                 id="an empty CPU takes a model above free RAM (weights are mapped)"),
+    pytest.param(cpu(16, 7), [model("small", "cpu", 1)], 12, 3, Placement(("cpu",), ("small",)),
+                 id="a CPU empties itself for a model above free RAM"),
+    pytest.param(cpu(16, 16), [], 20, 3, Placement(never_fits=True),
+                 id="a model above the CPU's total never fits"),
+    pytest.param(gpus(80, 80, 80, 80, 40, 40, 40, 40, free={0: 20, 1: 30, 2: 10, 3: 50}),
+                 [model(f"m{i}", f"cuda:{i}", size) for i, size in enumerate((60, 50, 70, 30))],
+                 45, 9, Placement(("cuda:3",)), id="eight GPUs: the one with most free memory"),
+    pytest.param(gpus(16, 24, 48, 80, free={2: 8, 3: 10}),
+                 [model("a", "cuda:2", 40, last=1), model("b", "cuda:3", 35, last=2),
+                  model("c", "cuda:3", 35, last=3)], 46, 9,
+                 Placement(("cuda:2",), ("a",)), id="four GPUs: one eviction beats two"),
+]
 
 
-def test_model_count_limit_forces_an_eviction() -> None:
-    models = [loaded("a", "cuda:0", GB, last=5), loaded("b", "cuda:0", GB, last=1)]
-    assert place([gpu(0, 70 * GB)], models, GB, 2) == Placement("cuda:0", ("b",))
+@pytest.mark.parametrize("devices,loaded,need_gb,max_loaded,expected", PLACE_CASES)
+def test_place(devices: list[Device], loaded: list[LoadedModel], need_gb: int, max_loaded: int,
+               expected: Placement) -> None:
+    assert place(devices, loaded, need(need_gb), Limits(max_loaded)) == expected
 
 
-def test_chooses_the_device_needing_fewest_evictions() -> None:
-    devices = [gpu(0, 10 * GB), gpu(1, 5 * GB)]
-    models = [loaded("x", "cuda:0", 10 * GB, last=1), loaded("y", "cuda:0", 10 * GB, last=2),
-              loaded("z", "cuda:1", 30 * GB, last=3)]
-    assert place(devices, models, 30 * GB, 3) == Placement("cuda:1", ("z",))
+def test_gpu_overhead_is_kept_free() -> None:
+    assert place(ONE, [], need(23), Limits(3, gpu_overhead=2 * GB)) == Placement(never_fits=True)
+    assert place(ONE, [], need(22), Limits(3, gpu_overhead=2 * GB)) == Placement(("cuda:0",))
 
 
-def test_a_model_larger_than_free_memory_goes_to_an_emptied_device() -> None:
-    models = [loaded("small", "cpu", GB)]
-    cpu = Device("cpu", "cpu", 16 * GB, 8 * GB)
-    assert place([cpu], models, 12 * GB, 3) == Placement("cpu", ("small",))
+def test_a_replica_goes_to_a_device_without_one() -> None:
+    devices = gpus(24, 80, free={1: 70})
+    loaded = [model("m-1", "cuda:1", 10, idle=False, key="m")]
+    assert place(devices, loaded, need(10), Limits(9), exclude=frozenset({"cuda:1"})) == \
+        Placement(("cuda:0",))
 
 
-def test_estimate_counts_weights_and_the_kv_cells() -> None:
-    assert estimate_bytes(1000, 10, kv_cells=400) == int((1000 + 4000) * 1.1)
+def test_a_replica_evicts_nothing() -> None:
+    devices = gpus(24, 24, free={0: 14, 1: 4})
+    loaded = [model("m-1", "cuda:0", 10, idle=False, key="m"), model("other", "cuda:1", 20)]
+    assert place(devices, loaded, need(10), Limits(9), exclude=frozenset({"cuda:0"}),
+                 evict=False) == Placement()
+
+
+def test_a_replica_waits_for_nothing_at_the_model_limit() -> None:
+    loaded = [model("m-1", "cuda:0", 10, idle=False, key="m"), model("other", "cuda:1", 1)]
+    assert place(gpus(24, 24, free={0: 14, 1: 23}), loaded, need(10), Limits(2),
+                 exclude=frozenset({"cuda:0"}), evict=False) == Placement()
+
+
+SPLIT_CASES = [
+    pytest.param(TWO, [], 30, False, Placement(("cuda:0", "cuda:1"), shares=shares(24, 23)),
+                 id="2 x 24 GB hold 30 GB"),
+    pytest.param(gpus(24, 24, 80, free={2: 0}), [model("big", "cuda:2", 80, idle=False)], 40,
+                 False, Placement(("cuda:0", "cuda:1"), shares=shares(24, 23)),
+                 id="around a full, busy 80 GB"),
+    pytest.param(FOUR, [], 100, False, Placement(("cuda:3", "cuda:2"), shares=shares(80, 47)),
+                 id="as few GPUs as will do, largest first"),
+    pytest.param(FOUR, [], 30, True,
+                 Placement(("cuda:3", "cuda:2", "cuda:1", "cuda:0"),
+                           shares=shares(80, 47, 23, 15)),
+                 id="spread: over every GPU"),
+    pytest.param(gpus(24, 24, free={0: 4}), [model("idle", "cuda:0", 20)], 30, False,
+                 Placement(("cuda:0", "cuda:1"), ("idle",), shares=shares(24, 23)),
+                 id="evicts idle models when only that makes room"),
+    pytest.param(gpus(24, 24, free={0: 4}), [model("busy", "cuda:0", 20, idle=False)], 30, False,
+                 Placement(), id="waits for a busy model"),
+    pytest.param(TWO, [], 60, False, Placement(never_fits=True),
+                 id="more than all GPUs together"),
+    pytest.param(ONE, [], 30, False, Placement(never_fits=True), id="one GPU cannot split"),
+    pytest.param(EIGHT, [], 200, False,
+                 Placement(("cuda:0", "cuda:1", "cuda:2"), shares=shares(80, 79, 79)),
+                 id="eight GPUs: three 80 GB ones"),
+]
+
+
+@pytest.mark.parametrize("devices,loaded,need_gb,spread,expected", SPLIT_CASES)
+def test_place_split(devices: list[Device], loaded: list[LoadedModel], need_gb: int,
+                     spread: bool, expected: Placement) -> None:
+    assert place_split(devices, loaded, need(need_gb), Limits(9), spread=spread) == expected
+
+
+def test_free_memory_is_the_smaller_of_the_books_and_the_device() -> None:
+    [device] = gpus(24, free={0: 10})
+    assert free_memory(device, [], 0) == 10 * GB  # another program holds 14 GB
+    assert free_memory(device, [model("ours", "cuda:0", 20)], 0) == 4 * GB  # not yet visible
+    assert free_memory(device, [], 2 * GB) == 8 * GB
+
+
+@pytest.mark.parametrize("devices,expected", [(ONE, 3), (MIXED, 9), (EIGHT, 24), (cpu(8, 8), 3)])
+def test_auto_max_loaded_is_three_per_device(devices: list[Device], expected: int) -> None:
+    assert auto_max_loaded(devices) == expected
+
+
+def replicas(*free_slots: int, loading: Sequence[int] = ()) -> list[Replica]:
+    return [Replica(free, i not in loading) for i, free in enumerate(free_slots)]
+
+
+@pytest.mark.parametrize("states,expected", [
+    (replicas(2, 5, 1), 1),
+    (replicas(3, 3), 0),
+    (replicas(0, 0), None),
+    (replicas(0, 16, loading=[1]), None),
+    ([], None),
+], ids=["most free slots", "first on a tie", "all full", "a loading replica takes nothing",
+        "no replica"])
+def test_pick_replica(states: list[Replica], expected: int | None) -> None:
+    assert pick_replica(states) == expected
+
+
+@pytest.mark.parametrize("states,waiting,limit,expected", [
+    (replicas(0), 3, 2, True),
+    (replicas(0, 0), 3, 2, False),
+    (replicas(0, 4, loading=[1]), 3, 3, False),
+    (replicas(0), 0, 2, False),
+    (replicas(0, 1), 3, 3, False),
+    ([], 3, 2, False),
+], ids=["all full and requests wait", "at the replica limit", "one is loading already",
+        "nobody waits", "a slot is free", "no first runner yet"])
+def test_want_replica(states: list[Replica], waiting: int, limit: int, expected: bool) -> None:
+    assert want_replica(states, waiting, limit) is expected
 
 
 def test_a_set_parallel_gives_each_slot_a_whole_context() -> None:
@@ -68,10 +211,3 @@ def test_a_set_parallel_gives_each_slot_a_whole_context() -> None:
 def test_auto_parallel_shares_four_contexts_of_cells_among_16_to_64_slots(
         num_ctx: int, slots: int) -> None:
     assert kv_plan(num_ctx, parallel=0) == (slots, 4 * num_ctx)
-
-
-def test_a_model_larger_than_every_device_evicts_nothing_and_never_fits() -> None:
-    devices = [gpu(0, free=10 * GB, total=24 * GB), gpu(1, free=5 * GB, total=24 * GB)]
-    decision = place(devices, [loaded("idle", "cuda:0", 14 * GB)], need=1 << 50,
-                     max_loaded_per_device=3)
-    assert decision == Placement(None, (), never_fits=True)

@@ -1,18 +1,23 @@
-"""Scheduler policy (slots, queueing, eviction, reloads, keep-alive) with fake workers.
+"""Scheduler policy (slots, queueing, eviction, reloads, keep-alive, replicas, splits, hangs)
+with fake workers.
 
-The fake stands in for a worker process: it loads instantly and finishes a job only when the
-test says so, which makes the order of events explicit.
+The fake stands in for a worker process: it loads instantly (unless told to hold the load) and
+finishes a job only when the test says so, which makes the order of events explicit.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from collections import deque
+from typing import Any, Sequence
 
 import pytest
 
-from scheduler.devices import Device
-from scheduler.scheduler import Job, ModelRef, QueueFull, Scheduler, SchedulerError
+from scheduler import watchdog
+from scheduler.devices import Device, SimulatedInventory, simulated
+from scheduler.memory import ModelMemory
+from scheduler.scheduler import ALL_LAYERS, Config, Job, ModelRef, QueueFull, Scheduler, SchedulerError
 from workers import protocol
 
 GB = 1 << 30
@@ -24,13 +29,17 @@ class FakeWorker:
     instances: list["FakeWorker"] = []
 
     def __init__(self, device: Device, n_threads: int, debug: bool, on_exit: Any) -> None:
-        self.device, self.on_exit = device, on_exit
-        self.alive, self.gpu_offload = False, False
+        self.device, self.on_exit, self.n_threads = device, on_exit, n_threads
+        self.alive, self.gpu_offload = False, device.is_gpu
         self.hung = False  # a SIGSTOPped process: never answers
         self.killed = False
+        self.hold_loads: asyncio.Event | None = None  # set: loads wait for it
         self.loaded: list[str] = []
+        self.loads: list[protocol.Load] = []
         self.events: list[str] = []
         self.jobs: dict[int, asyncio.Queue] = {}
+        self.step_times: dict[str, deque] = {}
+        self.last_heard = time.monotonic()
         FakeWorker.instances.append(self)
 
     async def start(self) -> None:
@@ -56,33 +65,46 @@ class FakeWorker:
         if isinstance(msg, protocol.Ping):
             if self.hung:
                 await asyncio.Event().wait()
+            self.last_heard = time.monotonic()
             return protocol.Pong(msg.nonce)
         if isinstance(msg, protocol.Load):
+            self.loads.append(msg)
+            if self.hold_loads is not None:
+                await self.hold_loads.wait()
             self.loaded.append(msg.model_id)
             return protocol.Loaded(msg.model_id, 1, GB, False)
         self.loaded.remove(msg.model_id)
         return protocol.Unloaded(msg.model_id)
 
+    def step(self, model_id: str, duration_ns: int, tokens: int) -> None:
+        """What the handle records when the worker reports an engine step."""
+        self.step_times.setdefault(model_id, deque(maxlen=32)).append((duration_ns, tokens))
+        self.last_heard = time.monotonic()
+
     def finish(self, job: Job) -> None:
         self.jobs[job.id].put_nowait(protocol.Done(job.id, "stop", 1, 1, 1, 1))
 
 
-class OneCPU:
-    def devices(self) -> list[Device]:
-        return [Device("cpu", "cpu", 64 * GB, 32 * GB)]
+def workers_on(device_id: str) -> list[FakeWorker]:
+    return [w for w in FakeWorker.instances if w.device.id == device_id]
 
 
-def ref(name: str) -> ModelRef:
+ONE_CPU = SimulatedInventory([Device("cpu", "cpu", 64 * GB, 32 * GB)],
+                             Device("cpu", "cpu", 64 * GB, 32 * GB))
+
+
+def ref(name: str, layers: int = 4, layer_gb: float = 0.25) -> ModelRef:
+    """A model of `layers` x `layer_gb` of weights (1 GB by default) with a negligible cache."""
+    memory = ModelMemory(layers=(int(layer_gb * GB),) * layers, input_bytes=0, output_bytes=0,
+                         tied_output=False, kv_bytes_per_cell=0, n_embd=8, n_head=1, n_vocab=1000)
     return ModelRef(name=name, digest=f"sha256:{name:0>64}", manifest_digest=name, path=f"/{name}",
-                    file_size=GB, kv_bytes_per_token=0, context_length=0, n_vocab=1000,
-                    details={})
+                    memory=memory, context_length=0, n_vocab=1000, details={})
 
 
-async def make(**kw: Any) -> tuple[Scheduler, FakeWorker]:
+async def make(inventory: SimulatedInventory = ONE_CPU, **kw: Any) -> tuple[Scheduler, FakeWorker]:
     FakeWorker.instances.clear()
-    settings = {"slots": 1, "max_queue": 8, "max_loaded_per_device": 3,
-                "default_keep_alive": 300.0, **kw}
-    sched = Scheduler(OneCPU(), n_threads=1, worker_factory=FakeWorker, **settings)
+    config = Config(**{"slots": 1, "max_queue": 8, "max_loaded": 3, **kw})
+    sched = Scheduler(inventory, config, worker_factory=FakeWorker)  # type: ignore[arg-type]
     await sched.start()
     return sched, FakeWorker.instances[0]
 
@@ -92,11 +114,12 @@ async def run_to_end(job: Job) -> protocol.FromWorker:
     return await job.next()
 
 
-async def submit(sched: Scheduler, name: str, num_ctx: int = 4096,
+async def submit(sched: Scheduler, name: str | ModelRef, num_ctx: int = 4096,
                  keep_alive: float | None = None) -> Job:
     # A scheduler bug would show as a wait that never ends: fail fast instead.
+    model = ref(name) if isinstance(name, str) else name
     return await asyncio.wait_for(
-        sched.submit(ref(name), num_ctx, keep_alive, PROMPT, OPTIONS, False), 5)
+        sched.submit(model, num_ctx, keep_alive, PROMPT, OPTIONS, False), 5)
 
 
 async def settle() -> None:
@@ -144,7 +167,7 @@ async def test_a_cancelled_waiter_leaves_the_queue() -> None:
 
 
 async def test_idle_model_is_evicted_for_another_at_the_model_limit() -> None:
-    sched, worker = await make(max_loaded_per_device=1)
+    sched, worker = await make(max_loaded=1)
     await run_to_end(await submit(sched, "a"))
     job_b = await submit(sched, "b")
     assert [r.ref.name for r in sched.running()] == ["b"]
@@ -152,7 +175,7 @@ async def test_idle_model_is_evicted_for_another_at_the_model_limit() -> None:
 
 
 async def test_busy_model_is_not_evicted_the_newcomer_waits() -> None:
-    sched, _ = await make(max_loaded_per_device=1)
+    sched, _ = await make(max_loaded=1)
     job_a = await submit(sched, "a")
     pending_b = asyncio.create_task(submit(sched, "b"))
     await settle()
@@ -261,4 +284,205 @@ async def test_the_watchdog_leaves_an_answering_worker_alone() -> None:
     sched, worker = await make(hang_timeout=0.1)
     await asyncio.sleep(0.3)
     assert not worker.killed
+    await sched.stop()
+
+
+# ---- fairness ---------------------------------------------------------------------------------
+
+async def test_a_busy_model_does_not_hold_up_another_model() -> None:
+    sched, _ = await make(slots=1)
+    await submit(sched, "a")
+    waiting_a = asyncio.create_task(submit(sched, "a"))
+    await settle()
+    job_b = await submit(sched, "b")  # would time out if it queued behind a's waiter
+    assert job_b.runner.ref.name == "b" and not waiting_a.done()
+    waiting_a.cancel()
+
+
+async def test_a_newcomer_does_not_take_a_freed_slot_from_an_earlier_waiter() -> None:
+    sched, _ = await make(slots=1)
+    first = await submit(sched, "a")
+    earlier = asyncio.create_task(submit(sched, "a"))
+    await settle()
+    first.close()  # frees the slot; the newcomer arrives before the waiter has run
+    newcomer = asyncio.create_task(submit(sched, "a"))
+    await settle()
+    assert earlier.done() and not newcomer.done()
+    newcomer.cancel()
+
+
+async def test_every_waiter_shares_a_failed_first_load() -> None:
+    sched, worker = await make()
+    worker.hold_loads = asyncio.Event()
+
+    async def fail(msg: Any) -> Any:
+        await worker.hold_loads.wait()  # type: ignore[union-attr]
+        return protocol.LoadFailed(msg.model_id, "bad file")
+
+    worker.request = fail  # type: ignore[method-assign]
+    waiters = [asyncio.create_task(submit(sched, "a")) for _ in range(3)]
+    await settle()
+    worker.hold_loads.set()
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert [str(r) for r in results] == ["unable to load model: bad file"] * 3
+
+
+# ---- devices and placement -------------------------------------------------------------------
+
+async def test_the_model_limit_defaults_to_three_per_device() -> None:
+    sched, worker = await make(max_loaded=0)
+    for name in "abc":
+        await run_to_end(await submit(sched, name))
+    await run_to_end(await submit(sched, "d"))
+    assert sorted(r.ref.name for r in sched.running()) == ["b", "c", "d"]  # a: least recent
+
+
+async def test_models_go_where_most_memory_is_free() -> None:
+    sched, _ = await make(simulated("gpu:24G,gpu:24G,gpu:80G"))
+    assert (await submit(sched, "a")).runner.worker.device.id == "cuda:2"
+    sched, _ = await make(simulated("gpu:24G,gpu:24G"))
+    placed = [(await submit(sched, name)).runner.worker.device.id for name in "abc"]
+    assert placed == ["cuda:0", "cuda:1", "cuda:0"]
+
+
+async def test_a_whole_model_on_a_gpu_offloads_every_layer_and_reports_its_vram() -> None:
+    sched, _ = await make(simulated("gpu:24G"))
+    job = await submit(sched, "a")
+    [load] = FakeWorker.instances[0].loads
+    assert load.n_gpu_layers == ALL_LAYERS
+    assert job.runner.size_vram == job.runner.size - 4 * 1000  # one logits row stays in RAM
+
+
+async def test_a_model_larger_than_any_gpu_is_split_by_a_worker_for_those_gpus() -> None:
+    sched, _ = await make(simulated("gpu:24G,gpu:24G"))
+    job = await submit(sched, ref("big", layers=40, layer_gb=1))
+    group = job.runner.worker
+    assert group.device.id == "cuda:0+cuda:1"
+    assert [load.n_gpu_layers for load in group.loads] == [ALL_LAYERS]
+    assert set(job.runner.plan.memory) == {"cuda:0", "cuda:1"}
+    await run_to_end(job)
+    await sched.unload(job.runner.ref.digest)
+    await settle()
+    assert not group.alive  # the split's worker goes with its model
+
+
+async def test_spread_splits_even_a_small_model_over_all_gpus() -> None:
+    sched, _ = await make(simulated("gpu:24G,gpu:24G,gpu:24G"), spread=True)
+    job = await submit(sched, "a")
+    assert job.runner.worker.device.id == "cuda:0+cuda:1+cuda:2"
+
+
+async def test_a_model_too_large_for_the_gpu_is_partly_offloaded() -> None:
+    inventory = SimulatedInventory(simulated("gpu:8G").devices(), Device("cpu", "cpu", 64 * GB,
+                                                                         64 * GB))
+    sched, worker = await make(inventory)
+    job = await submit(sched, ref("big", layers=20, layer_gb=1))
+    [load] = worker.loads
+    assert 0 < load.n_gpu_layers < 20
+    assert job.runner.size_vram <= 8 * GB < job.runner.size
+
+
+async def test_a_model_that_fits_nowhere_names_what_it_needs_and_what_is_free() -> None:
+    inventory = SimulatedInventory(simulated("gpu:8G").devices(), Device("cpu", "cpu", 16 * GB,
+                                                                         4 * GB))
+    sched, worker = await make(inventory)
+    with pytest.raises(SchedulerError, match=r"requires more memory than is free: 20\.0 GiB in "
+                                             r"all \(free: cuda:0 8\.0 GiB, RAM 4\.0 GiB\)"):
+        await submit(sched, ref("huge", layers=20, layer_gb=1))
+    assert worker.loads == []
+
+
+async def test_cpu_devices_share_the_cores() -> None:
+    sched, _ = await make(simulated("cpu:8G,cpu:8G"), n_threads=8)
+    assert [w.n_threads for w in FakeWorker.instances] == [4, 4]
+
+
+# ---- replicas ---------------------------------------------------------------------------------
+
+async def test_a_full_model_with_waiters_gets_a_replica_on_another_device() -> None:
+    sched, _ = await make(simulated("cpu:8G,cpu:8G"))
+    first = await submit(sched, "a")
+    second = await submit(sched, "a")  # would time out waiting for the first slot
+    assert first.runner is not second.runner
+    assert {first.runner.worker.device.id, second.runner.worker.device.id} == {"cpu:0", "cpu:1"}
+
+
+async def test_a_request_goes_to_the_replica_with_the_most_free_slots() -> None:
+    sched, _ = await make(simulated("cpu:8G,cpu:8G"), slots=2)
+    jobs = [await submit(sched, "a") for _ in range(3)]  # fills one, then a replica takes one
+    busy, light = jobs[0].runner, jobs[2].runner
+    assert busy is not light and (busy.active, light.active) == (2, 1)
+    await run_to_end(jobs[0])
+    nxt = await submit(sched, "a")
+    assert nxt.runner in (busy, light) and (busy.active, light.active) in ((2, 1), (1, 2))
+
+
+async def test_no_replica_beyond_max_replicas() -> None:
+    sched, _ = await make(simulated("cpu:8G,cpu:8G"), max_replicas=1)
+    await submit(sched, "a")
+    waiting = asyncio.create_task(submit(sched, "a"))
+    await settle()
+    assert not waiting.done() and len(sched.running()) == 1
+    waiting.cancel()
+
+
+async def test_a_replica_evicts_nothing() -> None:
+    sched, _ = await make(simulated("cpu:2G,cpu:2G"))
+    await run_to_end(await submit(sched, "b"))  # on cpu:0; idle from now on
+    await submit(sched, "a")  # on cpu:1, which has more room left
+    waiting = asyncio.create_task(submit(sched, "a"))
+    await settle()
+    assert not waiting.done()  # cpu:0 has room only if b went: a replica is not worth that
+    assert sorted(r.ref.name for r in sched.running()) == ["a", "b"]
+    waiting.cancel()
+
+
+async def test_a_surplus_replica_is_unloaded_when_idle_and_the_last_one_stays() -> None:
+    sched, _ = await make(simulated("cpu:8G,cpu:8G"), replica_idle=0.05)
+    jobs = [await submit(sched, "a") for _ in range(2)]
+    for job in jobs:
+        await run_to_end(job)
+    await asyncio.sleep(0.2)
+    assert len(sched.running()) == 1
+
+
+# ---- hangs --------------------------------------------------------------------------------------
+
+def fast_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pings every 20 ms and a 0.1 s floor, so that a deadline from step times shows quickly."""
+    monkeypatch.setattr(watchdog, "INTERVAL", 0.02)
+    monkeypatch.setattr(watchdog, "FLOOR", 0.1)
+
+async def test_a_worker_silent_past_its_step_deadline_is_killed_well_before_the_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fast_watch(monkeypatch)
+    sched, worker = await make(hang_timeout=300)
+    job = await submit(sched, "a")
+    worker.step(job.runner.model_id, duration_ns=100_000, tokens=1)  # 0.1 ms a token: fast
+    worker.hung = True
+    await asyncio.sleep(0.5)
+    assert worker.killed
+    await sched.stop()
+
+
+async def test_a_busy_model_without_steps_yet_gets_the_full_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fast_watch(monkeypatch)
+    sched, worker = await make(hang_timeout=300)
+    await submit(sched, "a")  # its first prompt may take long: no history to judge it by
+    worker.hung = True
+    await asyncio.sleep(0.5)
+    assert not worker.killed
+    await sched.stop()
+
+
+async def test_loading_is_not_a_hang() -> None:
+    sched, worker = await make(hang_timeout=0.1)
+    worker.hold_loads = asyncio.Event()
+    worker.hung = True  # a load blocks the step loop: no pongs meanwhile
+    loading = asyncio.create_task(submit(sched, "a"))
+    await asyncio.sleep(0.5)
+    assert not worker.killed
+    worker.hold_loads.set()
+    await loading
     await sched.stop()

@@ -57,3 +57,17 @@ def test_batch_invariant_mode_is_off_unless_asked() -> None:
 def test_num_parallel_beyond_llamas_sequence_limit_is_refused() -> None:
     with pytest.raises(SettingsError, match="OLLAMA_NUM_PARALLEL"):
         load({"OLLAMA_NUM_PARALLEL": "1000"})
+
+
+def test_model_and_replica_limits_are_auto_unless_set() -> None:
+    s = load({})
+    assert (s.max_loaded_models, s.max_replicas) == (0, 0)
+    s = load({"OLLAMA_MAX_LOADED_MODELS": "2", "CORRAL_MAX_REPLICAS": "auto"})
+    assert (s.max_loaded_models, s.max_replicas) == (2, 0)
+
+
+def test_gpu_overhead_is_bytes_and_spread_a_switch() -> None:
+    s = load({"OLLAMA_GPU_OVERHEAD": "1073741824", "OLLAMA_SCHED_SPREAD": "1"})
+    assert (s.gpu_overhead, s.sched_spread) == (1 << 30, True)
+    with pytest.raises(SettingsError, match="OLLAMA_GPU_OVERHEAD"):
+        load({"OLLAMA_GPU_OVERHEAD": "-1"})
