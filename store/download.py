@@ -1,0 +1,230 @@
+"""A blob arriving over the network in byte ranges, perhaps several at once, into the store.
+
+The bytes go to `blobs/.download-<hex>` at their offsets; `.download-<hex>.ranges` beside it
+lists the ranges already on disk, so a later try (after a dropped connection, a full disk or a
+restart) fetches only the gaps. A partial file without that list (an older corral's) counts as a
+prefix. The list is written after the bytes it names and without fsync: after a power cut it may
+name bytes that never reached the disk, which the digest check then catches, at the cost of one
+download more.
+
+One thread per download writes what arrives and hashes the file's written prefix as it grows, from
+memory when the bytes come in order, so hashing runs beside the network instead of after it and
+the event loop only receives. The blob counts only after `finish` has checked its digest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import hashlib
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Sequence
+
+import orjson
+
+from store.errors import DigestMismatch
+from store.store import Layer, Store
+
+Range = tuple[int, int]  # [start, end)
+
+BACKLOG = 8  # batches handed to the disk thread before `write` waits for it
+CHECKPOINT = 16 << 20  # bytes written between updates of the ranges file (and write-behind)
+_READ = 1 << 20  # what the hasher reads at a time when it catches up from the file
+
+
+def _write_behind() -> "ctypes._CFuncPtr | None":
+    """Linux's sync_file_range, to start writing dirty pages back without waiting for them, so
+    that the fsync before the blob counts finds little left to write; None where there is none."""
+    function = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
+    if function is not None:
+        function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return function
+
+
+_SYNC_FILE_RANGE = _write_behind()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def add_range(ranges: list[Range], new: Range) -> list[Range]:
+    """`ranges` (sorted, apart) with `new` merged in."""
+    start, end = new
+    kept: list[Range] = []
+    for a, b in ranges:
+        if b < start or a > end:
+            kept.append((a, b))
+        else:
+            start, end = min(a, start), max(b, end)
+    return sorted([*kept, (start, end)])
+
+
+def gaps(ranges: Sequence[Range], size: int, part: int) -> list[Range]:
+    """What `ranges` leave of [0, size), cut into pieces of at most `part` bytes, in order."""
+    holes: list[Range] = []
+    position = 0
+    for a, b in [*ranges, (size, size)]:
+        holes.extend((s, min(s + part, a)) for s in range(position, a, part))
+        position = max(position, b)
+    return holes
+
+
+class Download:
+    """Use from one event loop: `write` what arrives, then `finish` (verify and keep) or
+    `close` (keep what arrived for the next try)."""
+
+    def __init__(self, store: Store, digest: str, size: int) -> None:
+        self.size = size
+        self._store = store
+        self._digest = digest
+        self._path = store.blobs_dir / f".download-{digest[7:]}"
+        self._ranges_path = self._path.with_name(f"{self._path.name}.ranges")
+        self._ranges = self._earlier_ranges()
+        self._save_ranges()  # before any byte lands away from the prefix
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT)
+        self._hash = hashlib.sha256()
+        self._hashed = 0
+        self._unsaved = 0
+        self._buffer = bytearray(_READ)
+        self.received = sum(b - a for a, b in self._ranges)
+        self._disk = ThreadPoolExecutor(1, thread_name_prefix=f"download-{digest[7:19]}")
+        self._pending: deque[Future[None]] = deque()
+        self._pending.append(self._disk.submit(self._catch_up))  # hash what earlier tries left
+
+    def missing(self, part: int) -> list[Range]:
+        """The ranges still to fetch, each at most `part` bytes."""
+        return gaps(self._ranges, self.size, part)
+
+    async def write(self, offset: int, chunks: list[bytes]) -> None:
+        """Queues contiguous bytes starting at `offset`; waits while the disk thread is behind,
+        and raises what it met (a full disk)."""
+        length = sum(map(len, chunks))
+        if offset + length > self.size:
+            raise DigestMismatch(f"{self._digest} is larger than the {self.size} bytes its "
+                                 "manifest says")
+        self.received += length
+        self._pending.append(self._disk.submit(self._store_chunks, offset, chunks))
+        while self._pending and (self._pending[0].done() or len(self._pending) > BACKLOG):
+            await asyncio.wrap_future(self._pending.popleft())
+
+    async def finish(self) -> Layer:
+        """Waits for the disk thread, then renames the file into the store if its digest is
+        right; a wrong file is removed (it is no start for a resume) and DigestMismatch raised."""
+        await self._drain()
+        return await asyncio.get_running_loop().run_in_executor(self._disk, self._commit)
+
+    async def close(self) -> None:
+        """Stops, keeping what reached the disk (and the list of it) for the next try; after
+        `finish`, only lets the thread go."""
+        try:
+            await self._drain()
+        except OSError:
+            pass  # what did land is in the ranges list; `write` raised the error already
+        finally:
+            if self._fd >= 0:
+                await asyncio.get_running_loop().run_in_executor(self._disk, self._keep)
+            self._disk.shutdown(wait=False)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            await asyncio.wrap_future(self._pending.popleft())
+
+    # ---- on the disk thread ------------------------------------------------------------
+
+    def _earlier_ranges(self) -> list[Range]:
+        if not self._path.exists():
+            return []
+        try:
+            saved = orjson.loads(self._ranges_path.read_bytes())
+            if saved["size"] == self.size:
+                return [(int(a), int(b)) for a, b in saved["ranges"]]
+        except FileNotFoundError:
+            if (length := self._path.stat().st_size) <= self.size:
+                return [(0, length)]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            pass
+        self._path.unlink()  # nothing in it can be trusted
+        return []
+
+    def _store_chunks(self, offset: int, chunks: list[bytes]) -> None:
+        views = [memoryview(chunk) for chunk in chunks]
+        position = offset
+        try:
+            while views:  # a short write (the disk filling up) leaves the rest to retry
+                written = os.pwritev(self._fd, views, position)
+                position += written
+                views = _skip(views, written)
+        finally:
+            if position > offset:
+                self._landed((offset, position), chunks)
+
+    def _landed(self, new: Range, chunks: list[bytes]) -> None:
+        self._ranges = add_range(self._ranges, new)
+        start = new[0]
+        for chunk in chunks:  # in order: hash straight from memory
+            if start <= self._hashed < start + len(chunk) <= new[1]:
+                self._hash.update(memoryview(chunk)[self._hashed - start:])
+                self._hashed = start + len(chunk)
+            start += len(chunk)
+        self._catch_up()
+        self._unsaved += new[1] - new[0]
+        if self._unsaved >= CHECKPOINT:
+            self._save_ranges()
+            if _SYNC_FILE_RANGE is not None:
+                _SYNC_FILE_RANGE(self._fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
+
+    def _catch_up(self) -> None:
+        """Hashes from the file whatever is on disk right after the hashed prefix."""
+        written_to = next((b for a, b in self._ranges if a <= self._hashed <= b), self._hashed)
+        view = memoryview(self._buffer)
+        while self._hashed < written_to:
+            count = os.preadv(self._fd, [view[:min(_READ, written_to - self._hashed)]],
+                              self._hashed)
+            if not count:
+                return  # shorter than its ranges list says: the digest check will tell
+            self._hash.update(view[:count])
+            self._hashed += count
+
+    def _save_ranges(self) -> None:
+        temp = self._ranges_path.with_name(f"{self._ranges_path.name}.tmp")
+        try:
+            temp.write_bytes(orjson.dumps({"size": self.size, "ranges": self._ranges}))
+            os.replace(temp, self._ranges_path)
+            self._unsaved = 0
+        except OSError as exc:
+            temp.unlink(missing_ok=True)  # the older list stays: it names less, never more
+            if exc.errno != errno.ENOSPC:
+                raise
+
+    def _keep(self) -> None:
+        try:
+            self._save_ranges()
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _commit(self) -> Layer:
+        try:
+            self._catch_up()
+            os.fsync(self._fd)
+            digest = f"sha256:{self._hash.hexdigest()}"
+            if self._hashed != self.size or digest != self._digest:
+                self._path.unlink()
+                raise DigestMismatch(f"digest mismatch, expected {self._digest!r}, got "
+                                     f"{digest!r}")
+            os.replace(self._path, self._store.blob_path(digest))
+            return Layer("", digest, self.size)
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+            self._ranges_path.unlink(missing_ok=True)
+
+
+def _skip(views: list[memoryview], count: int) -> list[memoryview]:
+    """`views` less their first `count` bytes."""
+    while views and count >= len(views[0]):
+        count -= len(views.pop(0))
+    if views and count:
+        views[0] = views[0][count:]
+    return views

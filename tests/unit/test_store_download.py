@@ -1,0 +1,119 @@
+"""A blob downloaded in ranges (store/download.py): out of order, interrupted, resumed, on a full
+disk, and counted only after its digest matched."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from store import download as download_module
+from store.download import Download, add_range, gaps
+from store.errors import DigestMismatch
+from store.store import Store
+
+DATA = bytes(range(256)) * 4096  # 1 MiB, no two ranges alike
+DIGEST = f"sha256:{hashlib.sha256(DATA).hexdigest()}"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "models")
+
+
+def partial_files(store: Store) -> list[str]:
+    return sorted(p.name for p in store.blobs_dir.iterdir() if p.name.startswith("."))
+
+
+async def write_range(download: Download, start: int, end: int) -> None:
+    await download.write(start, [DATA[start:(start + end) // 2], DATA[(start + end) // 2:end]])
+
+
+def test_overlapping_and_touching_ranges_merge() -> None:
+    assert add_range([(0, 10), (20, 30)], (10, 20)) == [(0, 30)]
+    assert add_range([(0, 10), (40, 50)], (20, 30)) == [(0, 10), (20, 30), (40, 50)]
+    assert add_range([(5, 10)], (0, 7)) == [(0, 10)]
+
+
+def test_gaps_are_cut_into_parts_in_order() -> None:
+    assert gaps([(10, 20)], 45, part=10) == [(0, 10), (20, 30), (30, 40), (40, 45)]
+    assert gaps([(0, 45)], 45, part=10) == []
+
+
+async def test_ranges_written_out_of_order_make_the_verified_blob(store: Store) -> None:
+    download = Download(store, DIGEST, len(DATA))
+    for start, end in reversed(download.missing(len(DATA) // 3)):
+        await write_range(download, start, end)
+    layer = await download.finish()
+    await download.close()
+    assert layer.digest == DIGEST and store.read_blob(DIGEST) == DATA
+    assert partial_files(store) == []
+
+
+async def test_a_closed_download_resumes_with_only_the_gaps(store: Store) -> None:
+    first = Download(store, DIGEST, len(DATA))
+    await write_range(first, 0, 100_000)
+    await write_range(first, 500_000, 600_000)
+    await first.close()  # a dropped connection, or a stopped server
+    second = Download(store, DIGEST, len(DATA))
+    assert second.received == 200_000
+    assert second.missing(1 << 30) == [(100_000, 500_000), (600_000, len(DATA))]
+    for start, end in second.missing(1 << 30):
+        await write_range(second, start, end)
+    assert (await second.finish()).digest == DIGEST
+    await second.close()
+    assert store.read_blob(DIGEST) == DATA
+
+
+async def test_a_partial_file_without_a_ranges_list_counts_as_a_prefix(store: Store) -> None:
+    (store.blobs_dir / f".download-{DIGEST[7:]}").write_bytes(DATA[:300_000])
+    download = Download(store, DIGEST, len(DATA))
+    assert download.missing(1 << 30) == [(300_000, len(DATA))]
+    await download.close()
+
+
+async def test_a_wrong_blob_is_removed_with_its_ranges(store: Store) -> None:
+    download = Download(store, DIGEST, len(DATA))
+    await download.write(0, [b"\0" * len(DATA)])
+    with pytest.raises(DigestMismatch):
+        await download.finish()
+    await download.close()
+    assert partial_files(store) == [] and not store.has_blob(DIGEST)
+
+
+async def test_bytes_past_the_size_are_refused(store: Store) -> None:
+    download = Download(store, DIGEST, len(DATA))
+    with pytest.raises(DigestMismatch, match="larger"):
+        await download.write(len(DATA) - 10, [b"x" * 11])
+    await download.close()
+
+
+async def test_a_full_disk_keeps_what_landed_resumable(store: Store,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    room = 250_000  # then the disk is full: a short write, then ENOSPC
+
+    def pwritev(fd: int, buffers: list[memoryview], offset: int) -> int:
+        nonlocal room
+        if not room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        data = b"".join(buffers)[:room]
+        room -= len(data)
+        return os.pwrite(fd, data, offset)
+
+    monkeypatch.setattr(download_module.os, "pwritev", pwritev)
+    first = Download(store, DIGEST, len(DATA))
+    with pytest.raises(OSError) as raised:
+        for start, end in first.missing(100_000):
+            await write_range(first, start, end)
+        await first.finish()
+    assert raised.value.errno == errno.ENOSPC
+    await first.close()
+    monkeypatch.undo()  # space was freed
+    second = Download(store, DIGEST, len(DATA))
+    assert second.missing(1 << 30) == [(250_000, len(DATA))]
+    await write_range(second, 250_000, len(DATA))
+    assert (await second.finish()).digest == DIGEST
+    await second.close()
