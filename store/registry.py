@@ -1,10 +1,11 @@
 """Pulling and pushing models through an OCI registry (the distribution API Ollama's registry
 speaks), with aiohttp's client. Both are async iterators of Ollama's progress events.
 
-Pull: the manifest first (nothing is written if it does not exist), then each missing layer
-into `blobs/.download-<hex>`, resumed with a Range request if a partial file is there (also after
-a restart), hashed and checked against its digest before it is renamed into place; the manifest
-is written last, atomically. Push: each layer the registry lacks (HEAD) goes up in one PUT of an
+Pull: the manifest first (nothing is written if it does not exist), then each missing layer as
+a `store.download.Download`: the byte ranges it still lacks (all, or what an interrupted try left
+out, also across a restart) in parts of PART bytes over up to CONNECTIONS connections, hashed as
+they land and checked against the digest before the blob counts; the manifest is written last,
+atomically. Push: each layer the registry lacks (HEAD) goes up in one PUT of an
 upload session, then the manifest. A registry that challenges (WWW-Authenticate) gets the
 operator's credentials (`credentials`): as Basic auth, or to fetch a bearer token from its realm.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import re
 import weakref
 from pathlib import Path
@@ -21,13 +23,17 @@ from typing import Any, AsyncIterator, Mapping
 import aiohttp
 import orjson
 
-from store.errors import InvalidInput, NotFound, RegistryError
+from store.download import Download
+from store.errors import InvalidInput, NotFound, RegistryError, StoreError
 from store.names import ModelName
 from store.store import MANIFEST_MEDIA_TYPE, Layer, Store, atomic_write, normalize_digest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ACCEPT = f"{MANIFEST_MEDIA_TYPE}, {OCI_MANIFEST}"
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # bytes handed to the disk thread at a time
+PART = 16 << 20  # a blob comes in ranges of this size ...
+CONNECTIONS = 4  # ... over up to this many connections at once
+PROGRESS_EVERY = 0.1  # seconds between progress events of a download
 Event = dict[str, Any]
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
@@ -112,7 +118,8 @@ class _Session:
 
 def _client() -> aiohttp.ClientSession:
     # trust_env: HTTPS_PROXY / NO_PROXY as the operator set them.
-    return aiohttp.ClientSession(trust_env=True, timeout=aiohttp.ClientTimeout(sock_read=60))
+    return aiohttp.ClientSession(trust_env=True, timeout=aiohttp.ClientTimeout(sock_read=60),
+                                 read_bufsize=CHUNK)
 
 
 # ---- pull --------------------------------------------------------------------------------
@@ -120,20 +127,26 @@ def _client() -> aiohttp.ClientSession:
 
 async def pull(store: Store, name: ModelName, insecure: bool,
                login: Credentials | None = None) -> AsyncIterator[Event]:
-    async with _client() as http:
-        session = _Session(http, name, insecure, login)
-        yield {"status": "pulling manifest"}
-        raw = await _manifest(session)
-        doc = orjson.loads(raw)
-        layers = [_layer(entry) for entry in [doc.get("config"), *doc.get("layers", [])]
-                  if entry]
-        for layer in layers:
-            async for event in _download(session, store, layer):
-                yield event
-        yield {"status": "verifying sha256 digest"}
-        yield {"status": "writing manifest"}
-        await asyncio.to_thread(atomic_write, store.manifest_path(name), raw)
-        yield {"status": "success"}
+    try:
+        async with _client() as http:
+            session = _Session(http, name, insecure, login)
+            yield {"status": "pulling manifest"}
+            raw = await _manifest(session)
+            doc = orjson.loads(raw)
+            layers = [_layer(entry) for entry in [doc.get("config"), *doc.get("layers", [])]
+                      if entry]
+            for layer in layers:
+                async for event in _download(session, store, layer):
+                    yield event
+            yield {"status": "verifying sha256 digest"}
+            yield {"status": "writing manifest"}
+            await asyncio.to_thread(atomic_write, store.manifest_path(name), raw)
+            yield {"status": "success"}
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise StoreError(f"no space left on device for the model store in {store.root}; what "
+                         "was downloaded is kept: free some space and pull again") from None
 
 
 async def _manifest(session: _Session) -> bytes:
@@ -172,38 +185,96 @@ async def _download(session: _Session, store: Store, layer: Layer) -> AsyncItera
 
 
 async def _fetch(session: _Session, store: Store, layer: Layer) -> AsyncIterator[Event]:
-    status = f"pulling {layer.digest[7:19]}"
+    event = {"status": f"pulling {layer.digest[7:19]}", "digest": layer.digest,
+             "total": layer.size}
     if store.has_blob(layer.digest):
-        yield {"status": status, "digest": layer.digest, "total": layer.size,
-               "completed": layer.size}
+        yield {**event, "completed": layer.size}
         return
-    partial = store.blobs_dir / f".download-{layer.digest[7:]}"
-    writer = await asyncio.to_thread(store.blob_writer, layer.digest, partial)
+    download = await asyncio.to_thread(Download, store, layer.digest, layer.size)
+    fetching = asyncio.ensure_future(_fetch_parts(session, download,
+                                                  f"{session.base}/blobs/{layer.digest}"))
     try:
-        headers = {"Range": f"bytes={writer.size}-"} if writer.size else {}
-        response = await session.request("GET", f"{session.base}/blobs/{layer.digest}",
-                                         headers=headers)
-        async with response:
-            if response.status == 200 and writer.size:  # the registry ignored Range: start over
-                await asyncio.to_thread(writer.restart)
-            elif response.status not in (200, 206):
-                raise RegistryError(f"{session.name.host}: blob {layer.digest} "
-                                    f"({response.status})")
-            yield {"status": status, "digest": layer.digest, "total": layer.size,
-                   "completed": writer.size}
-            try:
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    await asyncio.to_thread(writer.write, chunk)
-                    yield {"status": status, "digest": layer.digest, "total": layer.size,
-                           "completed": writer.size}
-            except aiohttp.ClientError as exc:  # what arrived stays, for the next try to resume
-                raise RegistryError(f"{session.name.host}: download of {layer.digest} broke "
-                                    f"off: {exc or type(exc).__name__}") from None
-    except BaseException:
-        writer.abort()  # keeps the partial file for the next try
-        raise
-    # A wrong file is no start for a resume: commit removes it and raises DigestMismatch.
-    await asyncio.to_thread(writer.commit)
+        while not fetching.done():
+            yield {**event, "completed": download.received}
+            await asyncio.wait([fetching], timeout=PROGRESS_EVERY)
+        fetching.result()
+        yield {**event, "completed": download.received}
+        await download.finish()
+    finally:
+        await _cancelled(fetching)
+        await download.close()
+
+
+async def _fetch_parts(session: _Session, download: Download, url: str) -> None:
+    """The missing ranges of a blob over up to CONNECTIONS connections. The first range is asked
+    alone: a registry that answers it with the whole blob (200, no Range support) sends nothing
+    more."""
+    parts = download.missing(PART)
+    if not parts:
+        return
+    first = await _open_part(session, url, parts[0], download.size)
+    if first[1:] == (0, download.size):
+        await _copy(session, first, download)
+        return
+    rest = iter(parts[1:])
+
+    async def more() -> None:
+        for part in rest:
+            await _copy(session, await _open_part(session, url, part, download.size), download)
+
+    tasks = [asyncio.ensure_future(_copy(session, first, download)),
+             *(asyncio.ensure_future(more()) for _ in range(CONNECTIONS - 1))]
+    try:
+        await asyncio.gather(*tasks)
+    finally:  # the first failure ends the others: the pull reports it and stops
+        for task in tasks:
+            await _cancelled(task)
+
+
+Part = tuple[aiohttp.ClientResponse, int, int]  # a response and the [start, end) its body holds
+
+
+async def _open_part(session: _Session, url: str, part: tuple[int, int], size: int) -> Part:
+    start, end = part
+    response = await session.request("GET", url, headers={"Range": f"bytes={start}-{end - 1}"})
+    if response.status == 200:  # the registry ignored Range: this is the whole blob
+        return response, 0, size
+    if response.status == 206 and response.headers.get("Content-Range", "").startswith(
+            f"bytes {start}-"):
+        return response, start, end
+    response.release()
+    raise RegistryError(f"{session.name.host}: blob {url.rsplit('/', 1)[1]} ({response.status})")
+
+
+async def _copy(session: _Session, part: Part, download: Download) -> None:
+    """Hands a response's body to the download in batches of about CHUNK bytes."""
+    response, offset, end = part
+    async with response:
+        batch: list[bytes] = []
+        batched = 0
+        try:
+            # iter_chunks hands over what arrived as it is (readany joins it into a copy).
+            async for chunk, _ in response.content.iter_chunks():
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= CHUNK:
+                    await download.write(offset, batch)
+                    offset, batch, batched = offset + batched, [], 0
+        except aiohttp.ClientError as exc:  # what arrived stays, for the next try to resume
+            raise RegistryError(f"{session.name.host}: download broke off: "
+                                f"{exc or type(exc).__name__}") from None
+        if batch:
+            await download.write(offset, batch)
+            offset += batched
+        if offset != end:
+            raise RegistryError(f"{session.name.host}: download broke off at byte {offset} "
+                                f"of {end}")
+
+
+async def _cancelled(task: asyncio.Future[None]) -> None:
+    """Cancels the task and waits until it has stopped (its failure, if any, was reported)."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 # ---- push --------------------------------------------------------------------------------

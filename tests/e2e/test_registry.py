@@ -3,7 +3,9 @@ port (the `registry` fixture; .ci/run installs it)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +14,10 @@ from typing import Callable
 
 import pytest
 
+from store import registry as registry_client
+from store.errors import StoreError
+from store.names import parse_name
+from store.store import Store
 from tests.e2e.conftest import MODEL, QUICK
 from tests.e2e.server import Server, free_port
 
@@ -134,15 +140,19 @@ def test_a_wrong_password_is_an_error_naming_the_registry(make_server: Callable[
     assert srv.post("/api/pull", {"model": name, "insecure": True, "stream": False}).status == 502
 
 
-class _CuttingProxy:
-    """A loopback TCP proxy to the registry that cuts the first connection carrying more than
-    `cut_after` bytes back to the client, as a flaky network would, and counts all bytes."""
+class _FaultyProxy:
+    """A loopback TCP proxy to the registry, as a flaky network: it cuts the connection on which
+    the bytes sent back to the client pass `cut_after` in all, and flips one byte once, at
+    position `flip_at` of a connection's replies (past any headers: the first replies on a
+    connection are the small manifest and config). It counts the bytes it sends back."""
 
-    def __init__(self, upstream: str, cut_after: int) -> None:
+    def __init__(self, upstream: str, cut_after: int = 1 << 62, flip_at: int = 1 << 62) -> None:
         self.upstream = upstream.rsplit(":", 1)
         self.cut_after = cut_after
-        self.cut = False
+        self.flip_at = flip_at
+        self.cut = self.flipped = False
         self.downstream = 0
+        self._count = threading.Lock()  # the pipes run on threads of their own
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -161,13 +171,12 @@ class _CuttingProxy:
         sent = 0
         try:
             while data := source.recv(1 << 16):
-                sink.sendall(data)
                 if to_client:
-                    sent += len(data)
-                    self.downstream += len(data)
-                    if not self.cut and sent > self.cut_after:
-                        self.cut = True
-                        break
+                    data = self._flipped(data, sent)
+                sink.sendall(data)
+                sent += len(data)
+                if to_client and self._counted(len(data)):
+                    break
         except OSError:
             pass
         for end in (source, sink):
@@ -177,6 +186,23 @@ class _CuttingProxy:
                 pass
             end.close()
 
+    def _flipped(self, data: bytes, sent: int) -> bytes:
+        """The data, with its byte at connection position `flip_at` inverted if it holds it."""
+        at = self.flip_at - sent
+        with self._count:
+            if self.flipped or not 0 <= at < len(data):
+                return data
+            self.flipped = True
+        return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+    def _counted(self, sent: int) -> bool:
+        """Counts bytes sent to the client; True if this connection is to be cut now."""
+        with self._count:
+            self.downstream += sent
+            cut_now = not self.cut and self.downstream > self.cut_after
+            self.cut = self.cut or cut_now
+        return cut_now
+
     def close(self) -> None:
         self.listener.close()
 
@@ -185,7 +211,7 @@ def test_a_pull_cut_off_mid_blob_resumes_where_it_stopped(empty_server: Server, 
                                                           pushed: str, store_dir: Path) -> None:
     weights = max((store_dir / "blobs").iterdir(), key=lambda p: p.stat().st_size)
     size = weights.stat().st_size
-    proxy = _CuttingProxy(registry, cut_after=size // 2)
+    proxy = _FaultyProxy(registry, cut_after=size // 2)
     name = pushed.replace(registry, proxy.address)
     try:
         first = empty_server.post("/api/pull", {"model": name, "insecure": True}).lines()
@@ -193,7 +219,9 @@ def test_a_pull_cut_off_mid_blob_resumes_where_it_stopped(empty_server: Server, 
         assert not (empty_server.models_dir / "manifests" / proxy.address).exists()
         second = empty_server.post("/api/pull", {"model": name, "insecure": True, "stream": False})
         assert second.json() == {"status": "success"}
-        assert proxy.downstream < 2 * size  # the second pull went on from the cut
+        # Both pulls together: the blob once, and what was in flight at the cut. Starting over
+        # would have sent 1.5x.
+        assert proxy.downstream < 1.25 * size
         pulled = empty_server.models_dir / "blobs" / weights.name
         assert hashlib.sha256(pulled.read_bytes()).hexdigest() == weights.name[7:]
     finally:
@@ -204,7 +232,7 @@ def test_a_pull_cut_off_mid_blob_resumes_where_it_stopped(empty_server: Server, 
 def test_two_pulls_of_one_model_share_one_download(empty_server: Server, registry: str,
                                                    pushed: str, store_dir: Path) -> None:
     size = max(p.stat().st_size for p in (store_dir / "blobs").iterdir())
-    proxy = _CuttingProxy(registry, cut_after=1 << 62)  # counts, never cuts
+    proxy = _FaultyProxy(registry)  # counts, changes nothing
     name = pushed.replace(registry, proxy.address)
     try:
         with ThreadPoolExecutor(2) as pool:
@@ -215,3 +243,49 @@ def test_two_pulls_of_one_model_share_one_download(empty_server: Server, registr
     finally:
         proxy.close()
         empty_server.stop()
+
+
+def test_a_blob_corrupted_on_the_way_fails_its_digest_and_counts_for_nothing(
+        empty_server: Server, registry: str, pushed: str, store_dir: Path) -> None:
+    weights = max((store_dir / "blobs").iterdir(), key=lambda p: p.stat().st_size)
+    proxy = _FaultyProxy(registry, flip_at=1 << 20)
+    name = pushed.replace(registry, proxy.address)
+    try:
+        lines = empty_server.post("/api/pull", {"model": name, "insecure": True}).lines()
+        assert proxy.flipped and "digest mismatch" in lines[-1]["error"]
+        blobs = empty_server.models_dir / "blobs"
+        assert not (blobs / weights.name).exists()
+        assert [p.name for p in blobs.iterdir() if p.name.startswith(".")] == []  # no resume
+        assert not (empty_server.models_dir / "manifests" / proxy.address).exists()
+    finally:
+        proxy.close()
+        empty_server.stop()
+
+
+async def test_a_full_disk_ends_the_pull_with_a_clear_error_and_the_next_pull_resumes(
+        pushed: str, store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = max((store_dir / "blobs").iterdir(), key=lambda p: p.stat().st_size)
+    digest = f"sha256:{weights.name[7:]}"
+    store, name = Store(tmp_path / "models"), parse_name(pushed)
+    room = 40 << 20  # what fits; then writes come up short, then fail
+
+    def pwritev(fd: int, buffers: list[memoryview], offset: int) -> int:
+        nonlocal room
+        if not room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = os.pwrite(fd, b"".join(buffers)[:room], offset)
+        room -= written
+        return written
+
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    with pytest.raises(StoreError, match="no space left on device") as raised:
+        async for _ in registry_client.pull(store, name, insecure=True):
+            pass
+    assert str(store.root) in str(raised.value)
+    assert store.read_manifest(name) is None and not store.has_blob(digest)
+    monkeypatch.undo()  # space was freed
+    events = [event async for event in registry_client.pull(store, name, insecure=True)]
+    assert events[-1] == {"status": "success"}
+    config = store.read_manifest(name).config  # pulled first, into the same room
+    assert next(e for e in events if e.get("digest") == digest)["completed"] == (40 << 20) - config.size
+    assert hashlib.sha256(store.read_blob(digest)).hexdigest() == digest[7:]
