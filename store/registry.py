@@ -5,8 +5,9 @@ Pull: the manifest first (nothing is written if it does not exist), then each mi
 a `store.download.Download`: the byte ranges it still lacks (all, or what an interrupted try left
 out, also across a restart) in parts of PART bytes over up to CONNECTIONS connections, hashed as
 they land and checked against the digest before the blob counts; the manifest is written last,
-atomically. Push: each layer the registry lacks (HEAD) goes up in one PUT of an
-upload session, then the manifest. A registry that challenges (WWW-Authenticate) gets the
+atomically. Push: each layer the registry lacks (HEAD) is mounted from another repository of
+the registry that a local manifest says holds it, or else goes up in PATCHes of UPLOAD_CHUNK bytes
+closed by a PUT naming its digest; then the manifest. A registry that challenges (WWW-Authenticate) gets the
 operator's credentials (`credentials`): as Basic auth, or to fetch a bearer token from its realm.
 """
 
@@ -34,6 +35,7 @@ CHUNK = 1 << 20  # bytes handed to the disk thread at a time
 PART = 16 << 20  # a blob comes in ranges of this size ...
 CONNECTIONS = 4  # ... over up to this many connections at once
 PROGRESS_EVERY = 0.1  # seconds between progress events of a download
+UPLOAD_CHUNK = 32 << 20  # a push sends a blob in PATCHes of this size
 Event = dict[str, Any]
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
@@ -287,10 +289,11 @@ async def push(store: Store, name: ModelName, insecure: bool,
     if manifest is None:
         raise NotFound(f'model "{name.display}" not found')
     raw = store.manifest_path(name).read_bytes()
+    mountable = await asyncio.to_thread(_elsewhere_on_registry, store, name)
     async with _client() as http:
         session = _Session(http, name, insecure, login)
         for layer in (manifest.config, *manifest.layers):
-            async for event in _upload(session, store, layer):
+            async for event in _upload(session, store, layer, mountable.get(layer.digest)):
                 yield event
         yield {"status": "pushing manifest"}
         response = await session.request(
@@ -302,29 +305,63 @@ async def push(store: Store, name: ModelName, insecure: bool,
     yield {"status": "success"}
 
 
-async def _upload(session: _Session, store: Store, layer: Layer) -> AsyncIterator[Event]:
-    status = f"pushing {layer.digest[7:19]}"
-    event = {"status": status, "digest": layer.digest, "total": layer.size}
+def _elsewhere_on_registry(store: Store, name: ModelName) -> dict[str, str]:
+    """Digest -> another repository of the same registry that a local manifest says holds it:
+    the registry can mount the blob from there instead of receiving it again."""
+    repositories: dict[str, str] = {}
+    for other, manifest in store.list_manifests():
+        if other.host == name.host and (other.namespace, other.model) != (name.namespace,
+                                                                          name.model):
+            for layer in (manifest.config, *manifest.layers):
+                repositories.setdefault(layer.digest, f"{other.namespace}/{other.model}")
+    return repositories
+
+
+async def _upload(session: _Session, store: Store, layer: Layer,
+                  mount_from: str | None) -> AsyncIterator[Event]:
+    """One blob: nothing if the registry has it, a cross-repository mount if it can, else PATCHes
+    of UPLOAD_CHUNK bytes (progress after each) and a PUT that names the digest."""
+    event = {"status": f"pushing {layer.digest[7:19]}", "digest": layer.digest,
+             "total": layer.size}
     head = await session.request("HEAD", f"{session.base}/blobs/{layer.digest}")
     head.release()
     if head.status == 200:
         yield {**event, "completed": layer.size}
         return
-    start = await session.request("POST", f"{session.base}/blobs/uploads/")
+    mount = f"?mount={layer.digest}&from={mount_from}" if mount_from else ""
+    start = await session.request("POST", f"{session.base}/blobs/uploads/{mount}")
     async with start:
         location = start.headers.get("Location", "")
+        if start.status == 201 and mount:  # mounted: nothing to send
+            yield {**event, "completed": layer.size}
+            return
         if start.status != 202 or not location:
             raise RegistryError(f"{session.name.host}: upload refused ({start.status})")
+    path = store.blob_path(layer.digest)
+    for offset in range(0, layer.size, UPLOAD_CHUNK):
+        yield {**event, "completed": offset}
+        data = await asyncio.to_thread(_read_at, path, offset, UPLOAD_CHUNK)
+        location = await _send(session, "PATCH", location, data, {
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"{offset}-{offset + len(data) - 1}"})
+    separator = "&" if "?" in location else "?"
+    await _send(session, "PUT", f"{location}{separator}digest={layer.digest}", b"", {})
+    yield {**event, "completed": layer.size}
+
+
+async def _send(session: _Session, method: str, location: str, data: bytes,
+                headers: dict[str, str]) -> str:
+    """One request of an upload session; returns where the session goes on."""
     if location.startswith("/"):
         location = f"{session.base.split('/v2/')[0]}{location}"
-    yield {**event, "completed": 0}
-    separator = "&" if "?" in location else "?"
-    with open(store.blob_path(layer.digest), "rb") as data:
-        put = await session.request(
-            "PUT", f"{location}{separator}digest={layer.digest}", data=data,
-            headers={"Content-Type": "application/octet-stream",
-                     "Content-Length": str(layer.size)})
-    async with put:
-        if put.status not in (201, 204):
-            raise RegistryError(f"{session.name.host}: blob upload failed ({put.status})")
-    yield {**event, "completed": layer.size}
+    response = await session.request(method, location, data=data, headers=headers)
+    async with response:
+        if response.status not in (201, 202, 204):
+            raise RegistryError(f"{session.name.host}: blob upload failed ({response.status})")
+        return response.headers.get("Location", location)
+
+
+def _read_at(path: Path, offset: int, count: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(count)

@@ -10,7 +10,7 @@ import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -144,14 +144,14 @@ class _FaultyProxy:
     """A loopback TCP proxy to the registry, as a flaky network: it cuts the connection on which
     the bytes sent back to the client pass `cut_after` in all, and flips one byte once, at
     position `flip_at` of a connection's replies (past any headers: the first replies on a
-    connection are the small manifest and config). It counts the bytes it sends back."""
+    connection are the small manifest and config). It counts the bytes it passes each way."""
 
     def __init__(self, upstream: str, cut_after: int = 1 << 62, flip_at: int = 1 << 62) -> None:
-        self.upstream = upstream.rsplit(":", 1)
+        self.target = upstream.rsplit(":", 1)
         self.cut_after = cut_after
         self.flip_at = flip_at
         self.cut = self.flipped = False
-        self.downstream = 0
+        self.downstream = self.upstream = 0
         self._count = threading.Lock()  # the pipes run on threads of their own
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
@@ -163,7 +163,7 @@ class _FaultyProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection((self.upstream[0], int(self.upstream[1])))
+            upstream = socket.create_connection((self.target[0], int(self.target[1])))
             threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
 
@@ -175,7 +175,7 @@ class _FaultyProxy:
                     data = self._flipped(data, sent)
                 sink.sendall(data)
                 sent += len(data)
-                if to_client and self._counted(len(data)):
+                if self._counted(len(data), to_client):
                     break
         except OSError:
             pass
@@ -195,9 +195,12 @@ class _FaultyProxy:
             self.flipped = True
         return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
 
-    def _counted(self, sent: int) -> bool:
-        """Counts bytes sent to the client; True if this connection is to be cut now."""
+    def _counted(self, sent: int, to_client: bool) -> bool:
+        """Counts bytes passed on; True if this connection is to be cut now."""
         with self._count:
+            if not to_client:
+                self.upstream += sent
+                return False
             self.downstream += sent
             cut_now = not self.cut and self.downstream > self.cut_after
             self.cut = self.cut or cut_now
@@ -289,3 +292,46 @@ async def test_a_full_disk_ends_the_pull_with_a_clear_error_and_the_next_pull_re
     config = store.read_manifest(name).config  # pulled first, into the same room
     assert next(e for e in events if e.get("digest") == digest)["completed"] == (40 << 20) - config.size
     assert hashlib.sha256(store.read_blob(digest)).hexdigest() == digest[7:]
+
+
+@pytest.fixture
+def proxy(registry: str) -> Iterator[_FaultyProxy]:
+    """A proxy that changes nothing: a registry host of its own to the client, and a byte count."""
+    proxy = _FaultyProxy(registry)
+    yield proxy
+    proxy.close()
+
+
+def _push_copy(server: Server, name: str) -> list[dict[str, Any]]:
+    """Pushes gemma3:270m as `name`, then forgets the name (the shared store stays as it was)."""
+    assert server.post("/api/copy", {"source": MODEL, "destination": name}).status == 200
+    try:
+        return server.post("/api/push", {"model": name, "insecure": True}).lines()
+    finally:
+        server.request("DELETE", "/api/delete", {"model": name})
+
+
+def test_a_large_blob_goes_up_in_chunks_with_progress(server: Server, proxy: _FaultyProxy,
+                                                       store_dir: Path) -> None:
+    weights = max((store_dir / "blobs").iterdir(), key=lambda p: p.stat().st_size)
+    lines = _push_copy(server, f"{proxy.address}/chunked/gemma3:v1")
+    assert lines[-1] == {"status": "success"}
+    sent = [line["completed"] for line in lines if line.get("digest") == f"sha256:{weights.name[7:]}"]
+    assert sent == list(range(0, sent[-1], registry_client.UPLOAD_CHUNK)) + [sent[-1]]
+    assert sent[-1] == weights.stat().st_size and len(sent) > 2
+
+
+def test_a_blob_in_another_repository_of_the_registry_is_mounted_not_sent(
+        server: Server, proxy: _FaultyProxy, store_dir: Path) -> None:
+    size = max(p.stat().st_size for p in (store_dir / "blobs").iterdir())
+    first = f"{proxy.address}/library/gemma3:mount"
+    assert server.post("/api/copy", {"source": MODEL, "destination": first}).status == 200
+    try:
+        assert server.post("/api/push", {"model": first, "insecure": True,
+                                         "stream": False}).json() == {"status": "success"}
+        before = proxy.upstream
+        lines = _push_copy(server, f"{proxy.address}/team/mounted:v1")
+        assert lines[-1] == {"status": "success"}
+        assert proxy.upstream - before < size / 100  # requests and the manifest, no blob
+    finally:
+        server.request("DELETE", "/api/delete", {"model": first})
