@@ -26,42 +26,50 @@ from workers import prompt, protocol
 from workers.context import FILL_CONTEXT, Window, predict_limit
 from workers.llm import BATCH_TOKENS, LoadedModel
 from workers.options import RequestOptions
-from workers.planner import Work, plan
+from workers.planner import GENERATING, PREFILLING, WAITING, StepCosts, Work, plan_step
 from workers.protocol import Done, Embedded, Failed, Loaded, LoadFailed, Unloaded
 from workers.render import PromptThread, RenderStopped, RenderTimeout
 from workers.grammar import Grammar, grammar_text
 from workers.sampling import build_chain, free_chain
+from workers.slots import SlotPool
 from workers.textstream import TextStream
 
 log = logging.getLogger("corral.worker")
 
 Send = Callable[[protocol.FromWorker], None]
 
+# Cells a sequence must find free beyond its prompt to be admitted: room for its first tokens.
+# Past that, a full cache preempts the newest sequence rather than refuse the oldest.
+ADMIT_HEADROOM = 64
+
 
 @dataclass
 class Sequence:
     job_id: int
     model: LoadedModel
-    slot: int
     opts: RequestOptions
     want_context: bool
     t_start: int
-    prompt: list[int] = field(default_factory=list)  # empty until rendered
+    status: str = WAITING  # waiting (rendering, or for KV cells), prefilling, generating
+    rendered: bool = False
+    slot: int = -1  # llama.cpp sequence id while it holds cells
+    prompt: list[int] = field(default_factory=list)  # as fitted to the context
+    # What its cells hold or will hold, position = index: the prompt, then each sampled token.
+    # While generating, the last one is sampled but not yet decoded. A context shift drops
+    # tokens here as it drops their cells.
+    tokens: list[int] = field(default_factory=list)
+    n_computed: int = 0  # tokens[:n_computed] are in the KV cache
+    clean: int = 0  # tokens[:clean] have the cells a fresh computation would give (reusable)
+    reused: int = 0  # prompt tokens found in the cache
+    reserved: int = 0  # cells held for it beyond its tokens (batch-invariant mode)
     window: Window | None = None
     limit: int = 0  # most tokens it may generate
     chain: llama.llama_sampler_p | None = None
     grammar: Grammar | None = None  # structured output (`format`)
     text: TextStream | None = None
-    n_past: int = 0  # tokens in the KV cache (positions 0..n_past-1)
-    next_token: int | None = None  # sampled and emitted, not yet decoded
     generated: list[int] = field(default_factory=list)
     unsent_tokens: int = 0  # tokens whose text is held back (partial character or stop)
     t_first: int = 0  # when the prompt was done and the first token sampled
-
-    @property
-    def ready(self) -> bool:
-        """Rendered and in the batch (not waiting for the prompt thread)."""
-        return self.window is not None
 
 
 @dataclass
@@ -82,8 +90,9 @@ class Engine:
         self._send = send
         self._n_threads = n_threads
         self.models: dict[str, LoadedModel] = {}
-        self._free_slots: dict[str, list[int]] = {}
-        self._seqs: dict[int, Sequence] = {}
+        self._pools: dict[str, SlotPool] = {}
+        self._costs: dict[str, StepCosts] = {}
+        self._seqs: dict[int, Sequence] = {}  # insertion order is arrival order
         self._embeds: dict[int, EmbedJob] = {}  # insertion order is arrival order
         self._texts: list[list[object]] = []  # this step's [job_id, text, tokens]
         self._finals: list[protocol.FromWorker] = []  # this step's Done, sent after its Step
@@ -93,7 +102,7 @@ class Engine:
     def has_work(self) -> bool:
         """Whether a step would do something (sequences rendering on the side do not count)."""
         return (any(j.tokens is not None for j in self._embeds.values())
-                or any(s.ready for s in self._seqs.values()))
+                or any(s.rendered for s in self._seqs.values()))
 
     # ---- messages ------------------------------------------------------------------------
 
@@ -136,7 +145,9 @@ class Engine:
                 self._send(LoadFailed(req.model_id, str(exc)))
                 return
             self.models[req.model_id] = model
-            self._free_slots[req.model_id] = list(range(req.slots))
+            # Batch-invariant output needs each request to start from an empty cache.
+            self._pools[req.model_id] = SlotPool(req.slots, reuse=not req.batch_invariant)
+            self._costs[req.model_id] = StepCosts()
         self._send(Loaded(req.model_id, model.load_duration, model.weights_size, model.gpu))
 
     def _unload(self, model_id: str) -> None:
@@ -152,7 +163,7 @@ class Engine:
                 del self._embeds[job.job_id]
                 self._send(Failed(job.job_id, "model was unloaded"))
             model.close()
-            del self._free_slots[model_id]
+            del self._pools[model_id], self._costs[model_id]
         self._send(Unloaded(model_id))
 
     def _submit(self, req: protocol.Submit) -> None:
@@ -160,12 +171,11 @@ class Engine:
         if model is None:
             self._send(Failed(req.job_id, "model is not loaded"))
             return
-        slots = self._free_slots[req.model_id]
-        if not slots:
+        if sum(s.model is model for s in self._seqs.values()) >= model.slots:
             self._send(Failed(req.job_id, "no free sequence slot"))
             return
         self._seqs[req.job_id] = Sequence(
-            job_id=req.job_id, model=model, slot=_take_lowest(slots), opts=req.options,
+            job_id=req.job_id, model=model, opts=req.options,
             want_context=req.want_context, t_start=time.perf_counter_ns())
         spec, output_format = req.prompt, req.format
 
@@ -184,12 +194,12 @@ class Engine:
         for job_id, outcome in self.prompts.results():
             seq = self._seqs.get(job_id)
             if seq is not None:
-                self._admit(seq, outcome)
+                self._rendered(seq, outcome)
             elif job_id in self._embeds:
                 self._embed_tokens(self._embeds[job_id], outcome)
         return self.prompts.enforce_deadline()
 
-    def _admit(self, seq: Sequence, outcome: object) -> None:
+    def _rendered(self, seq: Sequence, outcome: object) -> None:
         model = seq.model
         if isinstance(outcome, BaseException):
             if isinstance(outcome, RenderStopped):
@@ -220,9 +230,11 @@ class Engine:
         opts = seq.opts
         seq.window = Window.of(model.num_ctx, opts["num_keep"], len(tokens))
         seq.prompt = seq.window.fit_prompt(tokens)
+        seq.tokens = list(seq.prompt)
         seq.limit = predict_limit(opts["num_predict"], model.num_ctx)
         seq.chain = build_chain(opts, model.num_ctx, model.n_vocab, seq.prompt)
         seq.text = TextStream(opts["stop"])
+        seq.rendered = True  # waits for KV cells in the next step
 
     # ---- the step loop -------------------------------------------------------------------
 
@@ -230,16 +242,19 @@ class Engine:
         if self._embeds:
             self._embed_chunk()
         for model in list(self.models.values()):
-            seqs = sorted((s for s in self._seqs.values() if s.model is model and s.ready),
-                          key=lambda s: s.slot)
+            seqs = [s for s in self._seqs.values() if s.model is model and s.rendered]
             if seqs:
                 self._step_model(model, seqs)
 
     def _step_model(self, model: LoadedModel, seqs: list[Sequence]) -> None:
         start = time.perf_counter_ns()
         works = self._run_step(model, seqs)
+        duration = time.perf_counter_ns() - start
+        decoded = sum(1 for w in works if _seq(w).status == GENERATING and len(w.tokens) == 1)
+        self._costs[model.model_id].record(decoded, sum(len(w.tokens) for w in works) - decoded,
+                                           duration)
         self._send(protocol.Step(model.model_id, self._texts, sum(len(w.tokens) for w in works),
-                                 len(works), time.perf_counter_ns() - start, 0, 0))
+                                 len(works), duration, self._used_cells(model), model.kv_cells))
         self._texts = []
         for msg in self._finals:
             self._send(msg)
@@ -247,22 +262,102 @@ class Engine:
 
     def _run_step(self, model: LoadedModel, seqs: list[Sequence]) -> list[Work]:
         for seq in seqs:
-            if seq.next_token is not None and seq.n_past >= model.num_ctx:
+            if seq.status == GENERATING and seq.n_computed >= model.num_ctx:
                 self._shift(seq)
-        works = plan([s for s in seqs if s.job_id in self._seqs], BATCH_TOKENS)
-        if not works or self._execute(model, works):
+        self._make_room(model)
+        self._admit_waiting(model, seqs)
+        running = [s for s in seqs if s.job_id in self._seqs and s.status != WAITING]
+        decoding = any(s.status == GENERATING for s in running)
+        works = plan_step(running, BATCH_TOKENS,
+                          self._costs[model.model_id].prefill_budget(BATCH_TOKENS, decoding))
+        if not works:
             return works
+        rc = self._execute(model, works)
+        if rc == 0:
+            return works
+        if rc == 1:
+            # llama.cpp found no room in the KV cache although the count said there was:
+            # make room by preempting the newest sequence, and try again next step.
+            log.warning("no KV cells for a batch of %d tokens; preempting",
+                        sum(len(w.tokens) for w in works))
+            self._preempt(max(running, key=lambda s: s.job_id))
+            return []
         # The batch failed. Decode each sequence on its own, so only those at fault fail.
         for work in works:
             _forget(model, work)
         for work in works:
-            if not self._execute(model, [work]):
+            if self._execute(model, [work]) != 0:
                 _forget(model, work)
                 self._fail(_seq(work).job_id, "llama_decode failed for this request")
         return works
 
-    def _execute(self, model: LoadedModel, works: list[Work]) -> bool:
-        """Fills the batch, decodes it and applies the outcome; False if llama_decode failed."""
+    # ---- KV cells ------------------------------------------------------------------------
+
+    def _used_cells(self, model: LoadedModel) -> int:
+        """Cells that hold something now: running sequences' and idle slots' cached ones."""
+        return (self._pools[model.model_id].idle_cells
+                + sum(s.n_computed for s in self._seqs.values() if s.model is model))
+
+    def _committed(self, model: LoadedModel) -> int:
+        """Cells in use once every running sequence has computed all it holds (its pending
+        token included): what admission and preemption count."""
+        return (self._pools[model.model_id].idle_cells
+                + sum(max(len(s.tokens), s.reserved) for s in self._seqs.values()
+                      if s.model is model and s.status != WAITING))
+
+    def _free_idle(self, model: LoadedModel, need: int) -> bool:
+        """Empties idle cached slots, least recently used first, until `need` cells are free."""
+        pool = self._pools[model.model_id]
+        while model.kv_cells - self._committed(model) < need:
+            victim = pool.evict()
+            if victim is None:
+                return False
+            llama.llama_memory_seq_rm(model.memory, victim, -1, -1)
+        return True
+
+    def _admit_waiting(self, model: LoadedModel, seqs: list[Sequence]) -> None:
+        """Gives rendered sequences a slot, in arrival order, while free cells allow room for
+        their tokens and first few generated ones. The first that does not fit stops the rest:
+        arrival order holds, and the running sequences free cells as they finish."""
+        pool = self._pools[model.model_id]
+        for seq in seqs:
+            if seq.status != WAITING or seq.job_id not in self._seqs:
+                continue
+            remaining = seq.limit - len(seq.generated)
+            # Batch-invariant mode reserves all it may need: recomputing after a preemption
+            # would not give the same numbers (other batch shapes), so it must never happen.
+            headroom = remaining if not pool.reuse else min(remaining, ADMIT_HEADROOM)
+            slot, keep = pool.take(seq.tokens)  # its cached cells now count as its own
+            need = min(len(seq.tokens) + headroom, model.num_ctx)
+            if not self._free_idle(model, need):
+                pool.give_back(slot, seq.tokens[:keep])
+                return
+            llama.llama_memory_seq_rm(model.memory, slot, keep, -1)
+            seq.slot, seq.n_computed, seq.clean = slot, keep, len(seq.tokens)
+            seq.reserved = 0 if pool.reuse else need
+            seq.status = PREFILLING
+            if not seq.generated:
+                seq.reused = keep
+
+    def _make_room(self, model: LoadedModel) -> None:
+        """Makes the running sequences' tokens fit in the cache (each generated token adds
+        one): idle cached cells go first, then the newest sequences are preempted (their
+        cells freed; they recompute once cells are free again)."""
+        while not self._free_idle(model, 0):
+            running = [s for s in self._seqs.values() if s.model is model and s.status != WAITING]
+            if len(running) <= 1:
+                return
+            self._preempt(max(running, key=lambda s: s.job_id))
+
+    def _preempt(self, seq: Sequence) -> None:
+        log.info("job %s preempted: the KV cache is full (%d tokens to recompute)", seq.job_id,
+                 len(seq.tokens))
+        llama.llama_memory_seq_rm(seq.model.memory, seq.slot, -1, -1)
+        self._pools[seq.model.model_id].give_back(seq.slot, [])
+        seq.slot, seq.n_computed, seq.status = -1, 0, WAITING
+
+    def _execute(self, model: LoadedModel, works: list[Work]) -> int:
+        """Fills the batch, decodes it and applies the outcome; llama_decode's return code."""
         batch = model.batch
         n = 0
         sample_at: list[int] = []
@@ -279,11 +374,12 @@ class Engine:
         batch.n_tokens = n
         rc = llama.llama_decode(model.ctx, batch)
         if rc != 0:
-            log.error("llama_decode returned %d for a batch of %d tokens", rc, n)
-            return False
+            if rc != 1:
+                log.error("llama_decode returned %d for a batch of %d tokens", rc, n)
+            return rc
         for work, index in zip(works, sample_at):
             seq = _seq(work)
-            seq.n_past += len(work.tokens)
+            seq.n_computed += len(work.tokens)
             if index < 0:
                 continue
             if not seq.t_first:
@@ -293,7 +389,7 @@ class Engine:
             else:
                 token = llama.llama_sampler_sample(seq.chain, model.ctx, index)
             self._accept(seq, token)
-        return True
+        return 0
 
     def _shift(self, seq: Sequence) -> None:
         """Drops the oldest half after `keep` from the KV cache, so generation can go on."""
@@ -305,7 +401,10 @@ class Engine:
         start, end = window.keep, window.keep + window.discard
         llama.llama_memory_seq_rm(model.memory, seq.slot, start, end)
         llama.llama_memory_seq_add(model.memory, seq.slot, end, -1, -window.discard)
-        seq.n_past -= window.discard
+        del seq.tokens[start:end]
+        seq.n_computed -= window.discard
+        # Cells after `keep` were computed with the dropped tokens in view: not reusable.
+        seq.clean = min(seq.clean, start)
 
     def _accept(self, seq: Sequence, token: int) -> None:
         model = seq.model
@@ -319,13 +418,15 @@ class Engine:
         if text:
             self._texts.append([seq.job_id, text, seq.unsent_tokens])
             seq.unsent_tokens = 0
-        context_full = seq.opts["num_predict"] == FILL_CONTEXT and seq.n_past + 1 >= model.num_ctx
+        context_full = (seq.opts["num_predict"] == FILL_CONTEXT
+                        and seq.n_computed + 1 >= model.num_ctx)
         if seq.text.stopped:
             self._finish(seq, "stop")
         elif len(seq.generated) >= seq.limit or context_full:
             self._finish(seq, "length")
         else:
-            seq.next_token = token
+            seq.tokens.append(token)
+            seq.status = GENERATING
 
     def _finish(self, seq: Sequence, reason: str) -> None:
         assert seq.text is not None
@@ -339,6 +440,7 @@ class Engine:
             done_reason=reason,
             prompt_eval_count=len(seq.prompt),
             prompt_eval_duration=seq.t_first - seq.t_start,
+            prompt_cached=seq.reused,
             eval_count=len(seq.generated),
             eval_duration=now - seq.t_first,
             context=seq.prompt + seq.generated if seq.want_context else [],
@@ -354,16 +456,20 @@ class Engine:
         """Frees the sequence's KV cells, sampler and slot; idempotent per job."""
         if self._seqs.pop(seq.job_id, None) is None:
             return
-        llama.llama_memory_seq_rm(seq.model.memory, seq.slot, -1, -1)
-        if not any(s.model is seq.model for s in self._seqs.values()):
-            # An idle cache starts over from cell 0, so a request run alone always sees the
-            # same KV layout and gives the same tokens for the same seed.
-            llama.llama_memory_clear(seq.model.memory, False)
+        model, pool = seq.model, self._pools[seq.model.model_id]
+        if seq.slot >= 0:
+            # The cells stay for a later request with the same start (the next chat turn).
+            keep = min(seq.clean, seq.n_computed) if pool.reuse else 0
+            llama.llama_memory_seq_rm(model.memory, seq.slot, keep, -1)
+            pool.give_back(seq.slot, seq.tokens[:keep])
+        if not pool.reuse and not any(s.model is model for s in self._seqs.values()):
+            # Batch-invariant mode: an idle cache starts over from cell 0, so a request run
+            # alone always sees the same KV layout and gives the same tokens for a seed.
+            llama.llama_memory_clear(model.memory, False)
         if seq.chain is not None:
             free_chain(seq.chain)
         if seq.grammar is not None:
             seq.grammar.free()
-        self._free_slots[seq.model.model_id].append(seq.slot)
 
     # ---- embeddings ----------------------------------------------------------------------
 
@@ -456,8 +562,3 @@ def _forget(model: LoadedModel, work: Work) -> None:
     """Removes what a failed decode may have left of this work in the KV cache."""
     llama.llama_memory_seq_rm(model.memory, _seq(work).slot, work.pos, -1)
 
-
-def _take_lowest(slots: list[int]) -> int:
-    slot = min(slots)
-    slots.remove(slot)
-    return slot

@@ -1,7 +1,8 @@
 """One loaded model in a worker: llama.cpp weights, the shared decode context, the tokenizer.
 
-The decode context holds `slots` sequences of up to `num_ctx` tokens (n_ctx = num_ctx x slots),
-so every active request of this model is decoded in the same `llama_decode` call. Embeddings use
+The decode context holds up to `slots` sequences of up to `num_ctx` tokens each in one KV cache
+of `kv_cells` cells that they share (the engine admits sequences while cells are free), so every
+active request of this model is decoded in the same `llama_decode` call. Embeddings use
 a second, lazily created context with mean pooling, fed a chunk at a time, so they never disturb
 decoding sequences.
 """
@@ -70,9 +71,10 @@ class LoadedModel:
         cparams.kv_unified = True
         if embeddings:
             cparams.pooling_type = llama.LLAMA_POOLING_TYPE_MEAN
-        # CPU flash attention makes a sequence's numbers depend on what else shares the batch;
-        # without it the same request gives the same tokens whatever else runs.
-        cparams.flash_attn_type = -1 if self.gpu else 0
+        # Flash attention wherever llama.cpp has it (faster, as llama-server and Ollama run).
+        # It makes a sequence's numbers depend on what else shares the batch; batch-invariant
+        # mode turns it off so the same seeded request gives the same tokens whatever runs.
+        cparams.flash_attn_type = 0 if self.batch_invariant else -1
         ctx = llama.llama_init_from_model(self.model, cparams)
         if not ctx:
             raise LoadError("unable to create llama.cpp context (out of memory?)")

@@ -1,8 +1,12 @@
-"""What each sequence puts into the next batch: a pure function, tested without llama.cpp.
+"""What each sequence puts into the next batch: pure functions, tested without llama.cpp.
 
-Sequences that are generating add their one sampled token first, so prompt processing never
-delays the next token of a running answer; prompts then fill what is left of the batch, oldest
-slot first, in chunks. Only the last token of a finished prompt asks for logits.
+Sequences that are generating add their one pending token first, so prompt processing never
+delays the next token of a running answer. Prompts (and sequences recomputing after a
+preemption) then share what is left of the step: each gets a fair share in arrival order, so
+one long prompt cannot starve a short one behind it, and leftover room goes to the oldest.
+While anything is generating, the prefill part of a step is sized by `StepCosts` so the step
+takes about twice a decode-only step: a long prompt being admitted slows running streams by at
+most ~2x instead of stalling them for a whole batch.
 """
 
 from __future__ import annotations
@@ -10,11 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+WAITING, PREFILLING, GENERATING = "waiting", "prefilling", "generating"
+MIN_CHUNK = 16  # smallest prefill share worth a place in the batch
+
 
 class Planned(Protocol):
-    prompt: list[int]
-    n_past: int  # tokens already in the KV cache
-    next_token: int | None  # sampled, not yet decoded (None while the prompt is pending)
+    status: str
+    tokens: list[int]  # what the sequence's cells hold or will hold, position = index
+    n_computed: int  # tokens[:n_computed] are in the KV cache
 
 
 @dataclass(frozen=True)
@@ -25,17 +32,56 @@ class Work:
     logits: bool  # sample after the last token
 
 
-def plan(seqs: Sequence[Planned], budget: int) -> list[Work]:
-    works = [Work(s, [s.next_token], s.n_past, True) for s in seqs if s.next_token is not None]
-    room = budget - len(works)
-    for seq in seqs:
-        remaining = len(seq.prompt) - seq.n_past
-        if seq.next_token is not None or remaining <= 0:
-            continue
-        if room <= 0:
-            break
-        take = min(remaining, room)
-        works.append(Work(seq, seq.prompt[seq.n_past: seq.n_past + take], seq.n_past,
-                          take == remaining))
-        room -= take
+def plan_step(seqs: Sequence[Planned], budget: int, prefill_budget: int) -> list[Work]:
+    """`budget`: tokens the batch (and the free KV cells) can take; `prefill_budget`: at most
+    this many of them for prompts. `seqs` in arrival order."""
+    works = [Work(s, s.tokens[s.n_computed:], s.n_computed, True)
+             for s in seqs if s.status == GENERATING]
+    room = min(budget - len(works), prefill_budget)
+    filling = [s for s in seqs if s.status == PREFILLING and s.n_computed < len(s.tokens)]
+    if room <= 0 or not filling:
+        return works
+    share = max(room // len(filling), MIN_CHUNK)
+    takes = {id(s): 0 for s in filling}
+    for fair in (True, False):  # first a fair share each, then what is left, oldest first
+        for seq in filling:
+            if room <= 0:
+                break
+            remaining = len(seq.tokens) - seq.n_computed - takes[id(seq)]
+            take = min(remaining, room, share if fair else room)
+            takes[id(seq)] += take
+            room -= take
+    for seq in filling:
+        take = takes[id(seq)]
+        if take:
+            end = seq.n_computed + take
+            works.append(Work(seq, seq.tokens[seq.n_computed:end], seq.n_computed,
+                              end == len(seq.tokens)))
     return works
+
+
+class StepCosts:
+    """Learns what a decode-only step and a prefill token cost on this machine (moving
+    averages), to size the prefill part of steps that also decode."""
+
+    SMOOTHING = 0.2
+
+    def __init__(self) -> None:
+        self.decode_ns = 0.0  # a step of only generating sequences
+        self.token_ns = 0.0  # one prefill token
+
+    def record(self, decoded: int, prefilled: int, ns: int) -> None:
+        if prefilled == 0:
+            if decoded:
+                self.decode_ns = self._mix(self.decode_ns, ns)
+        elif decoded == 0 or self.decode_ns:
+            extra = ns - (self.decode_ns if decoded else 0)
+            self.token_ns = self._mix(self.token_ns, max(extra, 1) / prefilled)
+
+    def prefill_budget(self, cap: int, decoding: bool) -> int:
+        if not decoding or not self.decode_ns or not self.token_ns:
+            return cap
+        return max(MIN_CHUNK, min(cap, int(self.decode_ns / self.token_ns)))
+
+    def _mix(self, old: float, new: float) -> float:
+        return new if not old else old + self.SMOOTHING * (new - old)

@@ -175,6 +175,7 @@ class Done:
     eval_count: int
     eval_duration: int  # ns
     context: list[int] = field(default_factory=list)
+    prompt_cached: int = 0  # prompt tokens whose KV cells were reused, not computed
 
 
 @dataclass(slots=True)

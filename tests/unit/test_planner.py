@@ -1,109 +1,145 @@
-"""What each sequence puts into the next batch: generating tokens first, then prompt chunks."""
+"""plan_step: what each sequence puts into the next batch, and StepCosts, which sizes prefill."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from workers.planner import plan
+from workers.planner import GENERATING, MIN_CHUNK, PREFILLING, WAITING, StepCosts, plan_step
+
+BIG = 10_000
 
 
 @dataclass(eq=False)
 class Seq:
-    """A stand-in sequence: its prompt, how much of it is cached, and a sampled token if any."""
-    prompt: list[int] = field(default_factory=list)
-    n_past: int = 0
-    next_token: int | None = None
+    """A stand-in sequence: its tokens, how many are in the KV cache, and its status."""
+    tokens: list[int] = field(default_factory=list)
+    n_computed: int = 0
+    status: str = PREFILLING
 
 
-def generating(n_past: int, token: int) -> Seq:
-    return Seq(prompt=list(range(n_past)), n_past=n_past, next_token=token)
+def generating(n_computed: int, token: int) -> Seq:
+    return Seq(tokens=[*range(n_computed), token], n_computed=n_computed, status=GENERATING)
 
 
-def pending(length: int, n_past: int = 0, start: int = 100) -> Seq:
-    return Seq(prompt=list(range(start, start + length)), n_past=n_past)
+def prompt(length: int, n_computed: int = 0, start: int = 100) -> Seq:
+    return Seq(tokens=list(range(start, start + length)), n_computed=n_computed)
 
 
-def test_generating_sequences_add_one_token_each_with_logits_at_their_position() -> None:
+def plan(seqs: list[Seq], budget: int, prefill: int = BIG) -> list:
+    return plan_step(seqs, budget, prefill)
+
+
+def test_generating_sequences_add_their_pending_token_with_logits_at_its_position() -> None:
     a, b = generating(7, token=42), generating(3, token=43)
     works = plan([a, b], budget=512)
     assert [(w.seq, w.tokens, w.pos, w.logits) for w in works] == [(a, [42], 7, True),
                                                                   (b, [43], 3, True)]
 
 
-def test_generating_sequences_come_before_any_prompt_even_if_listed_later() -> None:
-    prompt, gen = pending(5), generating(10, token=9)
-    works = plan([prompt, gen], budget=512)
-    assert [w.seq for w in works] == [gen, prompt]
+def test_generating_sequences_come_before_any_prompt_even_if_they_arrived_later() -> None:
+    waiting_prompt, gen = prompt(5), generating(10, token=9)
+    assert [w.seq for w in plan([waiting_prompt, gen], budget=512)] == [gen, waiting_prompt]
 
 
-def test_prompts_fill_the_remaining_budget_oldest_first() -> None:
-    gen = generating(4, token=1)
-    older, newer = pending(6, start=100), pending(6, start=200)
-    works = plan([gen, older, newer], budget=10)
-    assert [w.seq for w in works] == [gen, older, newer]
-    assert works[1].tokens == list(range(100, 106))
-    assert works[2].tokens == [200, 201, 202]  # 10 - 1 generating - 6 of the older prompt
-    assert sum(len(w.tokens) for w in works) == 10
+def test_waiting_sequences_take_no_part() -> None:
+    waiting = Seq(tokens=[1, 2, 3], status=WAITING)
+    assert plan([waiting], budget=512) == []
 
 
-def test_a_prompt_that_does_not_fit_leaves_later_prompts_waiting() -> None:
-    older, newer = pending(20, start=100), pending(3, start=200)
-    works = plan([older, newer], budget=8)
-    assert [w.seq for w in works] == [older]
-    assert works[0].tokens == list(range(100, 108))
+def test_prompts_share_the_room_fairly_so_a_long_one_cannot_starve_a_short_one() -> None:
+    long, short = prompt(1000, start=0), prompt(40, start=5000)
+    works = plan([long, short], budget=128)
+    taken = {id(w.seq): len(w.tokens) for w in works}
+    assert taken[id(short)] == 40  # done in this step although the long one arrived first
+    assert taken[id(long)] == 88  # and what the short one left goes to the long one
+    assert next(w for w in works if w.seq is short).logits is True
 
 
-def test_only_the_chunk_that_completes_a_prompt_asks_for_logits() -> None:
-    unfinished, finished = pending(10, start=100), pending(4, start=200)
-    works = plan([finished, unfinished], budget=9)
+def test_leftover_room_goes_to_the_oldest_prompt_first() -> None:
+    older, newer = prompt(100, start=0), prompt(100, start=500)
+    works = plan([older, newer], budget=100)
+    assert [len(w.tokens) for w in works] == [50, 50]
+    works = plan([older, newer, prompt(1, start=900)], budget=101)
+    assert [len(w.tokens) for w in works] == [33 + 34, 33, 1]  # shares of 33; 34 left over
+
+
+def test_a_share_is_never_below_the_minimum_chunk() -> None:
+    prompts = [prompt(100, start=1000 * i) for i in range(10)]
+    works = plan(prompts, budget=64)
+    assert [len(w.tokens) for w in works] == [MIN_CHUNK] * 4
+
+
+def test_the_prefill_budget_caps_prompts_but_not_generating_tokens() -> None:
+    gens = [generating(5, token=t) for t in range(3)]
+    long = prompt(500)
+    works = plan([*gens, long], budget=512, prefill=20)
+    assert [len(w.tokens) for w in works] == [1, 1, 1, 20]
+
+
+def test_only_the_chunk_that_completes_the_tokens_asks_for_logits() -> None:
+    unfinished, finished = prompt(100, start=100), prompt(4, start=900)
+    works = plan([finished, unfinished], budget=40)
     by_seq = {id(w.seq): w for w in works}
     assert by_seq[id(finished)].logits is True
-    assert by_seq[id(unfinished)].tokens == [100, 101, 102, 103, 104]
     assert by_seq[id(unfinished)].logits is False
 
 
 def test_a_prompt_larger_than_the_budget_is_split_across_steps() -> None:
-    seq = pending(10, start=100)
+    seq = prompt(10, start=100)
     chunks = []
-    while True:
-        works = plan([seq], budget=4)
-        if not works:
-            break
+    while works := plan([seq], budget=4):
         (work,) = works
         chunks.append((work.tokens, work.pos, work.logits))
-        seq.n_past += len(work.tokens)  # what the engine does once the batch is decoded
+        seq.n_computed += len(work.tokens)  # what the engine does once the batch is decoded
     assert chunks == [([100, 101, 102, 103], 0, False),
                       ([104, 105, 106, 107], 4, False),
                       ([108, 109], 8, True)]
 
 
-def test_a_partly_cached_prompt_continues_from_n_past() -> None:
-    seq = pending(10, n_past=6, start=100)
-    (work,) = plan([seq], budget=512)
+def test_a_partly_cached_prompt_continues_from_what_is_computed() -> None:
+    (work,) = plan([prompt(10, n_computed=6, start=100)], budget=512)
     assert (work.tokens, work.pos, work.logits) == ([106, 107, 108, 109], 6, True)
 
 
-def test_a_fully_cached_prompt_without_a_next_token_contributes_nothing() -> None:
-    cached = pending(5, n_past=5)
-    other = pending(2, start=200)
-    works = plan([cached, other], budget=512)
-    assert [w.seq for w in works] == [other]
-    assert plan([cached], budget=512) == []
+def test_a_preempted_sequence_recomputes_its_tokens_and_samples_after_the_last() -> None:
+    resumed = Seq(tokens=[5, 6, 7, 8], n_computed=0, status=PREFILLING)  # 8: its pending token
+    (work,) = plan([resumed], budget=512)
+    assert (work.tokens, work.pos, work.logits) == ([5, 6, 7, 8], 0, True)
+
+
+def test_prompts_get_nothing_when_generating_sequences_fill_the_budget() -> None:
+    gens = [generating(2, token=t) for t in range(3)]
+    assert [w.seq for w in plan([prompt(5), *gens], budget=3)] == gens
 
 
 def test_nothing_to_do_gives_an_empty_plan() -> None:
     assert plan([], budget=512) == []
 
 
-def test_prompts_wait_while_generating_sequences_use_the_whole_budget() -> None:
-    gens = [generating(2, token=t) for t in range(3)]
-    prompt = pending(5)
-    works = plan([prompt, *gens], budget=3)
-    assert [w.seq for w in works] == gens
+def test_step_costs_give_the_whole_cap_until_measured_or_when_nothing_decodes() -> None:
+    costs = StepCosts()
+    assert costs.prefill_budget(512, decoding=True) == 512
+    costs.record(decoded=4, prefilled=0, ns=20_000_000)
+    costs.record(decoded=0, prefilled=100, ns=100_000_000)
+    assert costs.prefill_budget(512, decoding=False) == 512
 
 
-def test_prompts_get_nothing_when_generating_sequences_exceed_the_budget() -> None:
-    gens = [generating(2, token=t) for t in range(4)]
-    prompt = pending(5)
-    works = plan([prompt, *gens], budget=2)
-    assert prompt not in [w.seq for w in works]
+def test_step_costs_size_prefill_to_about_one_decode_step_more() -> None:
+    costs = StepCosts()
+    costs.record(decoded=4, prefilled=0, ns=30_000_000)  # a decode step: 30 ms
+    costs.record(decoded=0, prefilled=100, ns=100_000_000)  # a prefill token: 1 ms
+    assert costs.prefill_budget(512, decoding=True) == 30
+
+
+def test_step_costs_learn_the_prefill_cost_from_mixed_steps() -> None:
+    costs = StepCosts()
+    costs.record(decoded=4, prefilled=0, ns=30_000_000)
+    costs.record(decoded=4, prefilled=60, ns=90_000_000)  # 60 ms beyond a decode step
+    assert costs.prefill_budget(512, decoding=True) == 30
+
+
+def test_step_costs_never_give_less_than_the_minimum_chunk() -> None:
+    costs = StepCosts()
+    costs.record(decoded=1, prefilled=0, ns=1_000)
+    costs.record(decoded=0, prefilled=1, ns=1_000_000)
+    assert costs.prefill_budget(512, decoding=True) == MIN_CHUNK

@@ -1,0 +1,74 @@
+"""A model's sequence slots and what its KV cache still holds for the idle ones.
+
+A slot is a llama.cpp sequence id. A finished request's cells stay in the cache under its slot,
+so a later request that starts with the same tokens (the next turn of a chat, a shared system
+prompt) takes that slot and skips computing them, as llama-server picks the slot with the
+longest common prefix. Idle cells give way, least recently used first, when running sequences
+need room. Pure bookkeeping: the engine makes the matching llama.cpp calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Slot:
+    id: int
+    cached: list[int] = field(default_factory=list)  # tokens whose cells an idle slot keeps
+    busy: bool = False
+    last_used: int = 0
+
+
+class SlotPool:
+    def __init__(self, count: int, reuse: bool) -> None:
+        self._slots = [Slot(i) for i in range(count)]
+        self._reuse = reuse  # False: a slot is handed out empty (batch-invariant mode)
+        self._clock = itertools.count(1)
+
+    @property
+    def idle_cells(self) -> int:
+        return sum(len(s.cached) for s in self._slots if not s.busy)
+
+    @property
+    def reuse(self) -> bool:
+        return self._reuse
+
+    def take(self, tokens: list[int]) -> tuple[int, int]:
+        """(slot id, cached tokens to keep) for a sequence that will hold `tokens`. At least the
+        last token is always computed again: sampling needs its logits."""
+        free = [s for s in self._slots if not s.busy]
+        if not free:
+            raise RuntimeError("no free sequence slot")
+        best = max(free, key=lambda s: (_common_prefix(s.cached, tokens), -s.last_used))
+        keep = min(_common_prefix(best.cached, tokens), len(tokens) - 1) if self._reuse else 0
+        best.busy, best.cached = True, []
+        return best.id, max(keep, 0)
+
+    def give_back(self, slot_id: int, cached: list[int]) -> None:
+        """The slot is idle again, its cells holding `cached` (empty: the engine cleared them)."""
+        slot = self._slots[slot_id]
+        slot.busy, slot.last_used = False, next(self._clock)
+        slot.cached = list(cached) if self._reuse else []
+
+    def evict(self) -> int | None:
+        """The least recently used idle slot that holds cells, now marked empty; None if none."""
+        holding = [s for s in self._slots if not s.busy and s.cached]
+        if not holding:
+            return None
+        victim = min(holding, key=lambda s: s.last_used)
+        victim.cached = []
+        return victim.id
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the shared start; binary search over slice comparisons, which run in C."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
