@@ -50,8 +50,9 @@ class Scrape(Collector):
         yield GaugeMetricFamily("corral_requests_queued",
                                 "Requests waiting for a slot or for their model to load",
                                 value=self.scheduler.queued)
-        yield GaugeMetricFamily("corral_models_loaded", "Models loaded on a worker",
-                                value=len(runners))
+        yield GaugeMetricFamily("corral_models_loaded",
+                                "Models loaded on a worker (a model's replicas count once)",
+                                value=len({runner.ref.name for runner in runners}))
         yield CounterMetricFamily("corral_worker_restarts",
                                   "Worker processes that died or hung and were replaced",
                                   value=self.scheduler.worker_restarts)

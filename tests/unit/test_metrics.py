@@ -86,6 +86,13 @@ async def test_running_queued_loaded_and_restarts_mirror_the_scheduler(
     assert sample_value(text, "corral_worker_restarts_total") == 4
 
 
+async def test_a_models_replicas_count_once_as_loaded(aiohttp_client: Client,
+                                                      tmp_path: Path) -> None:
+    scheduler = FakeScheduler([runner("a"), runner("a"), runner("b")])
+    text = await scrape(await aiohttp_client(make_app(tmp_path, scheduler)))
+    assert sample_value(text, "corral_models_loaded") == 2
+
+
 async def test_kv_cache_usage_is_the_share_of_a_models_cells_in_use_over_its_runners(
         aiohttp_client: Client, tmp_path: Path) -> None:
     scheduler = FakeScheduler([runner("a", step=step(30, 100)), runner("a", step=step(10, 100)),
