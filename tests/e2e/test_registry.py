@@ -144,14 +144,15 @@ class _FaultyProxy:
     """A loopback TCP proxy to the registry, as a flaky network: it cuts the connection on which
     the bytes sent back to the client pass `cut_after` in all, and flips one byte once, at
     position `flip_at` of a connection's replies (past any headers: the first replies on a
-    connection are the small manifest and config). It counts the bytes it passes each way."""
+    connection are the small manifest and config). It counts connections, and the bytes it
+    passes each way."""
 
     def __init__(self, upstream: str, cut_after: int = 1 << 62, flip_at: int = 1 << 62) -> None:
         self.target = upstream.rsplit(":", 1)
         self.cut_after = cut_after
         self.flip_at = flip_at
         self.cut = self.flipped = False
-        self.downstream = self.upstream = 0
+        self.downstream = self.upstream = self.connections = 0
         self._count = threading.Lock()  # the pipes run on threads of their own
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
@@ -163,6 +164,7 @@ class _FaultyProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            self.connections += 1
             upstream = socket.create_connection((self.target[0], int(self.target[1])))
             threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
@@ -335,3 +337,14 @@ def test_a_blob_in_another_repository_of_the_registry_is_mounted_not_sent(
         assert proxy.upstream - before < size / 100  # requests and the manifest, no blob
     finally:
         server.request("DELETE", "/api/delete", {"model": first})
+
+
+@pytest.mark.parametrize("fast, connections", [(True, 1), (False, registry_client.CONNECTIONS)])
+async def test_a_blob_comes_over_one_connection_if_it_is_fast_else_over_several(
+        fast: bool, connections: int, proxy: _FaultyProxy, pushed: str, registry: str,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry_client, "ONE_CONNECTION_ENOUGH", 0 if fast else float("inf"))
+    store, name = Store(tmp_path / "models"), parse_name(pushed.replace(registry, proxy.address))
+    events = [event async for event in registry_client.pull(store, name, insecure=True)]
+    assert events[-1] == {"status": "success"} and store.read_manifest(name) is not None
+    assert proxy.connections == connections
