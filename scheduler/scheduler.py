@@ -583,7 +583,8 @@ class Scheduler:
     def _load_new(self, ref: ModelRef, num_ctx: int, keep_alive: float | None,
                   replica: bool) -> None:
         """Books a new runner where `_plan` puts it and starts loading it in the background."""
-        slots, kv_cells = placement.kv_plan(num_ctx, self._config.slots)
+        slots, kv_cells = placement.kv_plan(num_ctx, self._config.slots,
+                                            self._config.batch_invariant)
         plan = self._plan(ref, slots, kv_cells, replica)
         if plan is None:
             return

@@ -97,8 +97,9 @@ VARIABLES: tuple[_Var, ...] = (
          "How long a worker may leave pings unanswered (hung, stopped) before it is killed and "
          "restarted; its requests end with an error."),
     _Var("CORRAL_BATCH_INVARIANT", "false",
-         "Make a seeded request's output independent of what else shares its batch: flash "
-         "attention off (slower: about 8% at 16 streams on a CPU)."),
+         "Make a seeded request's output independent of what else runs: each sequence is "
+         "decoded alone in a KV stream of its own (auto: 4 slots of a whole context) and no "
+         "prompt cache is reused. Costs the batching gain: see docs/performance.md."),
     _Var("CORRAL_BODY_IDLE_TIMEOUT", "60s",
          "How long a request body (an upload) may send nothing before the request fails."),
 )

@@ -61,7 +61,6 @@ class Sequence:
     n_computed: int = 0  # tokens[:n_computed] are in the KV cache
     clean: int = 0  # tokens[:clean] have the cells a fresh computation would give (reusable)
     reused: int = 0  # prompt tokens found in the cache
-    reserved: int = 0  # cells held for it beyond its tokens (batch-invariant mode)
     window: Window | None = None
     limit: int = 0  # most tokens it may generate
     chain: llama.llama_sampler_p | None = None
@@ -267,6 +266,8 @@ class Engine:
         self._make_room(model)
         self._admit_waiting(model, seqs)
         running = [s for s in seqs if s.job_id in self._seqs and s.status != WAITING]
+        if model.batch_invariant:
+            return self._run_alone(model, running)
         decoding = any(s.status == GENERATING for s in running)
         works = plan_step(running, BATCH_TOKENS,
                           self._costs[model.model_id].prefill_budget(BATCH_TOKENS, decoding))
@@ -291,6 +292,19 @@ class Engine:
                 self._fail(_seq(work).job_id, "llama_decode failed for this request")
         return works
 
+    def _run_alone(self, model: LoadedModel, running: list[Sequence]) -> list[Work]:
+        """Batch-invariant mode: each sequence decodes in a call of its own, with the chunks it
+        would have alone, so its numbers cannot depend on what else runs (llama.cpp's kernels
+        pick their tiling by batch shape)."""
+        done: list[Work] = []
+        for seq in running:
+            works = plan_step([seq], BATCH_TOKENS, BATCH_TOKENS)
+            if works and self._execute(model, works) != 0:
+                _forget(model, works[0])
+                self._fail(seq.job_id, "llama_decode failed for this request")
+            done += works
+        return done
+
     # ---- KV cells ------------------------------------------------------------------------
 
     def _used_cells(self, model: LoadedModel) -> int:
@@ -302,7 +316,7 @@ class Engine:
         """Cells in use once every running sequence has computed all it holds (its pending
         token included): what admission and preemption count."""
         return (self._pools[model.model_id].idle_cells
-                + sum(max(len(s.tokens), s.reserved) for s in self._seqs.values()
+                + sum(len(s.tokens) for s in self._seqs.values()
                       if s.model is model and s.status != WAITING))
 
     def _free_idle(self, model: LoadedModel, need: int) -> bool:
@@ -323,10 +337,7 @@ class Engine:
         for seq in seqs:
             if seq.status != WAITING or seq.job_id not in self._seqs:
                 continue
-            remaining = seq.limit - len(seq.generated)
-            # Batch-invariant mode reserves all it may need: recomputing after a preemption
-            # would not give the same numbers (other batch shapes), so it must never happen.
-            headroom = remaining if not pool.reuse else min(remaining, ADMIT_HEADROOM)
+            headroom = min(seq.limit - len(seq.generated), ADMIT_HEADROOM)
             slot, keep = pool.take(seq.tokens)  # its cached cells now count as its own
             need = min(len(seq.tokens) + headroom, model.num_ctx)
             if not self._free_idle(model, need):
@@ -334,7 +345,6 @@ class Engine:
                 return
             llama.llama_memory_seq_rm(model.memory, slot, keep, -1)
             seq.slot, seq.n_computed, seq.clean = slot, keep, len(seq.tokens)
-            seq.reserved = 0 if pool.reuse else need
             seq.status = PREFILLING
             if not seq.generated:
                 seq.reused = keep

@@ -72,9 +72,9 @@ class LoadedModel:
         if embeddings:
             cparams.pooling_type = llama.LLAMA_POOLING_TYPE_MEAN
         # Flash attention wherever llama.cpp has it (faster, as llama-server and Ollama run).
-        # It makes a sequence's numbers depend on what else shares the batch; batch-invariant
-        # mode turns it off so the same seeded request gives the same tokens whatever runs.
-        cparams.flash_attn_type = 0 if self.batch_invariant else -1
+        # Batch-invariant mode keeps it: decoding each sequence alone in its own stream is
+        # what makes the numbers independent of other requests, with or without it.
+        cparams.flash_attn_type = -1
         ctx = llama.llama_init_from_model(self.model, cparams)
         if not ctx:
             raise LoadError("unable to create llama.cpp context (out of memory?)")

@@ -135,14 +135,3 @@ def test_a_full_cache_preempts_the_newest_sequence_which_recomputes_and_complete
     assert max(used) <= 512
     assert any(after < before - 50 for before, after in zip(used, used[1:-1]))  # cells freed
 
-
-def test_batch_invariant_mode_reserves_cells_so_nothing_is_preempted() -> None:
-    engine, sent = _engine(slots=2, kv_cells=512, batch_invariant=True)
-    try:
-        for job_id in (1, 2):
-            _submit(engine, job_id, [], STORY * 4, num_predict=200)
-        final = _run_until_final(engine, sent, {1, 2})
-    finally:
-        engine.close()
-    assert all(isinstance(m, protocol.Done) and m.eval_count == 200 for m in final.values())
-    assert max(m.sequences for m in sent if isinstance(m, protocol.Step)) == 1  # one at a time

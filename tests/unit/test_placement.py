@@ -207,6 +207,11 @@ def test_a_set_parallel_gives_each_slot_a_whole_context() -> None:
     assert kv_plan(num_ctx=2048, parallel=3) == (3, 6144)
 
 
+def test_batch_invariant_mode_gives_each_slot_a_whole_context_four_by_default() -> None:
+    assert kv_plan(num_ctx=2048, parallel=0, batch_invariant=True) == (4, 8192)
+    assert kv_plan(num_ctx=2048, parallel=2, batch_invariant=True) == (2, 4096)
+
+
 @pytest.mark.parametrize("num_ctx,slots", [(512, 16), (4096, 32), (8192, 64), (131072, 64)])
 def test_auto_parallel_shares_four_contexts_of_cells_among_16_to_64_slots(
         num_ctx: int, slots: int) -> None:
