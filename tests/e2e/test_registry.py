@@ -3,9 +3,7 @@ port (the `registry` fixture; .ci/run installs it)."""
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import os
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +18,7 @@ from store.names import parse_name
 from store.store import Store
 from tests.e2e.conftest import MODEL, QUICK
 from tests.e2e.server import Server, free_port
+from tests.full_disk import fill_disk_after
 
 
 @pytest.fixture(scope="module")
@@ -272,17 +271,7 @@ async def test_a_full_disk_ends_the_pull_with_a_clear_error_and_the_next_pull_re
     weights = max((store_dir / "blobs").iterdir(), key=lambda p: p.stat().st_size)
     digest = f"sha256:{weights.name[7:]}"
     store, name = Store(tmp_path / "models"), parse_name(pushed)
-    room = 40 << 20  # what fits; then writes come up short, then fail
-
-    def pwritev(fd: int, buffers: list[memoryview], offset: int) -> int:
-        nonlocal room
-        if not room:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        written = os.pwrite(fd, b"".join(buffers)[:room], offset)
-        room -= written
-        return written
-
-    monkeypatch.setattr(os, "pwritev", pwritev)
+    fill_disk_after(monkeypatch, 40 << 20)
     with pytest.raises(StoreError, match="no space left on device") as raised:
         async for _ in registry_client.pull(store, name, insecure=True):
             pass

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 from pathlib import Path
 
 import pytest
 
-from store import download as download_module
 from store.download import Download, add_range, gaps
 from store.errors import DigestMismatch
 from store.store import Store
+from tests.full_disk import fill_disk_after
 
 DATA = bytes(range(256)) * 4096  # 1 MiB, no two ranges alike
 DIGEST = f"sha256:{hashlib.sha256(DATA).hexdigest()}"
@@ -93,17 +92,7 @@ async def test_bytes_past_the_size_are_refused(store: Store) -> None:
 
 async def test_a_full_disk_keeps_what_landed_resumable(store: Store,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    room = 250_000  # then the disk is full: a short write, then ENOSPC
-
-    def pwritev(fd: int, buffers: list[memoryview], offset: int) -> int:
-        nonlocal room
-        if not room:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        data = b"".join(buffers)[:room]
-        room -= len(data)
-        return os.pwrite(fd, data, offset)
-
-    monkeypatch.setattr(download_module.os, "pwritev", pwritev)
+    fill_disk_after(monkeypatch, 250_000)
     first = Download(store, DIGEST, len(DATA))
     with pytest.raises(OSError) as raised:
         for start, end in first.missing(100_000):
