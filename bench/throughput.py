@@ -1,23 +1,35 @@
 #!/usr/bin/env python3
-"""Aggregate generation throughput: corral over HTTP vs raw llama.cpp, measured in one run.
+"""Generation throughput and latency: corral over HTTP vs raw llama.cpp, measured in one run.
 
-    .venv/bin/python bench/throughput.py [--tokens 64] [--levels 1,4,8]
+    .venv/bin/python bench/throughput.py [--tokens 64] [--levels 1,2,4,8,16] [--json]
+                                         [--parallel N] [--batch-invariant] [--long-prompt]
 
-For each concurrency level N, N different prompts are sent at once to /api/generate (greedy,
-no repeat penalty, `num_predict` tokens each). The same work (same prompts, same number of generated tokens,
-same threads) is then done directly with llama-cpp-python's low-level API in this process,
-batched the same way. Ratios, not absolute numbers, are the result: these machines are noisy.
-It also times N requests one after another against N at once (target: under 0.6x). Each
-figure is the best of `--repeat` runs, server and raw alternating.
+For each concurrency level N, N different prompts are streamed at once from /api/generate
+(greedy, no repeat penalty, `--tokens` each) on a server with default settings (or
+OLLAMA_NUM_PARALLEL=N with --parallel). The same work (same prompt tokens, same number of
+generated tokens, same threads) is then done by the fastest raw loop we know on llama-cpp-python's
+low-level API in this process: one context, flash attention as llama.cpp picks it, one unified
+KV cache sized to the work, every prompt prefilled in one batch, then all sequences decoded
+together, greedy sampling and detokenization as served. Each figure is the best of `--repeat`
+rounds, server and raw alternating, since these machines are noisy: ratios are the result.
+
+Columns: aggregate generated tokens/s; p50/p95 time to first token (server: request sent to the
+first text; raw: start to the first sampled token, i.e. the batched prefill); p95 inter-token
+latency (gap between text chunks divided by the tokens they carry).
+
+--long-prompt adds the admission test: p95 inter-token latency of 4 streams with and without an
+8,000-token prompt arriving while they run (target: at most 2x).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -29,145 +41,258 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.e2e.server import Server, bootstrap_store  # noqa: E402
 
 MODEL = "gemma3:270m"
-PROMPTS = [f"Write a long story about a {animal} who learns to sail." for animal in
-           ("cat", "dog", "fox", "owl", "bear", "wolf", "hare", "seal", "crow", "deer")]
+PROMPTS = [f"Write a long story about a {animal} who learns to {skill}." for skill in
+           ("sail", "sing") for animal in
+           ("cat", "dog", "fox", "owl", "bear", "wolf", "hare", "seal")]
+GREEDY = {"temperature": 0, "repeat_penalty": 1.0}
 
 
-async def one(session: aiohttp.ClientSession, url: str, prompt: str, tokens: int) -> dict:
+@dataclass
+class Stream:
+    """One request as the client saw it."""
+    sent: float
+    first: float = 0.0
+    gaps: list[float] = field(default_factory=list)  # seconds per token between chunks
+    tokens: int = 0
+
+
+@dataclass
+class Round:
+    wall: float
+    tokens: int
+    ttft: list[float]
+    gaps: list[float]
+
+    @property
+    def tps(self) -> float:
+        return self.tokens / self.wall
+
+
+async def stream(session: aiohttp.ClientSession, url: str, prompt: str, tokens: int,
+                 options: dict | None = None) -> Stream:
     body = {"model": MODEL, "prompt": prompt, "stream": True,
-            "options": {"num_predict": tokens, "temperature": 0, "repeat_penalty": 1.0}}
+            "options": {"num_predict": tokens, **GREEDY, **(options or {})}}
+    record = Stream(time.perf_counter())
+    last = 0.0
     async with session.post(f"{url}/api/generate", json=body) as resp:
-        final = {}
         async for line in resp.content:
-            if line.strip():
-                final = orjson.loads(line)
-        return final
+            if not line.strip():
+                continue
+            now = time.perf_counter()
+            msg = orjson.loads(line)
+            if msg["done"]:
+                record.tokens = msg["eval_count"]
+                break
+            if not record.first:
+                record.first = now
+            elif last:
+                record.gaps.append(now - last)
+            last = now
+    return record
 
 
-async def server_run(url: str, n: int, tokens: int, sequential: bool = False) -> tuple[float, list[dict]]:
+async def server_round(url: str, n: int, tokens: int) -> Round:
     async with aiohttp.ClientSession() as session:
         start = time.perf_counter()
-        if sequential:
-            finals = [await one(session, url, PROMPTS[i % len(PROMPTS)], tokens) for i in range(n)]
-        else:
-            finals = await asyncio.gather(*(one(session, url, PROMPTS[i % len(PROMPTS)], tokens)
-                                            for i in range(n)))
-        return time.perf_counter() - start, list(finals)
+        streams = await asyncio.gather(*(stream(session, url, PROMPTS[i % len(PROMPTS)], tokens)
+                                         for i in range(n)))
+        wall = time.perf_counter() - start
+    return Round(wall, sum(s.tokens for s in streams), [s.first - s.sent for s in streams],
+                 [g for s in streams for g in s.gaps])
 
 
-def raw_run(model_path: str, prompts: list[str], counts: list[int], threads: int) -> float:
-    """The same work on llama.cpp directly: one context, all sequences in each decode."""
-    import llama_cpp as llama
+class Raw:
+    """The reference: llama.cpp driven directly, model loaded once."""
 
-    from store.templates import template
-    from workers.prompt import render_go
+    def __init__(self, model_path: str, threads: int) -> None:
+        import llama_cpp as llama  # noqa: PLC0415
 
-    n = len(prompts)
-    mparams = llama.llama_model_default_params()
-    model = llama.llama_model_load_from_file(model_path.encode(), mparams)
-    vocab = llama.llama_model_get_vocab(model)
-    cparams = llama.llama_context_default_params()
-    cparams.n_ctx, cparams.n_seq_max, cparams.n_batch = 4096 * n, n, 512
-    cparams.n_threads = cparams.n_threads_batch = threads
-    cparams.flash_attn_type = 0  # as the worker on CPU
-    ctx = llama.llama_init_from_model(model, cparams)
-    batch = llama.llama_batch_init(512, 0, 1)
-    samplers = [llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
-                for _ in range(n)]
-    for s in samplers:
-        llama.llama_sampler_chain_add(s, llama.llama_sampler_init_greedy())
+        from store.templates import template  # noqa: PLC0415
+        from workers.prompt import render_go  # noqa: PLC0415
 
-    def tokenize(text: str) -> list[int]:
-        data = text.encode()
+        self.llama, self.threads = llama, threads
+        self._quiet = llama.llama_log_callback(lambda level, text, user: None)  # kept: C holds it
+        llama.llama_log_set(self._quiet, llama.ctypes.c_void_p(0))
+        self.model = llama.llama_model_load_from_file(model_path.encode(),
+                                                      llama.llama_model_default_params())
+        self.vocab = llama.llama_model_get_vocab(self.model)
+        self._template = lambda p: render_go(template("gemma3-instruct"),
+                                             [{"role": "user", "content": p}])
+
+    def tokenize(self, text: str) -> list[int]:
+        llama, data = self.llama, text.encode()
         arr = (llama.llama_token * (len(data) + 8))()
-        k = llama.llama_tokenize(vocab, data, len(data), arr, len(arr), True, True)
+        k = llama.llama_tokenize(self.vocab, data, len(data), arr, len(arr), True, True)
         return list(arr[:k])
 
-    token_lists = [tokenize(render_go(template("gemma3-instruct"), [{"role": "user", "content": p}]))
-                   for p in prompts]
-    start = time.perf_counter()
-    # Prefill all prompts in one batch, logits at each prompt's last token.
-    k = 0
-    last_index = []
-    for seq, toks in enumerate(token_lists):
-        for pos, tok in enumerate(toks):
-            batch.token[k], batch.pos[k], batch.n_seq_id[k] = tok, pos, 1
-            batch.seq_id[k][0], batch.logits[k] = seq, pos == len(toks) - 1
-            k += 1
-        last_index.append(k - 1)
-    batch.n_tokens = k
-    llama.llama_decode(ctx, batch)
-    pos = [len(t) for t in token_lists]
-    produced = [0] * n
-    buf = (llama.ctypes.c_char * 256)()
-    while True:
-        k = 0
-        index = {}
-        for seq in range(n):
-            if produced[seq] >= counts[seq]:
-                continue
-            tok = llama.llama_sampler_sample(samplers[seq], ctx, last_index[seq])
-            llama.llama_token_to_piece(vocab, tok, buf, 256, 0, False)  # detokenize, as served
-            produced[seq] += 1
-            if produced[seq] < counts[seq]:
-                batch.token[k], batch.pos[k], batch.n_seq_id[k] = tok, pos[seq], 1
-                batch.seq_id[k][0], batch.logits[k] = seq, True
-                index[seq] = k
-                pos[seq] += 1
+    def run(self, prompts: list[str], counts: list[int]) -> Round:
+        llama, n = self.llama, len(prompts)
+        token_lists = [self.tokenize(self._template(p)) for p in prompts]
+        cparams = llama.llama_context_default_params()
+        need = sum(len(t) for t in token_lists) + sum(counts)
+        cparams.n_ctx = max(256, -(-need // 256) * 256)  # the cells the work needs, no more
+        cparams.n_seq_max, cparams.n_batch, cparams.n_ubatch = n, 512, 512
+        cparams.n_threads = cparams.n_threads_batch = self.threads
+        cparams.kv_unified = True
+        cparams.flash_attn_type = -1
+        ctx = llama.llama_init_from_model(self.model, cparams)
+        batch = llama.llama_batch_init(max(512, need), 0, 1)
+        chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+        llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_greedy())
+        buf = (llama.ctypes.c_char * 256)()
+        start = time.perf_counter()
+        k, last_index = 0, []
+        for seq, toks in enumerate(token_lists):  # every prompt in one batch
+            for pos, tok in enumerate(toks):
+                batch.token[k], batch.pos[k], batch.n_seq_id[k] = tok, pos, 1
+                batch.seq_id[k][0], batch.logits[k] = seq, pos == len(toks) - 1
                 k += 1
-        if k == 0:
-            break
+            last_index.append(k - 1)
         batch.n_tokens = k
         llama.llama_decode(ctx, batch)
-        last_index = [index.get(s, -1) for s in range(n)]
-    elapsed = time.perf_counter() - start
-    for s in samplers:
-        llama.llama_sampler_free(s)
-    llama.llama_batch_free(batch)
-    llama.llama_free(ctx)
-    llama.llama_model_free(model)
-    return elapsed
+        pos = [len(t) for t in token_lists]
+        produced = [0] * n
+        first, gaps, stamps = 0.0, [], [0.0] * n
+        while True:
+            k, index = 0, {}
+            for seq in range(n):
+                if produced[seq] >= counts[seq]:
+                    continue
+                tok = llama.llama_sampler_sample(chain, ctx, last_index[seq])
+                llama.llama_token_to_piece(self.vocab, tok, buf, 256, 0, False)
+                now = time.perf_counter()
+                if stamps[seq]:
+                    gaps.append(now - stamps[seq])
+                stamps[seq] = now
+                first = first or now
+                produced[seq] += 1
+                if produced[seq] < counts[seq]:
+                    batch.token[k], batch.pos[k], batch.n_seq_id[k] = tok, pos[seq], 1
+                    batch.seq_id[k][0], batch.logits[k] = seq, True
+                    index[seq] = k
+                    pos[seq] += 1
+                    k += 1
+            if k == 0:
+                break
+            batch.n_tokens = k
+            llama.llama_decode(ctx, batch)
+            last_index = [index.get(s, -1) for s in range(n)]
+        wall = time.perf_counter() - start
+        llama.llama_sampler_free(chain)
+        llama.llama_batch_free(batch)
+        llama.llama_free(ctx)
+        return Round(wall, sum(counts), [first - start] * n, gaps)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure_levels(url: str, raw: Raw, levels: list[int], tokens: int, repeat: int) -> list[dict]:
+    rows = []
+    for n in levels:
+        best_server: Round | None = None
+        best_raw: Round | None = None
+        for _ in range(repeat):  # alternate the two so drift hits both alike
+            served = asyncio.run(server_round(url, n, tokens))
+            counts = [tokens] * n if served.tokens == tokens * n else None
+            direct = raw.run([PROMPTS[i % len(PROMPTS)] for i in range(n)],
+                             counts or [max(1, served.tokens // n)] * n)
+            if best_server is None or served.tps > best_server.tps:
+                best_server = served
+            if best_raw is None or direct.tps > best_raw.tps:
+                best_raw = direct
+        assert best_server is not None and best_raw is not None
+        rows.append({
+            "concurrent": n,
+            "server_tps": round(best_server.tps, 1), "raw_tps": round(best_raw.tps, 1),
+            "ratio": round(best_server.tps / best_raw.tps, 3),
+            "ttft_p50_ms": round(statistics.median(best_server.ttft) * 1e3, 1),
+            "ttft_p95_ms": round(pct(best_server.ttft, 0.95) * 1e3, 1),
+            "raw_ttft_ms": round(best_raw.ttft[0] * 1e3, 1),
+            "itl_p95_ms": round(pct(best_server.gaps, 0.95) * 1e3, 1),
+            "raw_itl_p95_ms": round(pct(best_raw.gaps, 0.95) * 1e3, 1),
+        })
+    return rows
+
+
+async def long_prompt_itl(url: str, tokens: int, with_long: bool) -> float:
+    """p95 inter-token latency of 4 streams, with an 8,000-token prompt sent once they run."""
+    async with aiohttp.ClientSession() as session:
+        runs = [asyncio.ensure_future(stream(session, url, PROMPTS[i], tokens)) for i in range(4)]
+        if with_long:
+            await asyncio.sleep(1.0)
+            long_text = "The quick brown fox jumps over the lazy dog. " * 800  # ~8,000 tokens
+            await stream(session, url, long_text, 1)
+        streams = await asyncio.gather(*runs)
+    return pct([g for s in streams for g in s.gaps], 0.95)
+
+
+def print_table(rows: list[dict]) -> None:
+    head = (f"{'streams':>7} {'server tok/s':>12} {'raw tok/s':>10} {'ratio':>6} "
+            f"{'TTFT p50':>9} {'TTFT p95':>9} {'raw TTFT':>9} {'ITL p95':>8} {'raw ITL p95':>11}")
+    print(head)
+    for r in rows:
+        print(f"{r['concurrent']:>7} {r['server_tps']:>12.1f} {r['raw_tps']:>10.1f} "
+              f"{r['ratio']:>6.2f} {r['ttft_p50_ms']:>7.1f}ms {r['ttft_p95_ms']:>7.1f}ms "
+              f"{r['raw_ttft_ms']:>7.1f}ms {r['itl_p95_ms']:>6.1f}ms {r['raw_itl_p95_ms']:>9.1f}ms")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--levels", default="1,4,8")
-    parser.add_argument("--repeat", type=int, default=3, help="best of N runs for each figure")
+    parser.add_argument("--levels", default="1,2,4,8,16")
+    parser.add_argument("--repeat", type=int, default=3, help="best of N rounds for each figure")
+    parser.add_argument("--parallel", type=int, default=0,
+                        help="OLLAMA_NUM_PARALLEL for the server (default: auto)")
+    parser.add_argument("--batch-invariant", action="store_true",
+                        help="serve with CORRAL_BATCH_INVARIANT=1")
+    parser.add_argument("--long-prompt", action="store_true",
+                        help="also measure streams' latency while an 8,000-token prompt is admitted")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     threads = psutil.cpu_count(logical=False) or 1
+    env = {"OLLAMA_KEEP_ALIVE": "-1", "OLLAMA_CONTEXT_LENGTH": "9000" if args.long_prompt else "4096"}
+    if args.parallel:
+        env["OLLAMA_NUM_PARALLEL"] = str(args.parallel)
+    if args.batch_invariant:
+        env["CORRAL_BATCH_INVARIANT"] = "1"
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "models"
         bootstrap_store(store)
-        server = Server(store, env={"OLLAMA_NUM_PARALLEL": str(max(levels)),
-                                    "OLLAMA_KEEP_ALIVE": "-1"}).start()
+        server = Server(store, env=env).start()
         url = f"http://{server.base}"
         try:
-            asyncio.run(server_run(url, 1, 4))  # load the model and warm up
+            asyncio.run(server_round(url, 1, 4))  # load the model and warm up
             model_path = max((store / "blobs").glob("sha256-*"), key=lambda p: p.stat().st_size)
-            print(f"model {MODEL}, {args.tokens} tokens per request, {threads} threads\n")
-            print(f"{'concurrent':>10} {'server tok/s':>13} {'raw tok/s':>10} {'server/raw':>11}")
-            for n in levels:
-                server_tps = raw_tps = 0.0
-                for _ in range(args.repeat):  # alternate the two so drift hits both alike
-                    wall, finals = asyncio.run(server_run(url, n, args.tokens))
-                    counts = [f["eval_count"] for f in finals]
-                    server_tps = max(server_tps, sum(counts) / wall)
-                    raw_wall = raw_run(str(model_path),
-                                       [PROMPTS[i % len(PROMPTS)] for i in range(n)], counts, threads)
-                    raw_tps = max(raw_tps, sum(counts) / raw_wall)
-                print(f"{n:>10} {server_tps:>13.1f} {raw_tps:>10.1f} {server_tps / raw_tps:>11.2f}")
-            n = max(levels)
-            seq_wall = min(asyncio.run(server_run(url, n, args.tokens, sequential=True))[0]
-                           for _ in range(args.repeat))
-            par_wall = min(asyncio.run(server_run(url, n, args.tokens))[0]
-                           for _ in range(args.repeat))
-            print(f"\n{n} requests at once took {par_wall:.2f}s, one after another {seq_wall:.2f}s: "
-                  f"{par_wall / seq_wall:.2f}x (target < 0.6x)")
+            raw = Raw(str(model_path), threads)
+            rows = measure_levels(url, raw, levels, args.tokens, args.repeat)
+            result: dict = {"model": MODEL, "tokens": args.tokens, "threads": threads,
+                            "settings": env, "levels": rows}
+            if args.long_prompt:
+                base = min(asyncio.run(long_prompt_itl(url, 200, False)) for _ in range(2))
+                loaded = min(asyncio.run(long_prompt_itl(url, 200, True)) for _ in range(2))
+                result["long_prompt"] = {"itl_p95_ms": round(base * 1e3, 1),
+                                         "itl_p95_with_long_ms": round(loaded * 1e3, 1),
+                                         "ratio": round(loaded / base, 2)}
         finally:
             server.stop()
+    if args.json:
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"model {MODEL}, {args.tokens} tokens per request, {threads} threads, "
+          f"server settings {env}\n")
+    print_table(rows)
+    if args.long_prompt:
+        lp = result["long_prompt"]
+        print(f"\n4 streams, p95 inter-token latency: {lp['itl_p95_ms']} ms alone, "
+              f"{lp['itl_p95_with_long_ms']} ms while an 8,000-token prompt is admitted "
+              f"({lp['ratio']}x, target <= 2x)")
     return 0
 
 
