@@ -505,13 +505,15 @@ class Scheduler:
 
     def _plan(self, ref: ModelRef, slots: int, kv_cells: int, replica: bool) -> Plan | None:
         """Where a new runner goes; None: not now (wait, or no replica). Raises when the model
-        fits nowhere."""
+        fits nowhere. Decided only while every device's worker is up: with one restarting, a
+        model might look too large, or a split or an offload might be chosen that is not needed."""
         flash = not self._config.batch_invariant
         gpu = memory.estimate(ref.memory, kv_cells, slots, ref.memory.all_layers, flash)
         cpu = memory.estimate(ref.memory, kv_cells, slots, 0, flash)
         need = placement.Need(gpu.vram, cpu.total, split_overhead=gpu.compute_gpu)
-        devices = [d for d in self._inventory.devices()
-                   if d.id in self._workers and self._workers[d.id].alive]
+        devices = self._inventory.devices()
+        if not all(d.id in self._workers and self._workers[d.id].alive for d in devices):
+            return None  # a worker is restarting: decide with every device in view
         loaded = self._books()
         limits = placement.Limits(self._max_loaded, self._config.gpu_overhead)
 

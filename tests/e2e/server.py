@@ -51,6 +51,7 @@ class Server:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     log_path: Path | None = None
+    devices: str = ""  # a simulated inventory, e.g. "cpu:4G,cpu:4G" (tests/e2e/simulated_server.py)
 
     @property
     def base(self) -> str:
@@ -61,7 +62,9 @@ class Server:
                "OLLAMA_HOST": self.base, **self.env}
         self.log_path = self.models_dir.parent / f"server-{self.port}.log"
         log = open(self.log_path, "wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "server", "serve"], env=env,
+        command = (["-m", "tests.e2e.simulated_server", self.devices] if self.devices
+                   else ["-m", "server", "serve"])
+        self.process = subprocess.Popen([sys.executable, *command], env=env,
                                         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

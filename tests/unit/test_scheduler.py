@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 
+from scheduler import scheduler as scheduler_module
 from scheduler import watchdog
 from scheduler.devices import Device, SimulatedInventory, simulated
 from scheduler.memory import ModelMemory
@@ -223,6 +224,16 @@ async def test_dead_worker_fails_its_jobs_and_forgets_its_models() -> None:
     assert isinstance(await job.next(), protocol.Failed)
     assert sched.running() == []
     await sched.stop()
+
+
+async def test_a_load_waits_for_a_restarting_worker_instead_of_failing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scheduler_module, "RESTART_DELAY", 0.05)
+    sched, worker = await make()
+    worker.alive = False
+    worker.on_exit(worker)  # the process died; a new one is on its way
+    job = await submit(sched, "a")
+    assert job.runner.worker is not worker and job.runner.worker.alive
 
 
 async def test_a_job_whose_message_cannot_be_sent_gives_its_slot_back() -> None:

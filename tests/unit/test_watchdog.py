@@ -12,13 +12,14 @@ CEILING = 300.0
 
 @pytest.mark.parametrize("steps,deadline", [
     ([], CEILING),
-    ([(20 * MS, 1)] * 5, 10.24),
+    ([(50 * MS, 1)] * 5, 25.6),
     ([(5 * MS, 8)] * 5, 5.0),
-    ([(2000 * MS, 512), (30 * MS, 1)], 15.36),
-    ([(800 * MS, 1)], CEILING),
-], ids=["no steps yet: the ceiling", "a full step of tokens at the costliest per-token rate",
-        "never below the floor", "the costliest token, from decode, bounds a prefill",
-        "never above the ceiling"])
+    ([(3000 * MS, 512), (50 * MS, 1), (50 * MS, 1)], 25.6),
+    ([(600 * MS, 1), (50 * MS, 1), (50 * MS, 1)], 25.6),
+    ([(1000 * MS, 1)], CEILING),
+], ids=["no steps yet: the ceiling", "a full step of tokens at the median token's cost",
+        "never below the floor", "decode tokens bound a prompt step",
+        "one slow warm-up step does not set it", "never above the ceiling"])
 def test_step_deadline(steps: list[tuple[int, int]], deadline: float) -> None:
     assert step_deadline(steps, CEILING) == pytest.approx(deadline)
 
