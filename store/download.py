@@ -19,6 +19,8 @@ import ctypes
 import errno
 import hashlib
 import os
+import sys
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Sequence
@@ -32,6 +34,7 @@ Range = tuple[int, int]  # [start, end)
 
 BACKLOG = 8  # batches handed to the disk thread before `write` waits for it
 CHECKPOINT = 16 << 20  # bytes written between updates of the ranges file (and write-behind)
+NICE = 10  # the disk thread's nice value (0 to 19, higher yields more)
 _READ = 1 << 20  # what the hasher reads at a time when it catches up from the file
 
 
@@ -48,6 +51,16 @@ def _load_sync_file_range() -> "ctypes._CFuncPtr | None":
 _SYNC_FILE_RANGE = _load_sync_file_range()
 _SYNC_FILE_RANGE_WRITE = 2
 _FOLIO = 2 << 20  # the largest page-cache folio on x86-64
+
+
+def _yield_the_cpu() -> None:
+    """Lowers the calling thread's CPU priority: a download is bulk work, and the event loop's
+    requests and the workers' generations come first. Only on Linux, which keeps a nice value
+    per thread (elsewhere this would name a process)."""
+    if sys.platform == "linux":
+        thread = threading.get_native_id()
+        # Never higher than it was: raising a priority takes privileges.
+        os.setpriority(os.PRIO_PROCESS, thread, max(NICE, os.getpriority(os.PRIO_PROCESS, thread)))
 
 
 def add_range(ranges: list[Range], new: Range) -> list[Range]:
@@ -91,7 +104,7 @@ class Download:
         self._unsaved = 0
         self._buffer = bytearray(_READ)
         self.received = sum(b - a for a, b in self._ranges)
-        self._disk = ThreadPoolExecutor(1, thread_name_prefix=f"download-{digest[7:19]}")
+        self._disk = ThreadPoolExecutor(1, f"download-{digest[7:19]}", _yield_the_cpu)
         self._pending: deque[Future[None]] = deque()
         self._pending.append(self._disk.submit(self._catch_up))  # hash what earlier tries left
 

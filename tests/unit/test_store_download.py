@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from store import download as download_module
 from store.download import Download, add_range, gaps
 from store.errors import DigestMismatch
 from store.store import Store
@@ -106,3 +110,19 @@ async def test_a_full_disk_keeps_what_landed_resumable(store: Store,
     await write_range(second, 250_000, len(DATA))
     assert (await second.finish()).digest == DIGEST
     await second.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="only Linux keeps a nice value per thread")
+def test_the_disk_thread_yields_the_cpu_and_the_rest_of_the_process_does_not() -> None:
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    seen: list[int] = []
+
+    def disk_thread() -> None:
+        download_module._yield_the_cpu()
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    thread = threading.Thread(target=disk_thread)
+    thread.start()
+    thread.join()
+    assert seen == [max(download_module.NICE, before)]
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
