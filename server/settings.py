@@ -94,8 +94,9 @@ VARIABLES: tuple[_Var, ...] = (
          "Registry credentials for pull/push, comma-separated host=user:password; otherwise "
          "those of ~/.docker/config.json (or $DOCKER_CONFIG) are used."),
     _Var("CORRAL_WORKER_TIMEOUT", "5m",
-         "How long a worker may leave pings unanswered (hung, stopped) before it is killed and "
-         "restarted; its requests end with an error."),
+         "The longest a worker may stay silent (hung, stopped) before it is killed and "
+         "restarted; its requests end with an error. A worker with requests in flight gets a "
+         "shorter deadline from its recent step times (at least 5s)."),
     _Var("CORRAL_BATCH_INVARIANT", "false",
          "Make a seeded request's output independent of what else runs: each sequence is "
          "decoded alone in a KV stream of its own (auto: 4 slots of a whole context) and no "
