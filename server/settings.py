@@ -159,14 +159,18 @@ def parse_host(raw: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", 11434 if port is None else port
 
 
-def _positive_int(raw: str) -> int:
+def _whole_number(raw: str, least: int) -> int:
     try:
         value = int(raw)
     except ValueError:
         raise ValueError("must be a whole number") from None
-    if value < 1:
-        raise ValueError("must be at least 1")
+    if value < least:
+        raise ValueError(f"must be at least {least}")
     return value
+
+
+def _positive_int(raw: str) -> int:
+    return _whole_number(raw, 1)
 
 
 def _auto_count(raw: str) -> int:
@@ -175,13 +179,7 @@ def _auto_count(raw: str) -> int:
 
 
 def _bytes(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError("must be a number of bytes") from None
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
+    return _whole_number(raw, 0)
 
 
 def _slot_count(raw: str) -> int:
