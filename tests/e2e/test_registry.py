@@ -4,12 +4,15 @@ port (the `registry` fixture; .ci/run installs it)."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import orjson
 import pytest
 
 from store import registry as registry_client
@@ -146,10 +149,12 @@ class _FaultyProxy:
     connection are the small manifest and config). It counts connections, and the bytes it
     passes each way."""
 
-    def __init__(self, upstream: str, cut_after: int = 1 << 62, flip_at: int = 1 << 62) -> None:
+    def __init__(self, upstream: str, cut_after: int = 1 << 62, flip_at: int = 1 << 62,
+                 pause: float = 0) -> None:
         self.target = upstream.rsplit(":", 1)
         self.cut_after = cut_after
         self.flip_at = flip_at
+        self.pause = pause  # seconds after each 64 KiB sent back: a slow network
         self.cut = self.flipped = False
         self.downstream = self.upstream = self.connections = 0
         self._count = threading.Lock()  # the pipes run on threads of their own
@@ -178,6 +183,8 @@ class _FaultyProxy:
                 sent += len(data)
                 if self._counted(len(data), to_client):
                     break
+                if to_client:
+                    time.sleep(self.pause)
         except OSError:
             pass
         for end in (source, sink):
@@ -228,6 +235,32 @@ def test_a_pull_cut_off_mid_blob_resumes_where_it_stopped(empty_server: Server, 
         assert proxy.downstream < 1.25 * size
         pulled = empty_server.models_dir / "blobs" / weights.name
         assert hashlib.sha256(pulled.read_bytes()).hexdigest() == weights.name[7:]
+    finally:
+        proxy.close()
+        empty_server.stop()
+
+
+def test_a_pull_the_client_abandons_keeps_its_partial_download(empty_server: Server,
+                                                              registry: str, pushed: str,
+                                                              store_dir: Path) -> None:
+    weights = max((store_dir / "blobs").iterdir(), key=lambda p: p.stat().st_size)
+    proxy = _FaultyProxy(registry, pause=0.002)  # about 30 MB/s a connection
+    name = pushed.replace(registry, proxy.address)
+    try:
+        client = http.client.HTTPConnection("127.0.0.1", empty_server.port)
+        client.request("POST", "/api/pull", orjson.dumps({"model": name, "insecure": True}))
+        reply = client.getresponse()
+        while orjson.loads(reply.readline()).get("completed", 0) < 8 << 20:
+            pass
+        client.close()  # the client gives up
+        seen = -1
+        while proxy.downstream != seen:  # until the server has stopped downloading
+            seen = proxy.downstream
+            time.sleep(0.5)
+        assert not (empty_server.models_dir / "blobs" / weights.name).exists()
+        lines = empty_server.post("/api/pull", {"model": name, "insecure": True}).lines()
+        resumed = next(line for line in lines if line.get("digest") == f"sha256:{weights.name[7:]}")
+        assert resumed["completed"] >= 8 << 20 and lines[-1] == {"status": "success"}
     finally:
         proxy.close()
         empty_server.stop()
