@@ -156,6 +156,7 @@ class Scheduler:
         self._new_worker = worker_factory  # tests pass a fake that needs no llama.cpp
         self._workers: dict[str, WorkerHandle] = {}  # one per device, by device id
         self._groups: dict[str, WorkerHandle] = {}  # started for a split, by "cuda:0+cuda:1"
+        self._group_starts: dict[str, asyncio.Future[None]] = {}  # each group's start, once
         self._runners: dict[str, list[Runner]] = {}  # by weights digest: the replicas
         self._lines: dict[str, deque[int]] = {}  # by weights digest: waiting tickets in order
         self._changed = asyncio.Condition()
@@ -245,17 +246,19 @@ class Scheduler:
     def _worker_exited(self, worker: WorkerHandle) -> None:
         if not self._stopping:
             self.worker_restarts += 1
+        group = self._groups.get(worker.device.id) is worker
         for runner in [r for r in self._all_runners() if r.worker is worker]:
             others_ready = any(r is not runner and r.ready.done()
                                for r in self._runners.get(runner.ref.digest, []))
-            if not runner.ready.done() and not others_ready:
-                # It died loading this model; loading it again would crash it again.
+            # It died loading this model; loading it again would crash it again. (A split's
+            # worker may as well have died starting up, or of the split: not held against it.)
+            if not runner.ready.done() and not others_ready and not group:
                 log.error("%s crashed its worker while loading; refusing it from now on",
                           runner.ref.name)
                 self._crashed_loads.add(runner.ref.digest)
             self._drop(runner)
-        if self._groups.get(worker.device.id) is worker:
-            del self._groups[worker.device.id]  # started for one split: not restarted
+        if group:
+            self._forget_group(worker)  # started for a split: not restarted
         elif not self._stopping:
             self._spawn(self._restart(worker))
         self._spawn(self._notify())
@@ -617,16 +620,26 @@ class Scheduler:
                            sum(d.total_memory for d in members), sum(d.free_memory for d in members),
                            {"CUDA_VISIBLE_DEVICES": ",".join(d.env.get("CUDA_VISIBLE_DEVICES", "")
                                                              for d in members)})
-            self._groups[group_id] = self._spawn_worker(group)  # started by _load
+            handle = self._spawn_worker(group)
+            self._groups[group_id] = handle
+            self._group_starts[group_id] = asyncio.ensure_future(self._start_group(handle))
         return self._groups[group_id]
+
+    async def _start_group(self, worker: WorkerHandle) -> None:
+        try:
+            await worker.start()
+        except BaseException:
+            await worker.stop()  # a start that timed out leaves a process behind
+            raise
+        self._guard(worker)
 
     async def _load(self, runner: Runner, victims: Sequence[Runner]) -> None:
         # Their memory must be free before llama.cpp allocates, whichever worker holds them.
         await asyncio.gather(*(self._send_unload(v) for v in victims))
         try:
-            if not runner.worker.alive:  # a split's worker, started on demand
-                await runner.worker.start()
-                self._guard(runner.worker)
+            starting = self._group_starts.get(runner.worker.device.id)
+            if starting is not None:  # a split's worker, started on demand
+                await asyncio.shield(starting)
             reply = await runner.worker.request(protocol.Load(
                 runner.model_id, runner.ref.path, runner.num_ctx, runner.slots,
                 runner.plan.n_gpu_layers, list(runner.ref.adapters), runner.kv_cells,
@@ -674,8 +687,12 @@ class Scheduler:
         """Stops a split's worker once it holds no model."""
         if (self._groups.get(worker.device.id) is worker
                 and not any(r.worker is worker for r in self._all_runners())):
-            del self._groups[worker.device.id]
+            self._forget_group(worker)
             await worker.stop()
+
+    def _forget_group(self, worker: WorkerHandle) -> None:
+        del self._groups[worker.device.id]
+        self._group_starts.pop(worker.device.id, None)
 
     def _drop(self, runner: Runner) -> None:
         replicas = self._runners.get(runner.ref.digest, [])

@@ -19,6 +19,7 @@ from scheduler import watchdog
 from scheduler.devices import Device, SimulatedInventory, simulated
 from scheduler.memory import ModelMemory
 from scheduler.scheduler import ALL_LAYERS, Config, Job, ModelRef, QueueFull, Scheduler, SchedulerError
+from scheduler.worker import WorkerDied
 from workers import protocol
 
 GB = 1 << 30
@@ -28,6 +29,7 @@ PROMPT: Any = {"raw": "hi", "messages": [], "template": "", "context": []}
 
 class FakeWorker:
     instances: list["FakeWorker"] = []
+    failing_starts: set[str] = set()  # device ids whose worker dies starting up
 
     def __init__(self, device: Device, n_threads: int, debug: bool, on_exit: Any) -> None:
         self.device, self.on_exit, self.n_threads = device, on_exit, n_threads
@@ -44,6 +46,8 @@ class FakeWorker:
         FakeWorker.instances.append(self)
 
     async def start(self) -> None:
+        if self.device.id in FakeWorker.failing_starts:
+            raise WorkerDied("worker did not start")
         self.alive = True
 
     async def stop(self) -> None:
@@ -375,6 +379,18 @@ async def test_a_model_larger_than_any_gpu_is_split_by_a_worker_for_those_gpus()
     await sched.unload(job.runner.ref.digest)
     await settle()
     assert not group.alive  # the split's worker goes with its model
+
+
+async def test_a_split_whose_worker_fails_to_start_fails_that_request_only(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sched, _ = await make(simulated("gpu:24G,gpu:24G"))
+    big = ref("big", layers=40, layer_gb=1)
+    monkeypatch.setattr(FakeWorker, "failing_starts", {"cuda:0+cuda:1"})
+    with pytest.raises(SchedulerError, match="worker did not start"):
+        await submit(sched, big)
+    monkeypatch.setattr(FakeWorker, "failing_starts", set())
+    job = await submit(sched, big)  # not refused from then on, and a fresh worker for it
+    assert job.runner.worker.device.id == "cuda:0+cuda:1" and job.runner.worker.alive
 
 
 async def test_spread_splits_even_a_small_model_over_all_gpus() -> None:
