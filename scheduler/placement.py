@@ -199,7 +199,7 @@ class Replica:
     """What replica routing needs to know of one runner of a model."""
 
     free_slots: int
-    ready: bool  # loaded (a replica still loading takes no requests yet)
+    ready: bool  # loaded, its worker up (a replica still loading takes no requests yet)
 
 
 def pick_replica(replicas: Sequence[Replica]) -> int | None:

@@ -441,16 +441,15 @@ class Scheduler:
                     await self._unload(runner)
         if any(r.draining for r in replicas):
             return None  # a fresh load once they are gone (their memory is needed)
-        usable = [r for r in replicas if r.ready.done() and r.worker.alive]
-        states = [placement.Replica(r.slots - r.active, True) for r in usable]
+        states = [placement.Replica(r.slots - r.active, r.ready.done() and r.worker.alive)
+                  for r in replicas]
         pick = placement.pick_replica(states)
         if pick is not None:
-            return usable[pick]
+            return replicas[pick]
         if not replicas:
             self._load_new(ref, num_ctx, keep_alive, replica=False)
-        elif (ref.digest not in self._no_replicas and placement.want_replica(
-                [placement.Replica(r.slots - r.active, r.ready.done()) for r in replicas],
-                waiting, self._max_replicas)):
+        elif ref.digest not in self._no_replicas and placement.want_replica(
+                states, waiting, self._max_replicas):
             self._load_new(ref, num_ctx, keep_alive, replica=True)
         return None
 
