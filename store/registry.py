@@ -5,11 +5,11 @@ Pull: the manifest first (nothing is written if it does not exist), then each mi
 a `store.download.Download`: the byte ranges it still lacks (all, or what an interrupted try left
 out, also across a restart) in parts of PART bytes, over up to CONNECTIONS connections where the
 network is the bottleneck, hashed as they land and checked against the digest before the blob
-counts; the manifest is written last,
-atomically. Push: each layer the registry lacks (HEAD) is mounted from another repository of
-the registry that a local manifest says holds it, or else goes up in PATCHes of UPLOAD_CHUNK bytes
-closed by a PUT naming its digest; then the manifest. A registry that challenges (WWW-Authenticate) gets the
-operator's credentials (`credentials`): as Basic auth, or to fetch a bearer token from its realm.
+counts; the manifest is written last, atomically. Push: each layer the registry lacks (HEAD) is
+mounted from another repository of the registry that a local manifest says holds it, or else goes
+up in PATCHes of UPLOAD_CHUNK bytes closed by a PUT naming its digest; then the manifest. A
+registry that challenges (WWW-Authenticate) gets the operator's credentials (`credentials`): as
+Basic auth, or to fetch a bearer token from its realm.
 """
 
 from __future__ import annotations
