@@ -16,7 +16,7 @@ With layers on both sides, both the GPU and the CPU get a compute buffer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 UBATCH = 512  # the worker's n_ubatch (workers/llm.py BATCH_TOKENS)
 FLOAT = 4
@@ -66,14 +66,11 @@ class Estimate:
         return self.vram + self.ram
 
     def with_weights(self, actual: int) -> Estimate:
-        """The estimate with the weights llama.cpp reports after loading, shared out as the
-        header's sizes were (the GGUF counts a few tensors llama.cpp repacks or skips)."""
+        """The estimate with the weights llama.cpp reports after loading (the header's sizes can
+        miss what it repacks or skips), shared between GPU and RAM as the header's were."""
         estimated = self.weights_gpu + self.weights_ram
-        if not estimated:
-            return self
-        gpu = round(actual * self.weights_gpu / estimated)
-        return Estimate(self.gpu_layers, gpu, actual - gpu, self.kv_gpu, self.kv_ram,
-                        self.compute_gpu, self.compute_ram)
+        gpu = actual * self.weights_gpu // estimated if estimated else 0
+        return replace(self, weights_gpu=gpu, weights_ram=actual - gpu)
 
 
 def estimate(model: ModelMemory, kv_cells: int, slots: int, gpu_layers: int,

@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from scheduler import memory, placement, watchdog
@@ -87,6 +87,14 @@ class Plan:
     estimate: Estimate
     n_gpu_layers: int
     memory: dict[str, int]  # bytes booked on each device
+
+    def with_weights(self, actual: int) -> Plan:
+        """The plan with the weights llama.cpp reports having loaded, the bookings scaled alike."""
+        estimate = self.estimate.with_weights(actual)
+        before, after = ((self.estimate.vram, estimate.vram) if self.n_gpu_layers
+                         else (self.estimate.total, estimate.total))
+        memory = {d: held * after // max(1, before) for d, held in self.memory.items()}
+        return replace(self, estimate=estimate, memory=memory)
 
 
 @dataclass(eq=False)
@@ -650,6 +658,7 @@ class Scheduler:
         elif isinstance(reply, protocol.Loaded):
             log.info("loaded %s on %s in %.2fs", runner.ref.name, runner.worker.device.id,
                      reply.load_duration / 1e9)
+            runner.plan = runner.plan.with_weights(reply.weights_size)
             runner.ready.set_result(None)
             if runner.active == 0 and len(self._runners[runner.ref.digest]) > 1:
                 self._arm_expiry(runner)  # a replica nobody ended up needing

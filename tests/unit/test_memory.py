@@ -63,3 +63,9 @@ def test_fit_layers_takes_the_most_that_fit() -> None:
 
 def test_fit_layers_is_zero_when_the_compute_buffer_alone_does_not_fit() -> None:
     assert fit_layers(GEMMA, CELLS, SLOTS, 500 * MiB) == 0
+
+
+def test_the_weights_llama_cpp_reports_replace_the_headers_in_the_same_proportion() -> None:
+    est = estimate(GEMMA, CELLS, SLOTS, gpu_layers=9).with_weights(2 * 246587904)
+    assert est.weights_gpu + est.weights_ram == 2 * 246587904
+    assert est.weights_gpu == 2 * sum(GEMMA.layers[9:])

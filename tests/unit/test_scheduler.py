@@ -30,6 +30,7 @@ PROMPT: Any = {"raw": "hi", "messages": [], "template": "", "context": []}
 class FakeWorker:
     instances: list["FakeWorker"] = []
     failing_starts: set[str] = set()  # device ids whose worker dies starting up
+    weights: dict[str, int] = {}  # by model path: what llama.cpp "loaded" (the header's, unless set)
 
     def __init__(self, device: Device, n_threads: int, debug: bool, on_exit: Any) -> None:
         self.device, self.on_exit, self.n_threads = device, on_exit, n_threads
@@ -77,7 +78,7 @@ class FakeWorker:
             if self.hold_loads is not None:
                 await self.hold_loads.wait()
             self.loaded.append(msg.model_id)
-            return protocol.Loaded(msg.model_id, 1, GB, False)
+            return protocol.Loaded(msg.model_id, 1, FakeWorker.weights[msg.path], False)
         self.loaded.remove(msg.model_id)
         return protocol.Unloaded(msg.model_id)
 
@@ -102,6 +103,7 @@ def ref(name: str, layers: int = 4, layer_gb: float = 0.25) -> ModelRef:
     """A model of `layers` x `layer_gb` of weights (1 GB by default) with a negligible cache."""
     memory = ModelMemory(layers=(int(layer_gb * GB),) * layers, input_bytes=0, output_bytes=0,
                          tied_output=False, kv_bytes_per_cell=0, n_embd=8, n_head=1, n_vocab=1000)
+    FakeWorker.weights[f"/{name}"] = sum(memory.layers)
     return ModelRef(name=name, digest=f"sha256:{name:0>64}", manifest_digest=name, path=f"/{name}",
                     memory=memory, context_length=0, n_vocab=1000, details={})
 
@@ -366,6 +368,15 @@ async def test_a_whole_model_on_a_gpu_offloads_every_layer_and_reports_its_vram(
     [load] = FakeWorker.instances[0].loads
     assert load.n_gpu_layers == ALL_LAYERS
     assert job.runner.size_vram == job.runner.size - 4 * 1000  # one logits row stays in RAM
+
+
+async def test_a_load_corrects_the_estimate_and_booking_with_the_weights_llama_cpp_reports() -> None:
+    sched, _ = await make(simulated("gpu:24G"))
+    model = ref("a", layers=2, layer_gb=0.25)
+    FakeWorker.weights[model.path] = GB  # twice what the header said
+    job = await submit(sched, model)
+    assert job.runner.plan.estimate.weights_gpu == GB
+    assert job.runner.plan.memory == {"cuda:0": job.runner.size_vram}
 
 
 async def test_a_model_larger_than_any_gpu_is_split_by_a_worker_for_those_gpus() -> None:
