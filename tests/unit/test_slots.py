@@ -12,20 +12,20 @@ def test_a_sequence_takes_the_idle_slot_sharing_the_longest_start_with_it() -> N
     held = {pool.take(tokens)[0]: tokens for tokens in ([1, 2, 3], [1, 2, 9, 9], [7])}
     for slot, tokens in held.items():
         pool.give_back(slot, tokens)
-    slot, keep = pool.take([1, 2, 9, 9, 4, 5])
+    slot, keep, _ = pool.take([1, 2, 9, 9, 4, 5])
     assert (held[slot], keep) == ([1, 2, 9, 9], 4)
 
 
 def test_the_last_token_is_always_computed_again_for_its_logits() -> None:
     pool = SlotPool(1, reuse=True)
     pool.give_back(pool.take([1, 2, 3])[0], [1, 2, 3])
-    assert pool.take([1, 2, 3]) == (0, 2)
+    assert pool.take([1, 2, 3]) == (0, 2, False)
 
 
 def test_without_a_shared_start_the_least_recently_used_slot_is_taken() -> None:
     pool = SlotPool(2, reuse=True)
-    first, _ = pool.take([1])
-    second, _ = pool.take([2])
+    first = pool.take([1]).slot
+    second = pool.take([2]).slot
     pool.give_back(second, [2])
     pool.give_back(first, [1])  # used last: its cache is the one to keep
     assert pool.take([5, 6])[0] == second
@@ -33,7 +33,7 @@ def test_without_a_shared_start_the_least_recently_used_slot_is_taken() -> None:
 
 def test_a_taken_slot_holds_no_idle_cells_until_given_back() -> None:
     pool = SlotPool(2, reuse=True)
-    slot, _ = pool.take([1, 2])
+    slot = pool.take([1, 2]).slot
     pool.give_back(slot, [1, 2])
     assert pool.idle_cells == 2
     pool.take([1, 2, 3])
@@ -42,8 +42,8 @@ def test_a_taken_slot_holds_no_idle_cells_until_given_back() -> None:
 
 def test_eviction_empties_the_least_recently_used_idle_cache_first() -> None:
     pool = SlotPool(3, reuse=True)
-    a, _ = pool.take([1])
-    b, _ = pool.take([2])
+    a = pool.take([1]).slot
+    b = pool.take([2]).slot
     pool.give_back(b, [2, 2])
     pool.give_back(a, [1])
     assert pool.evict() == b
@@ -54,10 +54,10 @@ def test_eviction_empties_the_least_recently_used_idle_cache_first() -> None:
 
 def test_without_reuse_no_cells_are_kept_or_counted() -> None:
     pool = SlotPool(1, reuse=False)
-    slot, _ = pool.take([1, 2, 3])
+    slot = pool.take([1, 2, 3]).slot
     pool.give_back(slot, [1, 2, 3])
     assert pool.idle_cells == 0
-    assert pool.take([1, 2, 3]) == (0, 0)
+    assert pool.take([1, 2, 3]) == (0, 0, False)
 
 
 def test_taking_more_slots_than_exist_is_an_error() -> None:
@@ -65,3 +65,15 @@ def test_taking_more_slots_than_exist_is_an_error() -> None:
     pool.take([1])
     with pytest.raises(RuntimeError, match="no free sequence slot"):
         pool.take([2])
+
+
+def test_shared_cells_mark_the_sequence_that_keeps_them() -> None:
+    pool = SlotPool(1, reuse=True)
+    pool.give_back(pool.take([1, 2, 3]).slot, [1, 2, 3], shared=True)
+    assert pool.take([1, 2, 3, 4]) == (0, 3, True)
+
+
+def test_a_slot_that_keeps_nothing_of_shared_cells_is_not_shared() -> None:
+    pool = SlotPool(1, reuse=True)
+    pool.give_back(pool.take([1, 2, 3]).slot, [1, 2, 3], shared=True)
+    assert pool.take([9]) == (0, 0, False)
