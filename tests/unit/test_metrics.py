@@ -232,3 +232,11 @@ def test_a_finished_generation_counts_its_prompt_and_generated_tokens(clock: Clo
                           eval_count=8, eval_duration=1))
     assert sample(registry, "corral_prompt_tokens_total") == 12
     assert sample(registry, "corral_generated_tokens_total") == 8
+
+
+def test_prompt_tokens_served_from_the_prompt_cache_are_counted_apart(clock: Clock) -> None:
+    gen, registry = generation(clock)
+    gen.saw(protocol.Done(1, "stop", prompt_eval_count=1000, prompt_eval_duration=1,
+                          eval_count=8, eval_duration=1, prompt_cached=990))
+    assert sample(registry, "corral_prompt_cached_tokens_total") == 990
+    assert sample(registry, "corral_prompt_tokens_total") == 1000
