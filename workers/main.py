@@ -34,14 +34,18 @@ def run(inbox: Connection, outbox: Connection, device_env: dict[str, str], n_thr
     os.environ.update(device_env)  # e.g. CUDA_VISIBLE_DEVICES, before llama.cpp is imported
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(levelname)s worker[%(process)d] %(message)s")
+    serve(inbox.fileno(), outbox.fileno(), n_threads, debug)
 
+
+def serve(rx: int, tx: int, n_threads: int, debug: bool) -> None:
+    """The step loop over two file descriptors, until the inbox closes or says Shutdown: the
+    worker process runs it on its pipes, a Ray actor (workers/ray_actor.py) on a thread."""
     import llama_cpp as llama  # noqa: PLC0415 - only after the device environment is set
 
     from workers.engine import Engine  # noqa: PLC0415
 
     log_callback = _quiet_llama_logs(llama, debug)  # keep a reference: C holds the pointer
     llama.llama_backend_init()
-    rx, tx = inbox.fileno(), outbox.fileno()
 
     def send(msg: protocol.FromWorker) -> None:
         protocol.write_frame(tx, msg)
