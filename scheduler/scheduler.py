@@ -274,6 +274,13 @@ class Scheduler:
     async def _restart(self, old: WorkerHandle) -> None:
         await asyncio.sleep(RESTART_DELAY)
         while not self._stopping:
+            if all(d.id != old.device.id for d in self._inventory.devices()):
+                # Its node left the cluster (scheduler/ray_cluster.py): its models load on the
+                # devices that remain when next asked for.
+                log.warning("device %s is gone: its worker is not restarted", old.device.id)
+                self._workers.pop(old.device.id, None)
+                await self._notify()
+                return
             handle = self._spawn_worker(old.device)
             try:
                 await handle.start()

@@ -242,6 +242,23 @@ async def test_a_load_waits_for_a_restarting_worker_instead_of_failing(
     assert job.runner.worker is not worker and job.runner.worker.alive
 
 
+async def test_a_worker_whose_device_left_the_inventory_is_not_restarted_and_its_model_moves(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scheduler_module, "RESTART_DELAY", 0.01)
+    inventory = simulated("cpu:8G,cpu:8G")
+    sched, _ = await make(inventory)
+    job = await submit(sched, "a")
+    lost = job.runner.worker
+    inventory.gpus_or_cpus = [d for d in inventory.gpus_or_cpus if d.id != lost.device.id]
+    lost.alive = False
+    lost.on_exit(lost)  # its node left the cluster, and the actor with it
+    await asyncio.sleep(0.1)
+    assert len(workers_on(lost.device.id)) == 1
+    moved = await submit(sched, "a")
+    assert moved.runner.worker.device.id != lost.device.id
+    assert set(await sched.probe(timeout=1)) == {d.id for d in inventory.gpus_or_cpus}
+
+
 async def test_a_job_whose_message_cannot_be_sent_gives_its_slot_back() -> None:
     sched, worker = await make(slots=1)
 
