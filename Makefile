@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 
-.PHONY: serve install test bench bench-pull install-service
+.PHONY: serve install test test-cluster bench bench-pull install-service
 
 serve: install
 	$(VENV)/bin/corral bootstrap
@@ -14,6 +14,12 @@ install:
 test:
 	$(PYTHON) deploy/install.py --venv $(VENV) --editable --with-tests
 	$(VENV)/bin/python -m pytest -q
+
+# corral on a local two-node Ray cluster (tests/cluster; docs/cluster.md): adds the ray extra.
+test-cluster:
+	$(PYTHON) deploy/install.py --venv $(VENV) --editable --with-tests
+	$(VENV)/bin/python -m pip install --quiet -e '.[ray]'
+	$(VENV)/bin/python -m pytest -q -m cluster tests/cluster
 
 bench: install
 	$(VENV)/bin/python bench/throughput.py

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import psutil
 
@@ -44,6 +45,7 @@ async def _serve(settings: Settings, inventory: Inventory | None) -> int:
 
     from scheduler.devices import SystemInventory  # noqa: PLC0415
     from scheduler.scheduler import Config, Scheduler  # noqa: PLC0415
+    from scheduler.worker import WorkerHandle  # noqa: PLC0415
     from server.app import build_app  # noqa: PLC0415
     from server.security import API_KEYS  # noqa: PLC0415
     from server.systemd import notify  # noqa: PLC0415
@@ -52,6 +54,17 @@ async def _serve(settings: Settings, inventory: Inventory | None) -> int:
     store = Store(settings.models_dir)
     if swept := store.sweep_partials():
         log.info("removed %d partial uploads left by an earlier run", swept)
+    worker_factory: Callable[..., WorkerHandle] = WorkerHandle
+    if settings.ray_address:
+        # Only here is ray imported: without CORRAL_RAY_ADDRESS corral runs without it.
+        try:
+            from scheduler import ray_cluster  # noqa: PLC0415
+        except ImportError as exc:
+            print(f"corral: CORRAL_RAY_ADDRESS needs the ray extra (pip install 'corral[ray]'): "
+                  f"{exc}", file=sys.stderr)
+            return 2
+        inventory, transport = ray_cluster.connect(settings.ray_address, store.blobs_dir)
+        worker_factory = functools.partial(WorkerHandle, transport=transport)
     scheduler = Scheduler(inventory or SystemInventory(), Config(
         slots=settings.num_parallel, max_queue=settings.max_queue,
         max_loaded=settings.max_loaded_models, max_replicas=settings.max_replicas,
@@ -59,7 +72,7 @@ async def _serve(settings: Settings, inventory: Inventory | None) -> int:
         gpu_overhead=settings.gpu_overhead, hang_timeout=settings.worker_timeout,
         batch_invariant=settings.batch_invariant,
         n_threads=psutil.cpu_count(logical=False) or psutil.cpu_count() or 1,
-        debug=settings.debug))
+        debug=settings.debug), worker_factory)
     try:
         app = build_app(settings, store, scheduler)  # before any worker starts: it reads key files
     except SettingsError as exc:

@@ -43,6 +43,7 @@ class Settings:
     import_dirs: tuple[Path, ...]  # CORRAL_ALLOWED_IMPORT_DIRS: where create's FROM may read
     worker_timeout: float  # CORRAL_WORKER_TIMEOUT: a worker silent this long is restarted
     batch_invariant: bool  # CORRAL_BATCH_INVARIANT: output independent of what shares a batch
+    ray_address: str  # CORRAL_RAY_ADDRESS: "" = this machine's devices; else a Ray cluster's
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,11 @@ VARIABLES: tuple[_Var, ...] = (
          "Make a seeded request's output independent of what else runs: each sequence is "
          "decoded alone in a KV stream of its own (auto: 4 slots of a whole context) and no "
          "prompt cache is reused. Costs the batching gain: see docs/performance.md."),
+    _Var("CORRAL_RAY_ADDRESS", "",
+         "Serve the devices of a Ray cluster instead of this machine's: auto (this machine is a "
+         "node of the cluster), ray://host:port (Ray Client; the nodes must share the store's "
+         "path) or the head's host:port. Needs the ray extra (pip install 'corral[ray]'); see "
+         "docs/cluster.md."),
     _Var("CORRAL_BODY_IDLE_TIMEOUT", "60s",
          "How long a request body (an upload) may send nothing before the request fails."),
 )
@@ -143,6 +149,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         import_dirs=get("CORRAL_ALLOWED_IMPORT_DIRS", _paths),  # type: ignore[arg-type]
         worker_timeout=get("CORRAL_WORKER_TIMEOUT", _positive_duration),  # type: ignore[arg-type]
         batch_invariant=get("CORRAL_BATCH_INVARIANT", _boolean),  # type: ignore[arg-type]
+        ray_address=get("CORRAL_RAY_ADDRESS", str),  # type: ignore[arg-type]
     )
 
 

@@ -1,0 +1,70 @@
+"""corral on a Ray cluster: models on the nodes' workers answer through one front end, and a
+node that leaves fails only its own requests."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.e2e.conftest import MODEL, QUICK
+from tests.e2e.server import Server
+from tests.e2e.test_serving import LONG, open_stream
+from tests.gguf_files import gemma_lora
+from scheduler.worker import CRASH_MESSAGE
+
+pytestmark = pytest.mark.cluster
+
+TUNED = "cluster-tuned:latest"
+
+
+@pytest.fixture(scope="module")
+def tuned(corral: Server, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Gemma with a LoRA adapter: other weights as far as the scheduler goes, so another runner."""
+    data = gemma_lora(tmp_path_factory.mktemp("lora") / "lora.gguf").read_bytes()
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    assert corral.post(f"/api/blobs/{digest}", raw=data).status in (200, 201)
+    reply = corral.post("/api/create", {"model": TUNED, "from": MODEL,
+                                        "adapters": {"lora.gguf": digest}, "stream": False})
+    assert reply.status == 200, reply.body
+    return TUNED
+
+
+def generate(srv: Server, model: str) -> dict[str, Any]:
+    reply = srv.post("/api/generate", {"model": model, "prompt": "hi", "stream": False,
+                                       "options": QUICK})
+    assert reply.status == 200, reply.body
+    return reply.json()
+
+
+def node_of(cluster: Any, srv: Server, model: str) -> Any:
+    """The cluster node the server last loaded `model` on, from its log line
+    "loading <model> on cpu@<node id prefix>"."""
+    line = [ln for ln in srv.log().splitlines() if f"loading {model} on " in ln][-1]
+    prefix = line.split(f"loading {model} on ")[1].split("@")[1].split(":")[0]
+    [node] = [n for n in cluster.worker_nodes if n.node_id.startswith(prefix)]
+    return node
+
+
+def test_two_models_on_two_nodes_answer_through_one_front_end(
+        cluster: Any, corral: Server, tuned: str) -> None:
+    assert generate(corral, MODEL)["eval_count"] == QUICK["num_predict"]
+    assert generate(corral, tuned)["eval_count"] == QUICK["num_predict"]
+    assert node_of(cluster, corral, MODEL) is not node_of(cluster, corral, tuned)
+    assert sorted(m["name"] for m in corral.get("/api/ps").json()["models"]) == sorted(
+        [MODEL, tuned])
+
+
+def test_a_node_removed_mid_stream_fails_its_request_and_the_next_runs_on_another_node(
+        cluster: Any, corral: Server) -> None:
+    conn, resp = open_stream(corral, LONG)
+    lost = node_of(cluster, corral, MODEL)
+    cluster.remove_node(lost)
+    lines = [orjson.loads(line) for line in resp.read().splitlines() if line.strip()]
+    conn.close()
+    assert lines[-1]["error"] == CRASH_MESSAGE
+    assert generate(corral, MODEL)["eval_count"] == QUICK["num_predict"]
+    assert node_of(cluster, corral, MODEL) is not lost
+    assert corral.get("/").status == 200
