@@ -37,7 +37,9 @@ def corral(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     """The real server, its workers on the cluster's nodes."""
     store = tmp_path_factory.mktemp("store") / "models"
     bootstrap_store(store)
-    srv = Server(store, env={"CORRAL_RAY_ADDRESS": cluster.address}).start(timeout=180)
+    # One slot per runner: a burst of requests for one model then calls for a replica.
+    srv = Server(store, env={"CORRAL_RAY_ADDRESS": cluster.address,
+                             "OLLAMA_NUM_PARALLEL": "1"}).start(timeout=180)
     yield srv
     srv.stop()
 

@@ -1,9 +1,11 @@
-"""corral on a Ray cluster: models on the nodes' workers answer through one front end, and a
-node that leaves fails only its own requests."""
+"""corral on a Ray cluster: models on the nodes' workers answer through one front end, replicas
+on two nodes share a burst, and a node that leaves fails only its own requests."""
 
 from __future__ import annotations
 
 import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -11,6 +13,7 @@ import pytest
 
 from tests.e2e.conftest import MODEL, QUICK
 from tests.e2e.server import Server
+from tests.e2e.test_scheduling import cpu_seconds
 from tests.e2e.test_serving import LONG, open_stream
 from tests.gguf_files import gemma_lora
 from scheduler.worker import CRASH_MESSAGE
@@ -32,9 +35,9 @@ def tuned(corral: Server, tmp_path_factory: pytest.TempPathFactory) -> str:
     return TUNED
 
 
-def generate(srv: Server, model: str) -> dict[str, Any]:
+def generate(srv: Server, model: str, options: dict[str, Any] = QUICK) -> dict[str, Any]:
     reply = srv.post("/api/generate", {"model": model, "prompt": "hi", "stream": False,
-                                       "options": QUICK})
+                                       "options": options})
     assert reply.status == 200, reply.body
     return reply.json()
 
@@ -57,14 +60,33 @@ def test_two_models_on_two_nodes_answer_through_one_front_end(
         [MODEL, tuned])
 
 
+def test_replicas_of_one_model_on_two_nodes_share_8_concurrent_requests(corral: Server) -> None:
+    generate(corral, MODEL)
+    workers = [int(line.split("(pid ")[1].split(",")[0]) for line in corral.log().splitlines()
+               if "corral.scheduler: worker " in line and " started (pid " in line]
+    before = {pid: cpu_seconds(pid) for pid in workers}
+    replicas = 0
+    with ThreadPoolExecutor(8) as pool:
+        replies = [pool.submit(generate, corral, MODEL, {"num_predict": 32, "temperature": 0})
+                   for _ in range(8)]
+        while not all(r.done() for r in replies):
+            ps = corral.get("/api/ps").json()["models"]
+            replicas = max(replicas, sum(m["name"] == MODEL for m in ps))
+            time.sleep(0.1)
+    assert all(r.result()["eval_count"] == 32 for r in replies)
+    assert replicas == 2
+    work = {pid: cpu_seconds(pid) - before[pid] for pid in workers}
+    assert len(work) == 2 and min(work.values()) > 1.0, work  # both nodes decoded
+
+
 def test_a_node_removed_mid_stream_fails_its_request_and_the_next_runs_on_another_node(
-        cluster: Any, corral: Server) -> None:
-    conn, resp = open_stream(corral, LONG)
-    lost = node_of(cluster, corral, MODEL)
+        cluster: Any, corral: Server, tuned: str) -> None:
+    conn, resp = open_stream(corral, LONG, model=tuned)  # one runner, on a node we can name
+    lost = node_of(cluster, corral, tuned)
     cluster.remove_node(lost)
     lines = [orjson.loads(line) for line in resp.read().splitlines() if line.strip()]
     conn.close()
     assert lines[-1]["error"] == CRASH_MESSAGE
-    assert generate(corral, MODEL)["eval_count"] == QUICK["num_predict"]
-    assert node_of(cluster, corral, MODEL) is not lost
+    assert generate(corral, tuned)["eval_count"] == QUICK["num_predict"]
+    assert node_of(cluster, corral, tuned) is not lost
     assert corral.get("/").status == 200

@@ -21,11 +21,12 @@ from tests.e2e.server import ROOT, Server
 LONG = {"num_predict": 2000, "temperature": 0}
 
 
-def open_stream(server: Server, options: dict, prompt: str = "Count to one thousand.") -> tuple:
+def open_stream(server: Server, options: dict, prompt: str = "Count to one thousand.",
+                model: str = MODEL) -> tuple:
     """Starts a streaming generate and reads its first line; returns (connection, response)."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
     conn.request("POST", "/api/generate", orjson.dumps(
-        {"model": MODEL, "prompt": prompt, "options": options}))
+        {"model": model, "prompt": prompt, "options": options}))
     resp = conn.getresponse()
     assert resp.status == 200
     assert orjson.loads(resp.readline())["done"] is False
