@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""What the prompt cache saves: prompt tokens not computed and time to first token.
+
+    .venv/bin/python bench/prefix.py [--json]
+
+Two scenarios on one server with default settings, each against the same work made uncacheable
+(a unique line at the very start of the prompt, so no earlier cells match):
+- a 3-turn chat (a ~300-token first message, 32-token answers): TTFT of turns 2 and 3;
+- 8 requests at once sharing a ~1,000-token system prompt (after one earlier request with it):
+  TTFT p50/p95 of the 8.
+Saved tokens come from the server's corral_prompt_cached_tokens_total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.e2e.server import Server, bootstrap_store  # noqa: E402
+from tests.prometheus import sample_value  # noqa: E402
+
+MODEL = "gemma3:270m"
+OPTIONS = {"num_predict": 32, "temperature": 0}
+FIRST = "Here is my situation in detail. " + "I keep bees on a small farm by the river. " * 30
+SYSTEM = "You are a careful assistant for a shipping company. " * 100  # ~1,000 tokens
+
+
+async def chat(session: aiohttp.ClientSession, url: str,
+               messages: list[dict]) -> tuple[float, dict]:
+    """(seconds to the first token, the final message with the whole answer)."""
+    sent, first, content, final = time.perf_counter(), 0.0, "", {}
+    body = {"model": MODEL, "messages": messages, "options": OPTIONS}
+    async with session.post(f"{url}/api/chat", json=body) as resp:
+        async for line in resp.content:
+            if not line.strip():
+                continue
+            msg = orjson.loads(line)
+            if msg["done"]:
+                final = msg
+                break
+            first = first or time.perf_counter()
+            content += msg["message"]["content"]
+    final["content"] = content
+    return first - sent, final
+
+
+async def cached_tokens(session: aiohttp.ClientSession, url: str) -> float:
+    async with session.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    return sample_value(text, "corral_prompt_cached_tokens_total", model=MODEL) or 0.0
+
+
+async def three_turns(url: str, cacheable: bool) -> dict:
+    start = [] if cacheable else [{"role": "system", "content": str(uuid.uuid4())}]
+    messages = start + [{"role": "user", "content": FIRST}]
+    ttft, prompt_tokens = [], []
+    async with aiohttp.ClientSession() as session:
+        before = await cached_tokens(session, url)
+        for follow in ("What should I do first?", "And in winter?", None):
+            seconds, final = await chat(session, url, messages)
+            ttft.append(seconds)
+            prompt_tokens.append(final["prompt_eval_count"])
+            if follow is None:
+                break
+            messages += [{"role": "assistant", "content": final["content"]},
+                         {"role": "user", "content": follow}]
+        saved = await cached_tokens(session, url) - before
+    return {"ttft_ms": [round(t * 1e3, 1) for t in ttft], "prompt_tokens": prompt_tokens,
+            "cached_tokens": int(saved)}
+
+
+async def shared_system(url: str, cacheable: bool) -> dict:
+    def messages(i: int) -> list[dict]:
+        system = SYSTEM if cacheable else f"{uuid.uuid4()} {SYSTEM}"
+        return [{"role": "system", "content": system},
+                {"role": "user", "content": f"Where is parcel number {1000 + i}?"}]
+
+    async with aiohttp.ClientSession() as session:
+        await chat(session, url, messages(99))  # an earlier request with the same system prompt
+        before = await cached_tokens(session, url)
+        results = await asyncio.gather(*(chat(session, url, messages(i)) for i in range(8)))
+        saved = await cached_tokens(session, url) - before
+    ttft = sorted(t for t, _ in results)
+    return {"ttft_p50_ms": round(statistics.median(ttft) * 1e3, 1),
+            "ttft_p95_ms": round(ttft[-1] * 1e3, 1),
+            "prompt_tokens": sum(f["prompt_eval_count"] for _, f in results),
+            "cached_tokens": int(saved)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "models"
+        bootstrap_store(store)
+        server = Server(store, env={"OLLAMA_KEEP_ALIVE": "-1"}).start()
+        url = f"http://{server.base}"
+        try:
+            asyncio.run(three_turns(url, cacheable=False))  # load the model, warm up
+            result = {
+                "chat_cached": asyncio.run(three_turns(url, cacheable=True)),
+                "chat_uncached": asyncio.run(three_turns(url, cacheable=False)),
+                "system_cached": asyncio.run(shared_system(url, cacheable=True)),
+                "system_uncached": asyncio.run(shared_system(url, cacheable=False)),
+            }
+        finally:
+            server.stop()
+    if args.json:
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    cached, plain = result["chat_cached"], result["chat_uncached"]
+    print("3-turn chat, time to first token per turn (prompt tokens):")
+    for turn in range(3):
+        print(f"  turn {turn + 1}: {cached['ttft_ms'][turn]:7.1f} ms with the cache, "
+              f"{plain['ttft_ms'][turn]:7.1f} ms without ({cached['prompt_tokens'][turn]} tokens)")
+    print(f"  prompt tokens taken from the cache: {cached['cached_tokens']} of "
+          f"{sum(cached['prompt_tokens'])}")
+    cached, plain = result["system_cached"], result["system_uncached"]
+    print("8 requests at once sharing a ~1,000-token system prompt:")
+    print(f"  TTFT p50/p95 {cached['ttft_p50_ms']}/{cached['ttft_p95_ms']} ms with the cache, "
+          f"{plain['ttft_p50_ms']}/{plain['ttft_p95_ms']} ms without")
+    print(f"  prompt tokens taken from the cache: {cached['cached_tokens']} of "
+          f"{cached['prompt_tokens']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
