@@ -311,9 +311,10 @@ class Engine:
     # ---- KV cells ------------------------------------------------------------------------
 
     def _used_cells(self, model: LoadedModel) -> int:
-        """Cells that hold something now: running sequences' and idle slots' cached ones."""
-        return (self._pools[model.model_id].idle_cells
-                + sum(s.n_computed for s in self._seqs.values() if s.model is model))
+        """Cells that hold something now: running sequences' and idle slots' cached ones. A
+        shared cell counts once per sequence in it, so this can overstate: capped at the size."""
+        return min(model.kv_cells, self._pools[model.model_id].idle_cells
+                   + sum(s.n_computed for s in self._seqs.values() if s.model is model))
 
     def _committed(self, model: LoadedModel) -> int:
         """Cells in use once every running sequence has computed all it holds (its pending
