@@ -60,8 +60,8 @@ def _probe() -> tuple[list[Device], Device, int]:
 
 
 # A send and a receive at once, and loads fetching their weights on threads of their own.
-_WORKER = ray.remote(max_concurrency=2, concurrency_groups={"fetch": 4})(EngineActor)
-_BLOBS = ray.remote(BlobSource)
+WorkerActor = ray.remote(max_concurrency=2, concurrency_groups={"fetch": 4})(EngineActor)
+BlobActor = ray.remote(BlobSource)
 _PROBE = ray.remote(_probe)
 
 
@@ -122,7 +122,7 @@ def connect(address: str, blobs_dir: Path) -> tuple[RayInventory, TransportFacto
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)
     # Blobs are served from this node's store, where the front end's own node is a Ray node;
     # a front end connected through ray:// is not, and its nodes must share the store's path.
-    blobs = None if address.startswith("ray://") else _BLOBS.options(
+    blobs = None if address.startswith("ray://") else BlobActor.options(
         num_cpus=0, scheduling_strategy=_on_node(ray.get_runtime_context().get_node_id()),
     ).remote(str(blobs_dir))
     inventory = _take_stock([n for n in ray.nodes() if n["Alive"]])
@@ -204,7 +204,7 @@ class RayTransport:
         seat = self._inventory.seat(self._device)
         resources = {"num_gpus": seat.gpus, "num_cpus": 0} if seat.gpus else {
             "num_cpus": seat.threads}
-        actor = _WORKER.options(name=worker_name(self._device.id), namespace=NAMESPACE,
+        actor = WorkerActor.options(name=worker_name(self._device.id), namespace=NAMESPACE,
                                 max_restarts=0, scheduling_strategy=_on_node(seat.node_id),
                                 **resources)
         try:

@@ -4,35 +4,30 @@ on two nodes share a burst, and a node that leaves fails only its own requests."
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import orjson
 import pytest
 
 from tests.e2e.conftest import MODEL, QUICK
-from tests.e2e.server import Server
+from tests.e2e.server import Server, create_tuned
 from tests.e2e.test_scheduling import cpu_seconds
 from tests.e2e.test_serving import LONG, open_stream
-from tests.gguf_files import gemma_lora
 from scheduler.worker import CRASH_MESSAGE
 
 pytestmark = pytest.mark.cluster
 
-TUNED = "cluster-tuned:latest"
+TUNED = "cluster-tuned"
 
 
 @pytest.fixture(scope="module")
 def tuned(corral: Server, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Gemma with a LoRA adapter: other weights as far as the scheduler goes, so another runner."""
-    data = gemma_lora(tmp_path_factory.mktemp("lora") / "lora.gguf").read_bytes()
-    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
-    assert corral.post(f"/api/blobs/{digest}", raw=data).status in (200, 201)
-    reply = corral.post("/api/create", {"model": TUNED, "from": MODEL,
-                                        "adapters": {"lora.gguf": digest}, "stream": False})
-    assert reply.status == 200, reply.body
-    return TUNED
+    return create_tuned(corral, TUNED, MODEL, tmp_path_factory.mktemp("lora"))
 
 
 def generate(srv: Server, model: str, options: dict[str, Any] = QUICK) -> dict[str, Any]:
@@ -77,6 +72,67 @@ def test_replicas_of_one_model_on_two_nodes_share_8_concurrent_requests(corral: 
     assert replicas == 2
     work = {pid: cpu_seconds(pid) - before[pid] for pid in workers}
     assert len(work) == 2 and min(work.values()) > 1.0, work  # both nodes decoded
+
+
+@pytest.fixture
+def driver(cluster: Any) -> Iterator[None]:
+    """This test process as a Ray driver of the cluster."""
+    import ray  # noqa: PLC0415
+
+    ray.init(address=cluster.address)
+    yield
+    ray.shutdown()
+
+
+def fetch_through_ray(blobs_dir: Path, missing: Path, cache: Path) -> str:
+    """What a worker on a node without `missing` makes of it: its `localize` over a blob source
+    serving `blobs_dir` (no CPU asked: corral's own workers hold the nodes' CPUs)."""
+    import ray  # noqa: PLC0415
+
+    from scheduler.ray_cluster import BlobActor, WorkerActor  # noqa: PLC0415
+
+    source = BlobActor.options(num_cpus=0).remote(str(blobs_dir))
+    worker = WorkerActor.options(num_cpus=0).remote({}, 1, False, source, str(cache))
+    try:
+        [path] = ray.get(worker.localize.remote([str(missing)]))
+        return path
+    finally:
+        ray.kill(worker)
+        ray.kill(source)
+
+
+def test_a_node_without_the_stores_path_fetches_a_blob_once_by_digest(
+        driver: None, tmp_path: Path) -> None:
+    data = os.urandom(3 << 20)
+    name = f"sha256-{hashlib.sha256(data).hexdigest()}"
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / name).write_bytes(data)
+    path = fetch_through_ray(tmp_path / "blobs", tmp_path / "elsewhere" / name, tmp_path / "cache")
+    assert path == str(tmp_path / "cache" / name)
+    assert Path(path).read_bytes() == data
+
+
+def test_a_blob_that_does_not_match_its_digest_is_refused_on_the_node(
+        driver: None, tmp_path: Path) -> None:
+    import ray  # noqa: PLC0415
+
+    name = f"sha256-{hashlib.sha256(b'the real weights').hexdigest()}"
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / name).write_bytes(b"other bytes under that name")
+    with pytest.raises(ray.exceptions.RayTaskError, match="arrived damaged"):
+        fetch_through_ray(tmp_path / "blobs", tmp_path / "elsewhere" / name, tmp_path / "cache")
+    assert not (tmp_path / "cache" / name).exists()
+
+
+def test_a_second_front_end_leaves_the_first_ones_devices_alone(
+        cluster: Any, corral: Server) -> None:
+    second = Server(corral.models_dir, env={"CORRAL_RAY_ADDRESS": cluster.address}).start(
+        timeout=180)
+    try:
+        assert "corral_device_memory_total_bytes{" not in second.get("/metrics").body.decode()
+    finally:
+        second.stop()
+    assert generate(corral, MODEL)["eval_count"] == QUICK["num_predict"]
 
 
 def test_a_node_removed_mid_stream_fails_its_request_and_the_next_runs_on_another_node(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import signal
@@ -30,6 +31,20 @@ def bootstrap_store(models_dir: Path) -> None:
     subprocess.run([sys.executable, "-m", "server", "bootstrap"], env=env, check=True,
                    cwd=ROOT, stdout=subprocess.DEVNULL)
 
+
+
+def create_tuned(srv: "Server", name: str, base: str, folder: Path) -> str:
+    """Creates `name` from `base` (Gemma) with a LoRA adapter written into `folder`: other
+    weights as far as the scheduler goes, so a runner of its own. Returns its full name."""
+    from tests.gguf_files import gemma_lora  # noqa: PLC0415 - numpy and gguf only where used
+
+    data = gemma_lora(folder / "lora.gguf").read_bytes()
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    assert srv.post(f"/api/blobs/{digest}", raw=data).status in (200, 201)
+    reply = srv.post("/api/create", {"model": name, "from": base,
+                                     "adapters": {"lora.gguf": digest}, "stream": False})
+    assert reply.status == 200, reply.body
+    return f"{name}:latest"
 
 @dataclass
 class Reply:

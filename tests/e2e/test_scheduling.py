@@ -3,7 +3,6 @@ hang caught by the step-time deadline, and a bounded queue under a burst."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import threading
@@ -17,9 +16,8 @@ import psutil
 import pytest
 
 from tests.e2e.conftest import MODEL, QUICK
-from tests.e2e.server import Server
+from tests.e2e.server import Server, create_tuned
 from tests.e2e.test_serving import LONG, open_stream, wait_until, worker_pids
-from tests.gguf_files import gemma_lora
 
 TUNED = "sched-tuned"
 
@@ -27,13 +25,7 @@ TUNED = "sched-tuned"
 @pytest.fixture(scope="module")
 def tuned(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Gemma with a LoRA adapter: other weights as far as the scheduler goes, so another runner."""
-    data = gemma_lora(tmp_path_factory.mktemp("lora") / "lora.gguf").read_bytes()
-    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
-    assert server.post(f"/api/blobs/{digest}", raw=data).status in (200, 201)
-    reply = server.post("/api/create", {"model": TUNED, "from": MODEL,
-                                        "adapters": {"lora.gguf": digest}, "stream": False})
-    assert reply.status == 200, reply.body
-    yield f"{TUNED}:latest"
+    yield create_tuned(server, TUNED, MODEL, tmp_path_factory.mktemp("lora"))
     server.request("DELETE", "/api/delete", {"model": TUNED})
 
 
