@@ -131,6 +131,7 @@ def connect(address: str, blobs_dir: Path) -> tuple[RayInventory, TransportFacto
              ", ".join(d.id for d in found) or "none: no node offers a GPU or a CPU to Ray")
 
     def transport(device: Device, n_threads: int, debug: bool) -> RayTransport:
+        # n_threads counts the front end's cores; a worker gets its node's (its Seat).
         return RayTransport(device, inventory, debug, blobs)
 
     return inventory, transport
