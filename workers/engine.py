@@ -64,6 +64,7 @@ class Sequence:
     clean: int = ALL  # tokens[:clean] have the cells a fresh computation gives (reusable)
     reused: int = 0  # prompt tokens found in the cache
     shared: bool = False  # some cells are shared with another sequence: never shift them
+    last_chunk: int = 0  # where the prefill chunk that ended its prompt began
     window: Window | None = None
     limit: int = 0  # most tokens it may generate
     chain: llama.llama_sampler_p | None = None
@@ -419,6 +420,8 @@ class Engine:
             seq.n_computed += len(work.tokens)
             if index < 0:
                 continue
+            if seq.status == PREFILLING:
+                seq.last_chunk = work.pos
             if not seq.t_first:
                 seq.t_first = time.perf_counter_ns()
             if seq.grammar is not None:
@@ -506,7 +509,7 @@ class Engine:
             # The cells stay for a later request with the same start (the next chat turn).
             keep = min(seq.clean, seq.n_computed) if pool.reuse else 0
             llama.llama_memory_seq_rm(model.memory, seq.slot, keep, -1)
-            pool.give_back(seq.slot, seq.tokens[:keep], seq.shared)
+            pool.give_back(seq.slot, seq.tokens[:keep], seq.shared, seq.last_chunk)
         if not pool.reuse and not any(s.model is model for s in self._seqs.values()):
             # Batch-invariant mode: an idle cache starts over from cell 0, so a request run
             # alone always sees the same KV layout and gives the same tokens for a seed.

@@ -25,6 +25,7 @@ class Slot:
     busy: bool = False
     last_used: int = 0
     shared: bool = False  # its cached cells are (or were) shared with another sequence
+    last_chunk: int = 0  # where the prefill chunk that ended its prompt began
 
 
 class Taken(NamedTuple):
@@ -49,20 +50,27 @@ class SlotPool:
 
     def take(self, tokens: list[int]) -> Taken:
         """The slot for a sequence that will hold `tokens`, and what of its cache it keeps. At
-        least the last token is always computed again: sampling needs its logits."""
+        least the last token is always computed again: sampling needs its logits. A prompt the
+        cache holds whole (a repeated request) computes again the whole chunk that ended it
+        the first time: the same batch shape gives the same numbers, so a seeded request
+        repeats its tokens exactly."""
         free = [s for s in self._slots if not s.busy]
         if not free:
             raise RuntimeError("no free sequence slot")
         best = max(free, key=lambda s: (common_prefix(s.cached, tokens), -s.last_used))
-        keep = max(min(common_prefix(best.cached, tokens), len(tokens) - 1), 0) if self._reuse else 0
+        common = common_prefix(best.cached, tokens) if self._reuse else 0
+        keep = min(best.last_chunk, len(tokens) - 1) if common >= len(tokens) else common
+        keep = max(keep, 0)
         taken = Taken(best.id, keep, best.shared and keep > 0)
         best.busy, best.cached, best.shared = True, [], False
         return taken
 
-    def give_back(self, slot_id: int, cached: list[int], shared: bool = False) -> None:
-        """The slot is idle again, its cells holding `cached` (empty: the engine cleared them)."""
+    def give_back(self, slot_id: int, cached: list[int], shared: bool = False,
+                  last_chunk: int = 0) -> None:
+        """The slot is idle again, its cells holding `cached` (empty: the engine cleared them);
+        `last_chunk`: where the prefill chunk that ended the prompt began."""
         slot = self._slots[slot_id]
-        slot.busy, slot.last_used = False, next(self._clock)
+        slot.busy, slot.last_used, slot.last_chunk = False, next(self._clock), last_chunk
         slot.cached = list(cached) if self._reuse else []
         slot.shared = shared and bool(slot.cached)
 

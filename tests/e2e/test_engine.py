@@ -102,9 +102,11 @@ def test_a_seeded_request_gives_the_same_tokens_when_its_prompt_comes_from_the_c
         engine_and_messages: Any) -> None:
     engine, sent = engine_and_messages
     seeded = {"temperature": 0.9, "seed": 1234, "num_predict": 24}
-    text, first = _run_alone(engine, sent, 20, STORY, **seeded)
-    again, second = _run_alone(engine, sent, 21, STORY, **seeded)
-    assert second.prompt_cached == first.prompt_eval_count - 1
+    _, opening = _run_alone(engine, sent, 19, "A lighthouse keeper wrote: ")
+    prompt = "A lighthouse keeper wrote: the sea was calm and the night was long, and "
+    text, first = _run_alone(engine, sent, 20, prompt, **seeded)
+    again, second = _run_alone(engine, sent, 21, prompt, **seeded)
+    assert second.prompt_cached >= opening.prompt_eval_count - 1  # from the cache both times
     assert again == text
 
 

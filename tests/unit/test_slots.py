@@ -18,8 +18,21 @@ def test_a_sequence_takes_the_idle_slot_sharing_the_longest_start_with_it() -> N
 
 def test_the_last_token_is_always_computed_again_for_its_logits() -> None:
     pool = SlotPool(1, reuse=True)
-    pool.give_back(pool.take([1, 2, 3])[0], [1, 2, 3])
+    pool.give_back(pool.take([1, 2, 3])[0], [1, 2, 3], last_chunk=5)
     assert pool.take([1, 2, 3]) == (0, 2, False)
+
+
+def test_a_prompt_that_extends_the_cached_tokens_keeps_all_they_share() -> None:
+    pool = SlotPool(1, reuse=True)
+    pool.give_back(pool.take([1, 2, 3])[0], [1, 2, 3, 7, 8], last_chunk=1)
+    assert pool.take([1, 2, 3, 7, 8, 9]).keep == 5
+
+
+def test_a_repeated_prompt_computes_again_the_chunk_that_ended_it_the_first_time() -> None:
+    pool = SlotPool(1, reuse=True)
+    prompt = list(range(1, 11))
+    pool.give_back(pool.take(prompt)[0], prompt + [50, 51], last_chunk=6)  # prompt + answer
+    assert pool.take(prompt).keep == 6
 
 
 def test_without_a_shared_start_the_least_recently_used_slot_is_taken() -> None:
