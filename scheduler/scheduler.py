@@ -87,6 +87,7 @@ class Plan:
     estimate: Estimate
     n_gpu_layers: int
     memory: dict[str, int]  # bytes booked on each device
+    shares: tuple[float, ...] = ()  # a split: each GPU's part of the layers (tensor_split)
 
     def with_weights(self, actual: int) -> Plan:
         """The plan with the weights llama.cpp reports having loaded, the bookings scaled alike."""
@@ -556,7 +557,8 @@ class Scheduler:
                                           need, limits, spread=self._config.spread)
             if split.devices:
                 return Plan(split.devices, split.evict, gpu, ALL_LAYERS,
-                            _shared(gpu.vram, gpu.compute_gpu, split.devices, split.shares))
+                            _shared(gpu.vram, gpu.compute_gpu, split.devices, split.shares),
+                            split.shares)
             if not split.never_fits:
                 return None
         return self._partial(ref, slots, kv_cells, devices, loaded, limits, cpu)
@@ -657,7 +659,7 @@ class Scheduler:
             reply = await runner.worker.request(protocol.Load(
                 runner.model_id, runner.ref.path, runner.num_ctx, runner.slots,
                 runner.plan.n_gpu_layers, list(runner.ref.adapters), runner.kv_cells,
-                self._config.batch_invariant))
+                self._config.batch_invariant, list(runner.plan.shares)))
         except (WorkerDied, asyncio.TimeoutError) as exc:
             reply = protocol.LoadFailed(runner.model_id, str(exc) or "worker did not start")
         if runner.ready.done():

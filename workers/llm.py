@@ -36,6 +36,10 @@ class LoadedModel:
         self.gpu = req.n_gpu_layers > 0
         mparams = llama.llama_model_default_params()
         mparams.n_gpu_layers = req.n_gpu_layers
+        if req.tensor_split:  # the placement's split, not llama.cpp's guess from free memory
+            split = (ctypes.c_float * llama.LLAMA_MAX_DEVICES)(*req.tensor_split)
+            mparams.tensor_split = split
+            self._tensor_split = split  # llama.cpp reads it during the load: keep it alive
         self.model = llama.llama_model_load_from_file(req.path.encode(), mparams)
         if not self.model:
             raise LoadError(f"unable to load model: {req.path}")

@@ -61,6 +61,8 @@ class Load:
     adapters: list[str] = field(default_factory=list)  # LoRA GGUF paths, applied at scale 1
     kv_cells: int = 0  # KV cache size shared by the slots; 0 = num_ctx x slots
     batch_invariant: bool = False  # output must not depend on what shares the batch
+    tensor_split: list[float] = field(default_factory=list)  # a split: each GPU's share, in
+    # CUDA_VISIBLE_DEVICES order (empty: llama.cpp's own, by free memory)
 
 
 @dataclass(slots=True)

@@ -403,6 +403,8 @@ async def test_a_model_larger_than_any_gpu_is_split_by_a_worker_for_those_gpus()
     assert group.device.id == "cuda:0+cuda:1"
     assert [load.n_gpu_layers for load in group.loads] == [ALL_LAYERS]
     assert set(job.runner.plan.memory) == {"cuda:0", "cuda:1"}
+    [split] = [load.tensor_split for load in group.loads]
+    assert len(split) == 2 and sum(split) == pytest.approx(1.0)  # llama.cpp splits as planned
     await run_to_end(job)
     await sched.unload(job.runner.ref.digest)
     await settle()
