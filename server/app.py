@@ -30,6 +30,7 @@ def build_app(settings: Settings, store: Store, scheduler: Scheduler) -> web.App
     security.install(app, settings)
     app[SETTINGS] = settings
     app[STORE] = store
+    app[models.TAGS] = models.TagsCache(store)
     app[SCHEDULER] = scheduler
     app[METRICS] = Metrics()
     app.router.add_get("/", system.root)  # aiohttp answers HEAD for GET routes too

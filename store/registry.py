@@ -29,7 +29,7 @@ import orjson
 from store.download import Download
 from store.errors import InvalidInput, NotFound, RegistryError, StoreError
 from store.names import ModelName
-from store.store import MANIFEST_MEDIA_TYPE, Layer, Store, atomic_write, normalize_digest
+from store.store import MANIFEST_MEDIA_TYPE, Layer, Store, normalize_digest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ACCEPT = f"{MANIFEST_MEDIA_TYPE}, {OCI_MANIFEST}"
@@ -148,7 +148,7 @@ async def pull(store: Store, name: ModelName, insecure: bool,
                     yield event
             yield {"status": "verifying sha256 digest"}
             yield {"status": "writing manifest"}
-            await asyncio.to_thread(atomic_write, store.manifest_path(name), raw)
+            await asyncio.to_thread(store.write_manifest_bytes, name, raw)
             yield {"status": "success"}
     except OSError as exc:
         if exc.errno != errno.ENOSPC:

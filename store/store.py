@@ -10,6 +10,7 @@ a temp file, fsynced and renamed, so a crash leaves the old version or the new o
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import tempfile
@@ -19,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from collections import Counter
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any, Hashable, Iterable, Iterator
 
 import orjson
 
@@ -139,6 +140,11 @@ class Store:
         # must not prune them meanwhile. Counted, since two creates may pin the same blob.
         self._pins: Counter[str] = Counter()
         self._pins_lock = threading.Lock()
+        # Bumped after every manifest this process writes or removes, so that what is derived
+        # from the listing (the /api/tags body) is rebuilt at once. `next` of a count is atomic
+        # under the GIL: writes on several threads never lose a bump.
+        self._generations = itertools.count(1)
+        self.generation = 0
 
     @contextmanager
     def pinned(self, digests: Iterable[str]) -> Iterator[None]:
@@ -233,13 +239,18 @@ class Store:
             "config": config.to_json(),
             "layers": [layer.to_json() for layer in layers],
         }
-        atomic_write(self.manifest_path(name), orjson.dumps(doc))
+        self.write_manifest_bytes(name, orjson.dumps(doc))
+
+    def write_manifest_bytes(self, name: ModelName, data: bytes) -> None:
+        """Every manifest this process writes goes through here (create, pull, copy)."""
+        atomic_write(self.manifest_path(name), data)
+        self._changed()
 
     def copy_manifest(self, source: ModelName, destination: ModelName) -> bool:
         """Gives the source's manifest a second name; False if the source does not exist."""
         if self.read_manifest(source) is None:
             return False
-        atomic_write(self.manifest_path(destination), self.manifest_path(source).read_bytes())
+        self.write_manifest_bytes(destination, self.manifest_path(source).read_bytes())
         return True
 
     def delete_manifest(self, name: ModelName) -> Manifest | None:
@@ -249,6 +260,7 @@ class Store:
             return None
         path = self.manifest_path(name)
         path.unlink()
+        self._changed()
         for parent in path.parents:  # tidy empty folders up to manifests/
             if parent == self.manifests_dir:
                 break
@@ -279,6 +291,25 @@ class Store:
             if path.is_file():
                 used.update(f"sha256:{h.decode()}" for h in _ANY_DIGEST.findall(path.read_bytes()))
         return used
+
+    def _changed(self) -> None:
+        self.generation = next(self._generations)
+
+    def fingerprint(self) -> Hashable:
+        """Changes whenever another process (an Ollama user copying files in by hand) adds,
+        replaces, edits or removes a manifest, or adds a blob (a config blob that arrives after
+        its manifest changes that model's details). A stat per manifest and a listing of blobs:
+        cheap enough to check every second, where re-reading every manifest and config is not."""
+        manifests = []
+        for path in self.manifests_dir.glob("*/*/*/*"):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # removed while we looked
+            manifests.append((str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        # Names, not the folder's mtime: that ticks too coarsely to tell two blobs apart.
+        blobs = {name for name in os.listdir(self.blobs_dir) if not name.startswith(".")}
+        return frozenset(manifests), frozenset(blobs)
 
     def list_manifests(self) -> Iterator[tuple[ModelName, Manifest]]:
         for path in sorted(self.manifests_dir.glob("*/*/*/*")):

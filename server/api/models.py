@@ -4,7 +4,8 @@ DELETE /api/delete."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from typing import Any, Callable, Hashable
 
 import orjson
 from aiohttp import web
@@ -21,12 +22,61 @@ from store.modelfile import format_modelfile
 from store.store import Store
 
 
+class TagsCache:
+    """The /api/tags body, built once and served until the store changes. A write by this
+    process (create, pull, copy, delete) bumps the store's generation and is listed by the
+    next request; a change by another process (an Ollama user copying manifests in by hand)
+    shows in the store's fingerprint, checked on a thread at most every REVALIDATE_S.
+    Requests that find it stale share one check."""
+
+    REVALIDATE_S = 1.0
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self._clock = clock
+        self._body = b""
+        self._generation = -1  # the store's generation the body was built at
+        self._fingerprint: Hashable = None
+        self._checked = float("-inf")  # clock() at the last fingerprint check
+        self._check: asyncio.Future[None] | None = None
+
+    async def body(self) -> bytes:
+        wanted = self._store.generation
+        while (self._generation < wanted
+               or self._clock() - self._checked >= self.REVALIDATE_S):
+            if self._check is None:
+                self._check = asyncio.ensure_future(self._revalidate())
+            # Shielded: a waiter that goes away must not cancel the others' check.
+            await asyncio.shield(self._check)
+        return self._body
+
+    async def _revalidate(self) -> None:
+        try:
+            generation = self._store.generation  # read first: a write during the check is seen
+            self._fingerprint, body = await asyncio.to_thread(self._rebuilt, generation)
+            self._checked, self._generation = self._clock(), generation
+            if body is not None:
+                self._body = body
+        finally:
+            self._check = None
+
+    def _rebuilt(self, generation: int) -> tuple[Hashable, bytes | None]:
+        """The fingerprint, and the new body unless nothing changed (a thread's work)."""
+        fingerprint = self._store.fingerprint()  # before the listing, for the same reason
+        if fingerprint == self._fingerprint and generation == self._generation:
+            return fingerprint, None
+        return fingerprint, orjson.dumps({"models": _local_models(self._store)})
+
+
+TAGS = web.AppKey("tags", TagsCache)
+
+
 async def tags(request: web.Request) -> web.Response:
-    return json_response({"models": await asyncio.to_thread(_local_models, request.app[STORE])})
+    return web.Response(body=await request.app[TAGS].body(), content_type="application/json")
 
 
 def _local_models(store: Store) -> list[dict[str, Any]]:
-    """Every stored model, newest first (reads each manifest and config: a thread's work)."""
+    """Every stored model, newest first (reads each manifest and config)."""
     models = [{"name": name.display, "model": name.display,
                "modified_at": rfc3339(manifest.modified_at), "size": manifest.size,
                "digest": manifest.digest, "details": details(read_config(store, manifest))}
