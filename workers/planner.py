@@ -62,21 +62,22 @@ def plan_step(seqs: Sequence[Planned], budget: int, prefill_budget: int) -> list
 
 class StepCosts:
     """Learns what a decode-only step and a prefill token cost on this machine (moving
-    averages), to size the prefill part of steps that also decode."""
+    averages), to size the prefill part of steps that also decode. A prefill token's cost is
+    learnt from prefill-only steps of some size only: small chunks cost more per token (the
+    step's fixed part), and learning from them would shrink the chunks further and further."""
 
     SMOOTHING = 0.2
+    MEASURE_FROM = 64  # prefill tokens a step needs to measure their cost
 
     def __init__(self) -> None:
         self.decode_ns = 0.0  # a step of only generating sequences
         self.token_ns = 0.0  # one prefill token
 
     def record(self, decoded: int, prefilled: int, ns: int) -> None:
-        if prefilled == 0:
-            if decoded:
-                self.decode_ns = self._mix(self.decode_ns, ns)
-        elif decoded == 0 or self.decode_ns:
-            extra = ns - (self.decode_ns if decoded else 0)
-            self.token_ns = self._mix(self.token_ns, max(extra, 1) / prefilled)
+        if prefilled == 0 and decoded:
+            self.decode_ns = self._mix(self.decode_ns, ns)
+        elif decoded == 0 and prefilled >= self.MEASURE_FROM:
+            self.token_ns = self._mix(self.token_ns, ns / prefilled)
 
     def prefill_budget(self, cap: int, decoding: bool) -> int:
         if not decoding or not self.decode_ns or not self.token_ns:

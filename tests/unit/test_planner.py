@@ -131,15 +131,17 @@ def test_step_costs_size_prefill_to_about_one_decode_step_more() -> None:
     assert costs.prefill_budget(512, decoding=True) == 30
 
 
-def test_step_costs_learn_the_prefill_cost_from_mixed_steps() -> None:
+def test_step_costs_learn_nothing_from_mixed_or_small_prefill_steps() -> None:
     costs = StepCosts()
     costs.record(decoded=4, prefilled=0, ns=30_000_000)
-    costs.record(decoded=4, prefilled=60, ns=90_000_000)  # 60 ms beyond a decode step
+    costs.record(decoded=0, prefilled=100, ns=100_000_000)
+    costs.record(decoded=4, prefilled=16, ns=90_000_000)  # small chunks cost more per token
+    costs.record(decoded=0, prefilled=16, ns=60_000_000)
     assert costs.prefill_budget(512, decoding=True) == 30
 
 
 def test_step_costs_never_give_less_than_the_minimum_chunk() -> None:
     costs = StepCosts()
     costs.record(decoded=1, prefilled=0, ns=1_000)
-    costs.record(decoded=0, prefilled=1, ns=1_000_000)
+    costs.record(decoded=0, prefilled=100, ns=100_000_000)
     assert costs.prefill_budget(512, decoding=True) == MIN_CHUNK
