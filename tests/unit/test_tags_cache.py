@@ -68,11 +68,18 @@ async def listed(client: TestClient) -> list[str]:
     return sorted(m["name"] for m in (await reply.json())["models"])
 
 
-def copy_by_hand(store: Store, source: str, destination: str) -> None:
-    """An Ollama user copying a manifest into the store, behind the server's back."""
-    target = store.manifest_path(parse_name(destination))
+def copied_in_by_hand(store: Store) -> list[str]:
+    """An Ollama user copying a manifest into the store behind the server's back; returns what
+    /api/tags should list then."""
+    target = store.manifest_path(parse_name("theirs"))
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(store.manifest_path(parse_name(source)), target)
+    shutil.copyfile(store.manifest_path(parse_name("base")), target)
+    return ["base:latest", "theirs:latest"]
+
+
+def removed_by_hand(store: Store) -> list[str]:
+    store.manifest_path(parse_name("base")).unlink()
+    return []
 
 
 async def test_tags_lists_the_models_with_their_details(aiohttp_client: Client, store: Store,
@@ -114,28 +121,20 @@ async def test_within_the_interval_the_cached_list_is_served(aiohttp_client: Cli
                                                              store: Store, clock: Clock) -> None:
     client = await serve(aiohttp_client, store, clock)
     assert await listed(client) == ["base:latest"]
-    copy_by_hand(store, "base", "theirs")
+    copied_in_by_hand(store)
     clock.now += models.TagsCache.REVALIDATE_S / 2
     assert await listed(client) == ["base:latest"]
 
 
-async def test_a_manifest_copied_in_by_another_process_is_listed_after_the_interval(
-        aiohttp_client: Client, store: Store, clock: Clock) -> None:
+@pytest.mark.parametrize("change", [copied_in_by_hand, removed_by_hand])
+async def test_a_change_by_another_process_is_listed_after_the_interval(
+        aiohttp_client: Client, store: Store, clock: Clock,
+        change: Callable[[Store], list[str]]) -> None:
     client = await serve(aiohttp_client, store, clock)
     assert await listed(client) == ["base:latest"]
-    copy_by_hand(store, "base", "theirs")
+    now_listed = change(store)
     clock.now += models.TagsCache.REVALIDATE_S
-    assert await listed(client) == ["base:latest", "theirs:latest"]
-
-
-async def test_a_manifest_removed_by_another_process_leaves_the_list_after_the_interval(
-        aiohttp_client: Client, store: Store, clock: Clock) -> None:
-    add_model(store, "theirs")
-    client = await serve(aiohttp_client, store, clock)
-    assert await listed(client) == ["base:latest", "theirs:latest"]
-    store.manifest_path(parse_name("theirs")).unlink()
-    clock.now += models.TagsCache.REVALIDATE_S
-    assert await listed(client) == ["base:latest"]
+    assert await listed(client) == now_listed
 
 
 async def test_requests_that_find_the_cache_stale_share_one_look_at_the_store(
