@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 
-.PHONY: serve install test test-cluster bench bench-pull install-service
+.PHONY: serve install test test-cluster bench bench-frontend bench-pull install-service
 
 serve: install
 	$(VENV)/bin/corral bootstrap
@@ -23,6 +23,10 @@ test-cluster:
 
 bench: install
 	$(VENV)/bin/python bench/throughput.py
+
+# The front end's own costs: /api/tags requests/s with 20 models, idle RSS, cold load vs raw.
+bench-frontend: install
+	$(VENV)/bin/python bench/frontend.py
 
 # Pull speed against curl from a loopback docker-registry (needs docker-registry and curl).
 bench-pull: install
