@@ -10,7 +10,6 @@ a temp file, fsynced and renamed, so a crash leaves the old version or the new o
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import re
 import tempfile
@@ -141,10 +140,9 @@ class Store:
         self._pins: Counter[str] = Counter()
         self._pins_lock = threading.Lock()
         # Bumped after every manifest this process writes or removes, so that what is derived
-        # from the listing (the /api/tags body) is rebuilt at once. `next` of a count is atomic
-        # under the GIL: writes on several threads never lose a bump.
-        self._generations = itertools.count(1)
+        # from the listing (the /api/tags body) is rebuilt at once. Writes run on threads.
         self.generation = 0
+        self._generation_lock = threading.Lock()
 
     @contextmanager
     def pinned(self, digests: Iterable[str]) -> Iterator[None]:
@@ -293,7 +291,8 @@ class Store:
         return used
 
     def _changed(self) -> None:
-        self.generation = next(self._generations)
+        with self._generation_lock:
+            self.generation += 1
 
     def fingerprint(self) -> Hashable:
         """Changes whenever another process (an Ollama user copying files in by hand) adds,
