@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -20,8 +21,9 @@ def _model(name: ModelName, manifest: Manifest) -> dict[str, Any]:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    models = [_model(name, manifest) for name, manifest in request.app[STORE].list_manifests()]
-    return json_response({"object": "list", "data": models})
+    # Reading every manifest is file work: a thread's, not the event loop's.
+    listed = await asyncio.to_thread(request.app[STORE].list_manifests)
+    return json_response({"object": "list", "data": [_model(n, m) for n, m in listed]})
 
 
 async def retrieve_model(request: web.Request) -> web.Response:
