@@ -68,22 +68,27 @@ def cpu_seconds(pid: int) -> float:
     return times.user + times.system
 
 
-def test_replicas_on_two_devices_share_a_burst_and_the_surplus_one_unloads(
-        simulated_server: Callable[..., Server]) -> None:
-    srv = simulated_server("cpu:4G,cpu:4G", OLLAMA_NUM_PARALLEL="1")
-    generate(srv)  # the first runner, on one device
-    pids = worker_pids(srv)
+def burst(srv: Server, pids: list[int]) -> tuple[int, dict[int, float]]:
+    """8 generations of 32 tokens at once, each answered in full: the most runners of the model
+    /api/ps showed meanwhile, and the CPU seconds each worker in `pids` spent."""
     before = {pid: cpu_seconds(pid) for pid in pids}
     most_loaded = 0
     with ThreadPoolExecutor(8) as pool:
         replies = [pool.submit(generate, srv, MODEL, {"num_predict": 32, "temperature": 0})
                    for _ in range(8)]
         while not all(r.done() for r in replies):
-            most_loaded = max(most_loaded, len(loaded(srv)))
+            most_loaded = max(most_loaded, loaded(srv).count(MODEL))
             time.sleep(0.1)
     assert all(r.result()["eval_count"] == 32 for r in replies)
+    return most_loaded, {pid: cpu_seconds(pid) - before[pid] for pid in pids}
+
+
+def test_replicas_on_two_devices_share_a_burst_and_the_surplus_one_unloads(
+        simulated_server: Callable[..., Server]) -> None:
+    srv = simulated_server("cpu:4G,cpu:4G", OLLAMA_NUM_PARALLEL="1")
+    generate(srv)  # the first runner, on one device
+    most_loaded, work = burst(srv, worker_pids(srv))
     assert most_loaded == 2  # the model, twice
-    work = {pid: cpu_seconds(pid) - before[pid] for pid in pids}
     assert len(work) == 2 and min(work.values()) > 1.0, work  # both decoded, not just loaded
     assert wait_until(lambda: len(loaded(srv)) == 1, 30)  # the idle replica goes after 10 s
 
