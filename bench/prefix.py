@@ -62,13 +62,14 @@ async def cached_tokens(session: aiohttp.ClientSession, url: str) -> float:
 
 
 async def three_turns(url: str, cacheable: bool) -> dict:
-    start = [] if cacheable else [{"role": "system", "content": str(uuid.uuid4())}]
-    messages = start + [{"role": "user", "content": FIRST}]
+    messages = [{"role": "user", "content": FIRST}]
     ttft, prompt_tokens = [], []
     async with aiohttp.ClientSession() as session:
         before = await cached_tokens(session, url)
         for follow in ("What should I do first?", "And in winter?", None):
-            seconds, final = await chat(session, url, messages)
+            # Uncacheable: a new first line each turn, so no earlier cells match.
+            start = [] if cacheable else [{"role": "system", "content": str(uuid.uuid4())}]
+            seconds, final = await chat(session, url, start + messages)
             ttft.append(seconds)
             prompt_tokens.append(final["prompt_eval_count"])
             if follow is None:
