@@ -121,19 +121,23 @@ def main() -> int:
     if args.json:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return 0
-    cached, plain = result["chat_cached"], result["chat_uncached"]
-    print("3-turn chat, time to first token per turn (prompt tokens):")
-    for turn in range(3):
-        print(f"  turn {turn + 1}: {cached['ttft_ms'][turn]:7.1f} ms with the cache, "
-              f"{plain['ttft_ms'][turn]:7.1f} ms without ({cached['prompt_tokens'][turn]} tokens)")
-    print(f"  prompt tokens taken from the cache: {cached['cached_tokens']} of "
-          f"{sum(cached['prompt_tokens'])}")
-    cached, plain = result["system_cached"], result["system_uncached"]
-    print("8 requests at once sharing a ~1,000-token system prompt:")
-    print(f"  TTFT p50/p95 {cached['ttft_p50_ms']}/{cached['ttft_p95_ms']} ms with the cache, "
-          f"{plain['ttft_p50_ms']}/{plain['ttft_p95_ms']} ms without")
-    print(f"  prompt tokens taken from the cache: {cached['cached_tokens']} of "
-          f"{cached['prompt_tokens']}")
+    chat, plain_chat = result["chat_cached"], result["chat_uncached"]
+    system, plain_system = result["system_cached"], result["system_uncached"]
+    rows = [(f"3-turn chat, turn {turn + 1} TTFT ({chat['prompt_tokens'][turn]} tokens)",
+             f"{chat['ttft_ms'][turn]} ms", f"{plain_chat['ttft_ms'][turn]} ms")
+            for turn in range(3)]
+    rows += [
+        ("3-turn chat, prompt tokens from the cache",
+         f"{chat['cached_tokens']} of {sum(chat['prompt_tokens'])}", "0"),
+        ("8 at once, shared system prompt, TTFT p50/p95",
+         f"{system['ttft_p50_ms']}/{system['ttft_p95_ms']} ms",
+         f"{plain_system['ttft_p50_ms']}/{plain_system['ttft_p95_ms']} ms"),
+        ("8 at once, prompt tokens from the cache",
+         f"{system['cached_tokens']} of {system['prompt_tokens']}", "0"),
+    ]
+    print(f"{'':<50} {'with the cache':>18} {'without':>18}")
+    for label, cached, uncached in rows:
+        print(f"{label:<50} {cached:>18} {uncached:>18}")
     return 0
 
 
