@@ -73,11 +73,12 @@ def kv_plan(num_ctx: int, parallel: int, batch_invariant: bool = False) -> tuple
     """(slots, KV cells) of a runner. A set OLLAMA_NUM_PARALLEL gives each slot a whole context.
     Auto (0) reserves AUTO_CONTEXTS contexts of cells and shares them among more slots: the
     worker admits a sequence while free cells allow, so short requests run 16+ at once in the
-    memory four long ones would take. Batch-invariant mode gives each slot a cache stream of
-    its own (a whole context), so auto means AUTO_CONTEXTS slots there."""
-    if parallel or batch_invariant:
-        slots = parallel or AUTO_CONTEXTS
-        return slots, num_ctx * slots
+    memory four long ones would take. Batch-invariant mode runs one sequence at a time: even
+    decoded in calls of their own, interleaved sequences changed each other's last bits."""
+    if batch_invariant:
+        return 1, num_ctx
+    if parallel:
+        return parallel, num_ctx * parallel
     cells = num_ctx * AUTO_CONTEXTS
     return min(AUTO_MAX_SLOTS, max(AUTO_MIN_SLOTS, cells // AUTO_CELLS_PER_SLOT)), cells
 

@@ -99,9 +99,9 @@ VARIABLES: tuple[_Var, ...] = (
          "restarted; its requests end with an error. A worker with requests in flight gets a "
          "shorter deadline from its recent step times (at least 5s)."),
     _Var("CORRAL_BATCH_INVARIANT", "false",
-         "Make a seeded request's output independent of what else runs: each sequence is "
-         "decoded alone in a KV stream of its own (auto: 4 slots of a whole context) and no "
-         "prompt cache is reused. Costs the batching gain: see docs/performance.md."),
+         "Make a seeded request's output independent of what else runs: one sequence at a "
+         "time per model (others queue), in an emptied KV cache, no prompt cache reused. "
+         "Costs the batching gain: see docs/performance.md."),
     _Var("CORRAL_RAY_ADDRESS", "",
          "Serve the devices of a Ray cluster instead of this machine's: auto (this machine is a "
          "node of the cluster), ray://host:port (Ray Client; the nodes must share the store's "

@@ -270,8 +270,6 @@ class Engine:
         self._make_room(model)
         self._admit_waiting(model, seqs)
         running = [s for s in seqs if s.job_id in self._seqs and s.status != WAITING]
-        if model.batch_invariant:
-            return self._run_alone(model, running)
         decoding = any(s.status == GENERATING for s in running)
         works = plan_step(running, BATCH_TOKENS,
                           self._costs[model.model_id].prefill_budget(BATCH_TOKENS, decoding))
@@ -295,19 +293,6 @@ class Engine:
                 _forget(model, work)
                 self._fail(_seq(work).job_id, "llama_decode failed for this request")
         return works
-
-    def _run_alone(self, model: LoadedModel, running: list[Sequence]) -> list[Work]:
-        """Batch-invariant mode: each sequence decodes in a call of its own, with the chunks it
-        would have alone, so its numbers cannot depend on what else runs (llama.cpp's kernels
-        pick their tiling by batch shape)."""
-        done: list[Work] = []
-        for seq in running:
-            works = plan_step([seq], BATCH_TOKENS, BATCH_TOKENS)
-            if works and self._execute(model, works) != 0:
-                _forget(model, works[0])
-                self._fail(seq.job_id, "llama_decode failed for this request")
-            done += works
-        return done
 
     # ---- KV cells ------------------------------------------------------------------------
 

@@ -47,7 +47,6 @@ class LoadedModel:
         self._piece_buf = ctypes.create_string_buffer(256)
         self._adapters = [self._load_adapter(path) for path in req.adapters]
         self.kv_cells = req.kv_cells or req.num_ctx * req.slots
-        self.batch_invariant = req.batch_invariant
         self.ctx = self._new_context(self.kv_cells, req.slots, embeddings=False)
         self.memory = llama.llama_get_memory(self.ctx)
         self.batch = llama.llama_batch_init(BATCH_TOKENS, 0, 1)
@@ -76,8 +75,8 @@ class LoadedModel:
         if embeddings:
             cparams.pooling_type = llama.LLAMA_POOLING_TYPE_MEAN
         # Flash attention wherever llama.cpp has it (faster, as llama-server and Ollama run).
-        # Batch-invariant mode keeps it: decoding each sequence alone in its own stream is
-        # what makes the numbers independent of other requests, with or without it.
+        # Batch-invariant mode keeps it: one sequence at a time in an emptied cache is what
+        # makes the numbers independent of other requests, with or without it.
         cparams.flash_attn_type = -1
         ctx = llama.llama_init_from_model(self.model, cparams)
         if not ctx:

@@ -207,9 +207,9 @@ def test_a_set_parallel_gives_each_slot_a_whole_context() -> None:
     assert kv_plan(num_ctx=2048, parallel=3) == (3, 6144)
 
 
-def test_batch_invariant_mode_gives_each_slot_a_whole_context_four_by_default() -> None:
-    assert kv_plan(num_ctx=2048, parallel=0, batch_invariant=True) == (4, 8192)
-    assert kv_plan(num_ctx=2048, parallel=2, batch_invariant=True) == (2, 4096)
+def test_batch_invariant_mode_runs_one_sequence_at_a_time_whatever_parallel_says() -> None:
+    assert kv_plan(num_ctx=2048, parallel=0, batch_invariant=True) == (1, 2048)
+    assert kv_plan(num_ctx=2048, parallel=8, batch_invariant=True) == (1, 2048)
 
 
 @pytest.mark.parametrize("num_ctx,slots", [(512, 16), (4096, 32), (8192, 64), (131072, 64)])
