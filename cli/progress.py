@@ -10,7 +10,7 @@ elsewhere each status and each finished layer is printed once, so logs stay read
 from __future__ import annotations
 
 import sys
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from rich.console import Console
 from rich.live import Live
@@ -68,20 +68,26 @@ class _Sizes(ProgressColumn):
         return Text(f"{human_bytes(task.completed):>6}/{total:>6}")
 
 
-class _Rate(ProgressColumn):
+class _BySpeed(ProgressColumn):
+    """A figure drawn from the task's speed (blank, at its width, until there is one)."""
+
+    def __init__(self, width: int, text: Callable[[Task, float], str]) -> None:
+        super().__init__()
+        self._width, self._text = width, text
+
     def render(self, task: Task) -> Text:
         speed = task.speed
         if task.finished or not speed:
-            return Text(" " * 8)
-        return Text(f"{human_bytes(speed):>6}/s")
+            return Text(" " * self._width)
+        return Text(self._text(task, speed))
 
 
-class _TimeLeft(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.speed
-        if task.finished or not speed:
-            return Text(" " * 6)
-        return Text(f"{eta(((task.total or 0) - task.completed) / speed):>6}")
+def _rate(task: Task, speed: float) -> str:
+    return f"{human_bytes(speed):>6}/s"
+
+
+def _time_left(task: Task, speed: float) -> str:
+    return f"{eta(((task.total or 0) - task.completed) / speed):>6}"
 
 
 class StatusDisplay:
@@ -102,8 +108,8 @@ class StatusDisplay:
                 _BarOnly(_Percent()),
                 _BarOnly(BarColumn(bar_width=None), table_column=Column(ratio=1)),
                 _BarOnly(_Sizes()),
-                _BarOnly(_Rate()),
-                _BarOnly(_TimeLeft()),
+                _BarOnly(_BySpeed(8, _rate)),
+                _BarOnly(_BySpeed(6, _time_left)),
                 console=self.console, transient=False, redirect_stdout=False,
                 redirect_stderr=False, expand=True, speed_estimate_period=10.0)
             self._progress.start()

@@ -312,24 +312,21 @@ async def _chat(client: Client, opts: RunOptions, content: str) -> None:
     opts.messages.append({"role": answer.role or "assistant", "content": answer.content})
 
 
+# `/set <mode>` switches that only print "Set '<mode>' mode.": the option and its value.
+_MODES = {"wordwrap": ("word_wrap", True), "nowordwrap": ("word_wrap", False),
+          "verbose": ("verbose", True), "quiet": ("verbose", False)}
+
+
 def _set(opts: RunOptions, args: list[str], history: _SwitchableHistory) -> None:
     what = args[1]
     if what == "history":
         history.enabled = True
     elif what == "nohistory":
         history.enabled = False
-    elif what == "wordwrap":
-        opts.word_wrap = True
-        print("Set 'wordwrap' mode.")
-    elif what == "nowordwrap":
-        opts.word_wrap = False
-        print("Set 'nowordwrap' mode.")
-    elif what == "verbose":
-        opts.verbose = True
-        print("Set 'verbose' mode.")
-    elif what == "quiet":
-        opts.verbose = False
-        print("Set 'quiet' mode.")
+    elif what in _MODES:
+        field, value = _MODES[what]
+        setattr(opts, field, value)
+        print(f"Set '{what}' mode.")
     elif what == "think":
         level = args[2] if len(args) > 2 else ""
         opts.think = level or True
