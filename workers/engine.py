@@ -250,14 +250,15 @@ class Engine:
                 self._step_model(model, seqs)
 
     def _step_model(self, model: LoadedModel, seqs: list[Sequence]) -> None:
+        generating = {s.job_id for s in seqs if s.status == GENERATING}  # before the step
         start = time.perf_counter_ns()
         works = self._run_step(model, seqs)
         duration = time.perf_counter_ns() - start
-        decoded = sum(1 for w in works if _seq(w).status == GENERATING and len(w.tokens) == 1)
-        self._costs[model.model_id].record(decoded, sum(len(w.tokens) for w in works) - decoded,
-                                           duration)
-        self._send(protocol.Step(model.model_id, self._texts, sum(len(w.tokens) for w in works),
-                                 len(works), duration, self._used_cells(model), model.kv_cells))
+        tokens = sum(len(w.tokens) for w in works)
+        decoded = sum(1 for w in works if _seq(w).job_id in generating and len(w.tokens) == 1)
+        self._costs[model.model_id].record(decoded, tokens - decoded, duration)
+        self._send(protocol.Step(model.model_id, self._texts, tokens, len(works), duration,
+                                 self._used_cells(model), model.kv_cells))
         self._texts = []
         for msg in self._finals:
             self._send(msg)
