@@ -97,6 +97,8 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
         return json_error(request.path, 404, str(exc))
     except store_errors.RegistryError as exc:
         return json_error(request.path, 502, str(exc))
+    except store_errors.NoSpace as exc:
+        return json_error(request.path, 507, str(exc))  # the disk's state, not a fault of ours
     except ConnectionResetError:
         raise  # the client is gone (mid-stream); there is nobody to answer
     except web.HTTPException as exc:

@@ -2,8 +2,8 @@
 
 The bytes go to `blobs/.download-<hex>` at their offsets; `.download-<hex>.ranges` beside it
 lists the ranges already on disk, so a later try (after a dropped connection, a full disk or a
-restart) fetches only the gaps. A partial file without that list (an older corral's) counts as a
-prefix. The list is written after the bytes it names and without fsync: after a power cut it may
+restart) fetches only the gaps; both are the server's user's alone, as blobs are. A partial file
+without that list (an older corral's) counts as a prefix. The list is written after the bytes it names and without fsync: after a power cut it may
 name bytes that never reached the disk, which the digest check then catches, at the cost of one
 download more.
 
@@ -28,7 +28,7 @@ from typing import Sequence
 import orjson
 
 from store.errors import DigestMismatch
-from store.store import Layer, Store
+from store.store import BLOB_MODE, Layer, Store, write_private
 
 Range = tuple[int, int]  # [start, end)
 
@@ -93,11 +93,11 @@ class Download:
         self.size = size
         self._store = store
         self._digest = digest
-        self._path = store.blobs_dir / f".download-{digest[7:]}"
+        self._path = store.partial_download(digest)
         self._ranges_path = self._path.with_name(f"{self._path.name}.ranges")
         self._ranges = self._earlier_ranges()
         self._save_ranges()  # before any byte lands away from the prefix
-        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT)
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, BLOB_MODE)
         self._hash = hashlib.sha256()
         self._hashed = 0
         self._written_back = 0  # the file's start, up to here, is on its way to the disk
@@ -213,7 +213,7 @@ class Download:
     def _save_ranges(self) -> None:
         temp = self._ranges_path.with_name(f"{self._ranges_path.name}.tmp")
         try:
-            temp.write_bytes(orjson.dumps({"size": self.size, "ranges": self._ranges}))
+            write_private(temp, orjson.dumps({"size": self.size, "ranges": self._ranges}))
             os.replace(temp, self._ranges_path)
             self._unsaved = 0
         except OSError as exc:

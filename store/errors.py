@@ -35,6 +35,15 @@ class NotGGUF(InvalidInput):
     pass
 
 
+class InvalidManifest(StoreError):
+    """A manifest, or the config blob it names, that Ollama could not read as one: refused on the
+    way in (a pull), skipped by listings, still deletable."""
+
+
+class NoSpace(StoreError):
+    """The disk cannot hold what a pull needs, or filled up during it."""
+
+
 class RegistryError(StoreError):
     """A registry refused or failed (401/403, 5xx, a broken connection): not the caller's fault
     and not ours; the server answers 502."""

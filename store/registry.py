@@ -1,15 +1,19 @@
 """Pulling and pushing models through an OCI registry (the distribution API Ollama's registry
 speaks), with aiohttp's client. Both are async iterators of Ollama's progress events.
 
-Pull: the manifest first (nothing is written if it does not exist), then each missing layer as
+Pull: the manifest first, read up to MAX_MANIFEST_BYTES and checked whole (nothing is written if it
+does not exist or fails the check, or if the disk lacks room for the blobs it names); then a record
+of its blobs, so that deleting the name removes what a failed pull left; then each missing layer as
 a `store.download.Download`: the byte ranges it still lacks (all, or what an interrupted try left
 out, also across a restart) in parts of PART bytes, over up to CONNECTIONS connections where the
 network is the bottleneck, hashed as they land and checked against the digest before the blob
-counts; the manifest is written last, atomically. Push: each layer the registry lacks (HEAD) is
-mounted from another repository of the registry that a local manifest says holds it, or else goes
-up in PATCHes of UPLOAD_CHUNK bytes closed by a PUT naming its digest; then the manifest. A
+counts (the config blob must also be a config Ollama can read); the manifest is written last,
+atomically. Push: each layer the registry lacks (HEAD) is mounted from another repository of the
+registry that a local manifest says holds it, or else goes up in PATCHes of UPLOAD_CHUNK bytes
+closed by a PUT naming its digest; then the manifest. A
 registry that challenges (WWW-Authenticate) gets the operator's credentials (`credentials`): as
-Basic auth, or to fetch a bearer token from its realm.
+Basic auth, or to fetch a bearer token from its realm, if that realm may have them
+(`_may_have_credentials`); an Authorization goes only to the registry's own host.
 """
 
 from __future__ import annotations
@@ -25,14 +29,16 @@ from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from store.download import Download
-from store.errors import InvalidInput, NotFound, RegistryError, StoreError
+from store.errors import InvalidManifest, NoSpace, NotFound, RegistryError
 from store.names import ModelName
-from store.store import MANIFEST_MEDIA_TYPE, Layer, Store, normalize_digest
+from store.store import (MANIFEST_MEDIA_TYPE, MAX_MANIFEST_BYTES, OCI_MANIFEST_MEDIA_TYPE, Layer,
+                         Store, parse_config, parse_manifest)
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-ACCEPT = f"{MANIFEST_MEDIA_TYPE}, {OCI_MANIFEST}"
+ACCEPT = f"{MANIFEST_MEDIA_TYPE}, {OCI_MANIFEST_MEDIA_TYPE}"
+MAX_TOKEN_REPLY_BYTES = 1 << 20  # a token reply is a few KB of JSON (a JWT); it is read whole
 CHUNK = 1 << 20  # bytes handed to the disk thread at a time
 PART = 16 << 20  # a blob comes in ranges of this size ...
 CONNECTIONS = 4  # ... over up to this many connections at once, unless one is fast enough:
@@ -79,6 +85,7 @@ class _Session:
         self.http = http
         self.name = name
         self.base = f"{'http' if insecure else 'https'}://{name.host}/v2/{name.namespace}/{name.model}"
+        self._origin = URL(self.base).origin()
         self._login = aiohttp.BasicAuth(*login) if login else None
         self._authorization: str | None = None  # "Basic ..." or "Bearer ..." once challenged
 
@@ -87,7 +94,8 @@ class _Session:
         """The response, after fetching a token once if the registry challenges for one."""
         for attempt in range(2):
             sent = dict(headers or {})
-            if self._authorization:
+            # To the registry itself only: an upload's Location may name another host.
+            if self._authorization and URL(url).origin() == self._origin:
                 sent["Authorization"] = self._authorization
             try:
                 response = await self.http.request(method, url, headers=sent, **kw)
@@ -116,12 +124,69 @@ class _Session:
         return False
 
     async def _fetch_token(self, params: dict[str, str]) -> str:
-        realm = params.pop("realm", "")
-        async with self.http.get(realm, params=params, auth=self._login) as response:
-            if response.status != 200:
-                raise RegistryError(f"{self.name.host}: token request failed ({response.status})")
-            body = await response.json(content_type=None)
-        return str(body.get("token") or body.get("access_token") or "")
+        host = self.name.host
+        try:
+            realm = URL(params.pop("realm", ""))
+        except ValueError:
+            realm = URL()
+        if realm.scheme not in ("http", "https") or not realm.host:
+            # Not echoed: the text is the registry's, and may name a local file.
+            raise RegistryError(f"{host}: the registry's token realm is not an http(s) URL")
+        login = self._login
+        if login is not None and not _may_have_credentials(self._origin, realm):
+            # Ollama's words (server/auth.go), and why this one is refused where https is not.
+            raise RegistryError(f'realm host "{realm.host}:{realm.port}" does not match original '
+                                f'host "{host}" (credentials go to another host over https only)')
+        try:
+            # aiohttp drops the credentials on a redirect to another origin.
+            async with self.http.get(realm, params=params, auth=login) as response:
+                if response.status != 200:
+                    raise RegistryError(f"{host}: token request failed ({response.status})")
+                body = await _read_capped(response, MAX_TOKEN_REPLY_BYTES, host, "token reply")
+        except aiohttp.ClientError as exc:
+            raise RegistryError(f"{host}: token request to {realm.host} failed: "
+                                f"{type(exc).__name__}") from None
+        return _token(body, host)
+
+
+def _may_have_credentials(registry: URL, realm: URL) -> bool:
+    """Whether a token realm may be sent the registry's credentials: on the registry's own host
+    and port, or on another host over https (docker sends them to any realm, and Docker Hub's is
+    auth.docker.io; Ollama sends its signature to its own host only). Over plain http to another
+    host they would go to whoever answers there, readable on the way: that is refused, as Ollama
+    refuses a realm off the registry's host, rather than tried without them (which could only
+    fail, and less clearly). Without credentials configured there is nothing to leak."""
+    return (realm.host, realm.port) == (registry.host, registry.port) or realm.scheme == "https"
+
+
+def _token(body: bytes, host: str) -> str:
+    """The bearer token of a token reply (`token`, or OAuth's `access_token`)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = None
+    token = (doc.get("token") or doc.get("access_token")) if isinstance(doc, dict) else None
+    # It goes into a header: printable ASCII only, no line breaks.
+    if not isinstance(token, str) or not (token.isascii() and token.isprintable()):
+        raise RegistryError(f"{host}: the registry's token reply holds no token")
+    return token
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int, host: str, what: str) -> bytes:
+    """A response's body, refused once it is over `cap` bytes, as declared or as sent: no more
+    than that is read, whatever the registry sends."""
+    too_large = RegistryError(f"{host}: the registry's {what} is larger than {cap} bytes")
+    if (response.content_length or 0) > cap:
+        raise too_large
+    body = bytearray()
+    try:
+        async for chunk, _ in response.content.iter_chunks():
+            body += chunk
+            if len(body) > cap:
+                raise too_large
+    except aiohttp.ClientError as exc:
+        raise RegistryError(f"{host}: the {what} broke off: {exc or type(exc).__name__}") from None
+    return bytes(body)
 
 
 def _client() -> aiohttp.ClientSession:
@@ -140,21 +205,28 @@ async def pull(store: Store, name: ModelName, insecure: bool,
             session = _Session(http, name, insecure, login)
             yield {"status": "pulling manifest"}
             raw = await _manifest(session)
-            doc = orjson.loads(raw)
-            layers = [_layer(entry) for entry in [doc.get("config"), *doc.get("layers", [])]
-                      if entry]
-            for layer in layers:
-                async for event in _download(session, store, layer):
+            config, layers = _parsed(raw, name.host)
+            blobs = [config, *layers]
+            await asyncio.to_thread(store.ensure_room, blobs)
+            await asyncio.to_thread(store.record_pull, name, blobs)
+            # Pinned: a delete meanwhile must not prune a blob this pull has fetched.
+            with store.pinned(blob.digest for blob in blobs):
+                async for event in _download(session, store, config):
                     yield event
-            yield {"status": "verifying sha256 digest"}
-            yield {"status": "writing manifest"}
-            await asyncio.to_thread(store.write_manifest_bytes, name, raw)
+                await asyncio.to_thread(_check_config, store, name, config)
+                for layer in layers:
+                    async for event in _download(session, store, layer):
+                        yield event
+                yield {"status": "verifying sha256 digest"}
+                yield {"status": "writing manifest"}
+                await asyncio.to_thread(store.write_manifest_bytes, name, raw)
+            await asyncio.to_thread(store.forget_pull, name)
             yield {"status": "success"}
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise
-        raise StoreError(f"no space left on device for the model store in {store.root}; what "
-                         "was downloaded is kept: free some space and pull again") from None
+        raise NoSpace(f"no space left on device for the model store in {store.root}; what "
+                      "was downloaded is kept: free some space and pull again") from None
 
 
 async def _manifest(session: _Session) -> bytes:
@@ -166,17 +238,27 @@ async def _manifest(session: _Session) -> bytes:
         if response.status != 200:
             raise RegistryError(f"{session.name.host}: manifest request failed "
                                 f"({response.status})")
-        return await response.read()
+        return await _read_capped(response, MAX_MANIFEST_BYTES, session.name.host, "manifest")
 
 
-def _layer(entry: Any) -> Layer:
-    if not isinstance(entry, dict):
-        raise RegistryError("the registry sent a malformed manifest")
+def _parsed(raw: bytes, host: str) -> tuple[Layer, tuple[Layer, ...]]:
     try:
-        return Layer(str(entry.get("mediaType", "")), normalize_digest(entry["digest"]),
-                     int(entry["size"]))
-    except (KeyError, TypeError, ValueError, InvalidInput):
-        raise RegistryError("the registry sent a malformed manifest") from None
+        return parse_manifest(raw)
+    except InvalidManifest as exc:
+        raise RegistryError(f"{host}: the registry sent a malformed manifest: {exc}") from None
+
+
+def _check_config(store: Store, name: ModelName, config: Layer) -> None:
+    """The config blob, its digest matched, must be one Ollama can read. One that is not is of
+    no use to any model (a manifest naming it is skipped as damaged) and goes at once; it came
+    first, so the pull leaves nothing behind."""
+    try:
+        parse_config(store.read_blob(config.digest))
+    except InvalidManifest as exc:
+        store.blob_path(config.digest).unlink(missing_ok=True)
+        store.forget_pull(name)
+        raise RegistryError(f"{name.host}: the registry sent a malformed model config: "
+                            f"{exc}") from None
 
 
 # One download per blob at a time: a second pull of the same layer waits for the first, then

@@ -5,15 +5,23 @@
 
 A blob only appears under its final name after its digest was checked; manifests are written to
 a temp file, fsynced and renamed, so a crash leaves the old version or the new one, never half.
+A manifest is checked whole before it is written (`parse_manifest`); one that fails the check on
+reading (copied in by hand, or left by an older corral) is skipped and logged, never fatal, and a
+delete still removes it. Besides blobs, `blobs/` holds what unfinished transfers leave: upload temp
+files (`.partial-*`), downloads (`.download-<hex>` and their companions, store/download.py) and the
+record of which blobs a pull started (`.pull-*`), for a delete of a pull that failed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,10 +31,13 @@ from typing import Any, Hashable, Iterable, Iterator
 
 import orjson
 
-from store.errors import DigestMismatch, InvalidDigest
+from store.errors import DigestMismatch, InvalidDigest, InvalidManifest, InvalidName, NoSpace
 from store.names import ModelName, parse_name
 
+log = logging.getLogger("corral.store")
+
 MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
 MODEL_MEDIA = "application/vnd.ollama.image.model"
 TEMPLATE_MEDIA = "application/vnd.ollama.image.template"
@@ -35,6 +46,21 @@ PARAMS_MEDIA = "application/vnd.ollama.image.params"
 LICENSE_MEDIA = "application/vnd.ollama.image.license"
 MESSAGES_MEDIA = "application/vnd.ollama.image.messages"
 ADAPTER_MEDIA = "application/vnd.ollama.image.adapter"
+
+MAX_MANIFEST_BYTES = 4 << 20  # Ollama's are about 1 KB; each is read whole, by every listing
+MAX_CONFIG_BYTES = 1 << 20  # Ollama's config blobs are under 1 KB; also read whole by listings
+MAX_BLOB_BYTES = (1 << 63) - 1  # Ollama reads a size as a Go int64; larger breaks it on a shared store
+PARTIAL_EXPIRY_S = 24 * 3600  # a download untouched a day is abandoned; a recent one is resumed
+BLOB_MODE = 0o600  # what mkstemp gives every blob BlobWriter writes: the server's user's alone
+
+UPLOAD_PREFIX = ".partial-"  # an upload's temp file in blobs/, never resumed
+DOWNLOAD_PREFIX = ".download-"  # a download's partial file in blobs/, and its companions
+PULL_RECORD_PREFIX = ".pull-"  # the blobs a pull started, until it succeeds
+
+# The config fields corral shows (store.model.details), typed as Ollama's ConfigV2 has them; a
+# null reads as empty there.
+_CONFIG_STRINGS = ("model_format", "model_family", "model_type", "file_type", "parent_model")
+_CONFIG_STRING_LISTS = ("model_families",)
 
 _DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
 _ANY_DIGEST = re.compile(rb"sha256[:-]([0-9a-f]{64})")
@@ -158,12 +184,50 @@ class Store:
                 self._pins += Counter()  # drop the zero counts
 
     def sweep_partials(self) -> int:
-        """Removes upload temp files a killed server left behind (run once at start, when no
-        upload can be in progress); returns how many."""
-        stale = list(self.blobs_dir.glob(".partial-*"))
+        """Removes what unfinished transfers left in blobs/ (run once at start): every upload temp
+        file (no upload can be in progress then), and downloads and pull records untouched for
+        PARTIAL_EXPIRY_S (a recent download is what the next pull resumes from). A download and
+        its companions go together, by the newest of them. Returns how many files went."""
+        stale: list[Path] = []
+        groups: dict[str, list[Path]] = {}
+        for path in self.blobs_dir.iterdir():
+            if path.name.startswith(UPLOAD_PREFIX):
+                stale.append(path)
+            elif path.name.startswith((DOWNLOAD_PREFIX, PULL_RECORD_PREFIX)):
+                groups.setdefault(path.name.split(".")[1], []).append(path)
+        expired = time.time() - PARTIAL_EXPIRY_S
+        for group in groups.values():
+            if max(map(_mtime, group)) < expired:
+                stale.extend(group)
         for path in stale:
             path.unlink(missing_ok=True)
         return len(stale)
+
+    def ensure_room(self, layers: Iterable[Layer]) -> None:
+        """Refuses a pull the disk cannot hold, before it writes anything: the declared sizes of
+        the blobs not here yet, less what their partial downloads hold, against the free space."""
+        missing = {lay.digest: lay.size for lay in layers if not self.has_blob(lay.digest)}
+        needed = sum(max(0, size - _allocated(self.partial_download(digest)))
+                     for digest, size in missing.items())
+        free = shutil.disk_usage(self.blobs_dir).free
+        if needed > free:
+            raise NoSpace(f"not enough space in {self.root} to pull this model: it needs "
+                          f"{needed} bytes more and {free} bytes are free")
+
+    def record_pull(self, name: ModelName, layers: Iterable[Layer]) -> None:
+        """Notes the blobs a pull of the name fetches, before it writes any: if it fails, its
+        manifest never was, and a delete of the name removes what it left by this record."""
+        digests = sorted({lay.digest for lay in layers})
+        write_private(self._pull_record(name), orjson.dumps({"digests": digests}))
+
+    def forget_pull(self, name: ModelName) -> None:
+        """Drops the record of a pull that succeeded, or failed leaving nothing behind."""
+        self._pull_record(name).unlink(missing_ok=True)
+
+    def _pull_record(self, name: ModelName) -> Path:
+        # Keyed by the name folded as manifest_path matches it; hashed, as a name holds ':'.
+        key = hashlib.sha256("/".join(name.parts).casefold().encode()).hexdigest()
+        return self.blobs_dir / f"{PULL_RECORD_PREFIX}{key}"
 
     # ---- blobs ---------------------------------------------------------------------------
 
@@ -172,6 +236,11 @@ class Store:
 
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
+
+    def partial_download(self, digest: str) -> Path:
+        """Where a download gathers a blob's bytes until its digest matched (store/download.py);
+        its companion files share this name, with a suffix."""
+        return self.blobs_dir / f"{DOWNLOAD_PREFIX}{normalize_digest(digest)[7:]}"
 
     def blob_writer(self, expected: str | None = None, resume: Path | None = None) -> BlobWriter:
         return BlobWriter(self, None if expected is None else normalize_digest(expected), resume)
@@ -216,19 +285,35 @@ class Store:
         return path
 
     def read_manifest(self, name: ModelName) -> Manifest | None:
+        """The name's manifest; None if there is none, or if it is damaged (logged): then it is
+        not listed either, a pull or create writes it anew, and a delete removes it."""
         path = self.manifest_path(name)
         try:
-            data = path.read_bytes()
-            stat = path.stat()
+            return self._load_manifest(path)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
-        doc = orjson.loads(data)
-        return Manifest(
-            config=_layer(doc["config"]),
-            layers=tuple(_layer(lay) for lay in doc.get("layers", [])),
-            digest=hashlib.sha256(data).hexdigest(),
-            modified_at=datetime.fromtimestamp(stat.st_mtime, timezone.utc),
-        )
+        except InvalidManifest as exc:
+            log.warning("ignoring the damaged manifest %s: %s", path, exc)
+            return None
+
+    def _load_manifest(self, path: Path) -> Manifest:
+        """The manifest in the file, and its config blob if present, checked; else
+        InvalidManifest. A file past MAX_MANIFEST_BYTES is not read at all."""
+        with open(path, "rb") as f:
+            stat = os.fstat(f.fileno())
+            if stat.st_size > MAX_MANIFEST_BYTES:
+                raise InvalidManifest(f"larger than {MAX_MANIFEST_BYTES} bytes")
+            data = f.read()
+        config, layers = parse_manifest(data)
+        try:
+            with open(self.blob_path(config.digest), "rb") as f:
+                parse_config(f.read(MAX_CONFIG_BYTES + 1))
+        except FileNotFoundError:
+            pass  # not here (yet): the model shows no details
+        except InvalidManifest as exc:
+            raise InvalidManifest(f"its config blob: {exc}") from None
+        return Manifest(config=config, layers=layers, digest=hashlib.sha256(data).hexdigest(),
+                        modified_at=datetime.fromtimestamp(stat.st_mtime, timezone.utc))
 
     def write_manifest(self, name: ModelName, config: Layer, layers: list[Layer]) -> None:
         doc = {
@@ -240,7 +325,9 @@ class Store:
         self.write_manifest_bytes(name, orjson.dumps(doc))
 
     def write_manifest_bytes(self, name: ModelName, data: bytes) -> None:
-        """Every manifest this process writes goes through here (create, pull, copy)."""
+        """Every manifest this process writes goes through here (create, pull, copy), checked
+        first: none that listings would have to skip is written."""
+        parse_manifest(data)
         atomic_write(self.manifest_path(name), data)
         self._changed()
 
@@ -251,27 +338,43 @@ class Store:
         self.write_manifest_bytes(destination, self.manifest_path(source).read_bytes())
         return True
 
-    def delete_manifest(self, name: ModelName) -> Manifest | None:
-        """Removes the name, then every blob of it that no other manifest still uses."""
-        manifest = self.read_manifest(name)
-        if manifest is None:
-            return None
+    def delete_manifest(self, name: ModelName) -> bool:
+        """Removes the name: its manifest, damaged or not, and what a failed pull of it left (its
+        record, see record_pull); then every blob and partial download they name that no other
+        manifest names and nothing pins. The digests are read as text, as `_referenced_digests`
+        reads them, so a damaged manifest gives up the blobs it can still be seen to name.
+        False if there was neither."""
+        named: set[str] = set()
+        found = False
         path = self.manifest_path(name)
-        path.unlink()
-        self._changed()
-        for parent in path.parents:  # tidy empty folders up to manifests/
+        if path.is_file():
+            named |= _digests_named(path)
+            path.unlink()
+            self._changed()
+            self._tidy(path)
+            found = True
+        record = self._pull_record(name)
+        if record.is_file():
+            named |= _digests_named(record)
+            record.unlink()
+            found = True
+        with self._pins_lock:
+            still_used = self._referenced_digests() | set(self._pins)
+        for digest in named - still_used:
+            self.blob_path(digest).unlink(missing_ok=True)
+            for partial in self.blobs_dir.glob(f"{self.partial_download(digest).name}*"):
+                partial.unlink(missing_ok=True)
+        return found
+
+    def _tidy(self, path: Path) -> None:
+        """Removes the folders a deleted manifest leaves empty, up to manifests/."""
+        for parent in path.parents:
             if parent == self.manifests_dir:
                 break
             try:
                 parent.rmdir()
             except OSError:
                 break
-        with self._pins_lock:
-            still_used = self._referenced_digests() | set(self._pins)
-        for lay in (manifest.config, *manifest.layers):
-            if lay.digest not in still_used:
-                self.blob_path(lay.digest).unlink(missing_ok=True)
-        return manifest
 
     def remove_if_unused(self, digest: str) -> None:
         """Deletes a blob that no manifest names (e.g. the F16 source of a quantized model)."""
@@ -287,7 +390,7 @@ class Store:
         used: set[str] = set()
         for path in self.manifests_dir.rglob("*"):
             if path.is_file():
-                used.update(f"sha256:{h.decode()}" for h in _ANY_DIGEST.findall(path.read_bytes()))
+                used |= _digests_named(path)
         return used
 
     def _changed(self) -> None:
@@ -311,21 +414,117 @@ class Store:
         return frozenset(manifests), frozenset(blobs)
 
     def list_manifests(self) -> Iterator[tuple[ModelName, Manifest]]:
+        """Every model in the store; a foreign or damaged file is logged and skipped."""
         for path in sorted(self.manifests_dir.glob("*/*/*/*")):
             if not path.is_file() or path.name.startswith("."):
                 continue
             try:
                 name = parse_name("/".join(path.relative_to(self.manifests_dir).parts[:3])
                                   + ":" + path.name)
-                manifest = self.read_manifest(name)
-            except (ValueError, KeyError):
-                continue  # a foreign or damaged file is skipped, not fatal
-            if manifest is not None:
-                yield name, manifest
+                manifest = self._load_manifest(path)
+            except FileNotFoundError:
+                continue  # removed while we looked
+            except (InvalidName, InvalidManifest) as exc:
+                log.warning("skipping %s in the model list: %s", path, exc)
+                continue
+            yield name, manifest
 
 
-def _layer(doc: dict[str, Any]) -> Layer:
-    return Layer(doc["mediaType"], normalize_digest(doc["digest"]), int(doc["size"]))
+def parse_manifest(data: bytes) -> tuple[Layer, tuple[Layer, ...]]:
+    """A manifest's config and layers, every field checked as Ollama's Go types read it:
+    schemaVersion 2, an image manifest's mediaType if any, and a config and layers that are
+    objects with a string mediaType, a sha256 digest and a size from 0 to what Go's int64 holds
+    (MAX_CONFIG_BYTES for the config). InvalidManifest says what is wrong."""
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise InvalidManifest(f"larger than {MAX_MANIFEST_BYTES} bytes")
+    doc = _json_object(data)
+    version = doc.get("schemaVersion")
+    if type(version) is not int or version != 2:
+        raise InvalidManifest("schemaVersion is not 2")
+    if doc.get("mediaType", MANIFEST_MEDIA_TYPE) not in (MANIFEST_MEDIA_TYPE,
+                                                          OCI_MANIFEST_MEDIA_TYPE):
+        raise InvalidManifest("mediaType is not an image manifest's")
+    layers = doc.get("layers")
+    if not isinstance(layers, list):
+        raise InvalidManifest("layers is not a list")
+    config = _layer(doc.get("config"), "config", MAX_CONFIG_BYTES)
+    return config, tuple(_layer(entry, f"layer {index}", MAX_BLOB_BYTES)
+                         for index, entry in enumerate(layers))
+
+
+def _layer(entry: Any, what: str, max_size: int) -> Layer:
+    if not isinstance(entry, dict):
+        raise InvalidManifest(f"{what} is not an object")
+    media_type, size = entry.get("mediaType"), entry.get("size")
+    if not isinstance(media_type, str):
+        raise InvalidManifest(f"{what} has no mediaType string")
+    if type(size) is not int or not 0 <= size <= max_size:
+        raise InvalidManifest(f"{what} has no size from 0 to {max_size}")
+    try:
+        return Layer(media_type, normalize_digest(entry.get("digest")), size)
+    except InvalidDigest:
+        raise InvalidManifest(f"{what} has no sha256 digest") from None
+
+
+def parse_config(data: bytes) -> dict[str, Any]:
+    """A config blob: a JSON object whose fields corral shows have the types Ollama's ConfigV2
+    gives them (Ollama could not read the model otherwise); else InvalidManifest."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise InvalidManifest(f"larger than {MAX_CONFIG_BYTES} bytes")
+    doc = _json_object(data)
+    for key in _CONFIG_STRINGS:
+        if doc.get(key) is not None and not isinstance(doc[key], str):
+            raise InvalidManifest(f"{key} is not a string")
+    for key in _CONFIG_STRING_LISTS:
+        value = doc.get(key)
+        if value is not None and not (isinstance(value, list)
+                                      and all(isinstance(item, str) for item in value)):
+            raise InvalidManifest(f"{key} is not a list of strings")
+    return doc
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise InvalidManifest("not JSON") from None
+    if not isinstance(doc, dict):
+        raise InvalidManifest("not a JSON object")
+    return doc
+
+
+def _digests_named(path: Path) -> set[str]:
+    """Every digest the file mentions, read as text; none for a file past MAX_MANIFEST_BYTES
+    (no manifest is that large, and reading it whole would be the harm)."""
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_MANIFEST_BYTES:
+                return set()
+            data = f.read()
+    except FileNotFoundError:
+        return set()  # removed while we looked
+    return {f"sha256:{h.decode()}" for h in _ANY_DIGEST.findall(data)}
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0  # gone already: as old as can be
+
+
+def _allocated(path: Path) -> int:
+    """The disk space a (sparse) file takes up; 0 if there is none."""
+    try:
+        return path.stat().st_blocks * 512
+    except FileNotFoundError:
+        return 0
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Writes a file readable by the server's user alone, as its blobs are (BLOB_MODE)."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, BLOB_MODE), "wb") as f:
+        f.write(data)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

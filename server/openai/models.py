@@ -21,8 +21,9 @@ def _model(name: ModelName, manifest: Manifest) -> dict[str, Any]:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    # Reading every manifest is file work: a thread's, not the event loop's.
-    listed = await asyncio.to_thread(request.app[STORE].list_manifests)
+    # Reading every manifest is file work: a thread's, not the event loop's (hence the list:
+    # list_manifests is a generator, which would otherwise be read here).
+    listed = await asyncio.to_thread(lambda: list(request.app[STORE].list_manifests()))
     return json_response({"object": "list", "data": [_model(n, m) for n, m in listed]})
 
 
@@ -32,7 +33,7 @@ async def retrieve_model(request: web.Request) -> web.Response:
         name = parse_name(text)
     except InvalidName:
         name = None
-    manifest = request.app[STORE].read_manifest(name) if name else None
+    manifest = await asyncio.to_thread(request.app[STORE].read_manifest, name) if name else None
     if name is None or manifest is None:
         raise errors.NotFound(f'model "{text}" not found')
     return json_response(_model(name, manifest))

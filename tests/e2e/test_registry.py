@@ -292,7 +292,7 @@ def test_a_blob_corrupted_on_the_way_fails_its_digest_and_counts_for_nothing(
         assert proxy.flipped and "digest mismatch" in lines[-1]["error"]
         blobs = empty_server.models_dir / "blobs"
         assert not (blobs / weights.name).exists()
-        assert [p.name for p in blobs.iterdir() if p.name.startswith(".")] == []  # no resume
+        assert [p.name for p in blobs.iterdir() if p.name.startswith(".download-")] == []  # no resume
         assert not (empty_server.models_dir / "manifests" / proxy.address).exists()
     finally:
         proxy.close()

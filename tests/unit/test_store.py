@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import shutil
+import time
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
-from store.errors import DigestMismatch, InvalidDigest
+from store.errors import DigestMismatch, InvalidDigest, InvalidManifest, NoSpace
 from store.names import parse_name
-from store.store import CONFIG_MEDIA_TYPE, MODEL_MEDIA, Store, normalize_digest
+from store.store import (BLOB_MODE, CONFIG_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, MAX_BLOB_BYTES,
+                         MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, MODEL_MEDIA,
+                         OCI_MANIFEST_MEDIA_TYPE, PARTIAL_EXPIRY_S, Layer, Store,
+                         normalize_digest, parse_config, parse_manifest)
 
 
 def digest(data: bytes) -> str:
@@ -130,3 +139,179 @@ def test_a_resumed_blob_writer_goes_on_from_its_partial_file(tmp_path: Path) -> 
     second.write(data[1234:])
     layer = second.commit()
     assert store.read_blob(layer.digest) == data and not partial.exists()
+
+
+# ---- manifests as a registry or a hand may leave them ---------------------------------------
+
+CONFIG = {"mediaType": CONFIG_MEDIA_TYPE, "digest": digest(b"{}"), "size": 2}
+WEIGHTS = {"mediaType": MODEL_MEDIA, "digest": digest(b"GGUF"), "size": 4}
+
+
+def manifest_bytes(**fields: Any) -> bytes:
+    """A good manifest with `fields` changed (None: left out)."""
+    doc = {"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "config": CONFIG,
+           "layers": [WEIGHTS], **fields}
+    return orjson.dumps({k: v for k, v in doc.items() if v is not None})
+
+
+MALFORMED = {
+    "config a number (issue 16)": manifest_bytes(config=0, layers=[]),
+    "no config": manifest_bytes(config=None),
+    "schemaVersion 1": manifest_bytes(schemaVersion=1),
+    "schemaVersion a string": manifest_bytes(schemaVersion="2"),
+    "an index, not a manifest": manifest_bytes(
+        mediaType="application/vnd.oci.image.index.v1+json"),
+    "layers not a list": manifest_bytes(layers={"0": WEIGHTS}),
+    "a layer not an object": manifest_bytes(layers=["GGUF"]),
+    "a negative size": manifest_bytes(layers=[{**WEIGHTS, "size": -1}]),
+    "a size in a string": manifest_bytes(layers=[{**WEIGHTS, "size": "4"}]),
+    "a size as a boolean": manifest_bytes(layers=[{**WEIGHTS, "size": True}]),
+    "a size past int64": manifest_bytes(layers=[{**WEIGHTS, "size": MAX_BLOB_BYTES + 1}]),
+    "a config past its cap": manifest_bytes(config={**CONFIG, "size": MAX_CONFIG_BYTES + 1}),
+    "a bad digest": manifest_bytes(layers=[{**WEIGHTS, "digest": "sha256:../../x"}]),
+    "no mediaType": manifest_bytes(layers=[{"digest": WEIGHTS["digest"], "size": 4}]),
+    "a mediaType not a string": manifest_bytes(config={**CONFIG, "mediaType": 7}),
+    "not JSON": b'{"schemaVersion": 2, "config": ',
+    "JSON but a list": b"[]",
+    "past the size cap": manifest_bytes()[:-1] + b" " * MAX_MANIFEST_BYTES + b"}",
+}
+
+
+@pytest.mark.parametrize("data", MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_malformed_manifest_is_refused_and_not_written(store: Store, data: bytes) -> None:
+    with pytest.raises(InvalidManifest):
+        store.write_manifest_bytes(parse_name("bad"), data)
+    assert not store.manifest_path(parse_name("bad")).exists()
+
+
+@pytest.mark.parametrize("media_type", [MANIFEST_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, None])
+def test_a_docker_or_oci_manifest_is_read_whole(media_type: str | None) -> None:
+    config, layers = parse_manifest(manifest_bytes(mediaType=media_type))
+    assert config == Layer(CONFIG_MEDIA_TYPE, CONFIG["digest"], 2)
+    assert layers == (Layer(MODEL_MEDIA, WEIGHTS["digest"], 4),)
+
+
+def by_hand(store: Store, name: str, data: bytes) -> Path:
+    """A manifest file put in the store behind the server's back (or by an older corral)."""
+    path = store.manifest_path(parse_name(name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("config_blob", [b"[1, 2]", b'"text"', b"not json",
+                                         b'{"model_family": 3}', b'{"model_families": "x"}'])
+def test_a_config_blob_ollama_could_not_read_is_refused(store: Store, config_blob: bytes) -> None:
+    with pytest.raises(InvalidManifest):
+        parse_config(config_blob)
+
+
+def test_damaged_manifests_are_skipped_by_the_listing_and_logged(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    good = store.add_blob_bytes(b"{}", CONFIG_MEDIA_TYPE)
+    store.write_manifest(parse_name("good"), good, [])
+    by_hand(store, "config-a-number", MALFORMED["config a number (issue 16)"])
+    not_an_object = store.add_blob_bytes(b"[1, 2]", CONFIG_MEDIA_TYPE)
+    by_hand(store, "config-blob-a-list", manifest_bytes(config={
+        "mediaType": CONFIG_MEDIA_TYPE, "digest": not_an_object.digest, "size": 6}))
+    by_hand(store, "huge", b" " * (MAX_MANIFEST_BYTES + 1))
+    with caplog.at_level(logging.WARNING, "corral.store"):
+        assert [name.display for name, _ in store.list_manifests()] == ["good:latest"]
+    assert len(caplog.records) == 3
+    assert store.read_manifest(parse_name("config-blob-a-list")) is None
+
+
+@pytest.mark.parametrize("damage", ["config a number (issue 16)", "no config",
+                                    "past the size cap"])
+def test_a_damaged_manifest_is_deleted(store: Store, damage: str) -> None:
+    path = by_hand(store, "broken", MALFORMED[damage])
+    assert store.delete_manifest(parse_name("broken")) is True
+    assert not path.exists() and list(store.manifests_dir.iterdir()) == []
+
+
+def test_a_damaged_manifest_takes_the_blobs_it_still_names_and_no_other_model_uses(
+        store: Store) -> None:
+    own = store.add_blob_bytes(b"GGUF", MODEL_MEDIA)
+    shared = store.add_blob_bytes(b"shared GGUF", MODEL_MEDIA)
+    config = store.add_blob_bytes(b"{}", CONFIG_MEDIA_TYPE)
+    store.write_manifest(parse_name("other"), config, [shared])
+    by_hand(store, "broken", manifest_bytes(config=0, layers=[own.to_json(), shared.to_json()]))
+    store.delete_manifest(parse_name("broken"))
+    assert not store.has_blob(own.digest) and store.has_blob(shared.digest)
+
+
+# ---- what unfinished pulls leave -------------------------------------------------------------
+
+def written(path: Path, age: float = 0) -> Path:
+    """A file last written `age` seconds ago."""
+    path.write_bytes(b"x")
+    when = time.time() - age
+    os.utime(path, (when, when))
+    return path
+
+
+def test_the_sweep_takes_downloads_untouched_past_the_expiry_and_keeps_recent_ones(
+        store: Store) -> None:
+    old = store.partial_download(digest(b"old"))
+    stale = [written(path, PARTIAL_EXPIRY_S + 60) for path in
+             (old, old.with_name(f"{old.name}.ranges"), store.blobs_dir / ".pull-1")]
+    recent = written(store.partial_download(digest(b"recent")), PARTIAL_EXPIRY_S + 60)
+    ranges = written(recent.with_name(f"{recent.name}.ranges"))  # a download goes on
+    assert store.sweep_partials() == len(stale)
+    assert not any(path.exists() for path in stale)
+    assert recent.exists() and ranges.exists()  # a group is as recent as its newest file
+
+
+def test_deleting_the_name_of_a_failed_pull_removes_what_it_left(store: Store) -> None:
+    name = parse_name("registry.example/team/model:v1")
+    config = store.add_blob_bytes(b"{}", CONFIG_MEDIA_TYPE)  # fetched before the failure
+    weights = Layer(MODEL_MEDIA, digest(b"never finished"), 100)
+    store.record_pull(name, [config, weights])
+    partial = store.partial_download(weights.digest)
+    partial.write_bytes(b"never")
+    partial.with_name(f"{partial.name}.ranges").write_bytes(b'{"size": 100, "ranges": []}')
+    assert store.delete_manifest(parse_name("registry.example/Team/model:v1")) is True
+    assert list(store.blobs_dir.iterdir()) == []
+    assert store.delete_manifest(name) is False
+
+
+def test_a_delete_spares_what_a_pull_under_way_has_pinned(store: Store) -> None:
+    name = parse_name("model")
+    weights = Layer(MODEL_MEDIA, digest(b"arriving"), 100)
+    store.record_pull(name, [weights])
+    store.partial_download(weights.digest).write_bytes(b"arriv")
+    with store.pinned([weights.digest]):
+        assert store.delete_manifest(name) is True
+    assert store.partial_download(weights.digest).exists()
+
+
+def test_a_forgotten_pull_leaves_no_record(store: Store) -> None:
+    store.record_pull(parse_name("model"), [Layer(MODEL_MEDIA, digest(b"w"), 1)])
+    store.forget_pull(parse_name("model"))
+    assert store.delete_manifest(parse_name("model")) is False
+
+
+def test_a_pull_record_is_the_servers_users_alone(store: Store) -> None:
+    store.record_pull(parse_name("model"), [Layer(MODEL_MEDIA, digest(b"w"), 1)])
+    (record,) = store.blobs_dir.iterdir()
+    assert record.stat().st_mode & 0o777 == BLOB_MODE
+
+
+def test_a_pull_the_disk_cannot_hold_is_refused_naming_the_sizes(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(0, 0, 1000))
+    with pytest.raises(NoSpace, match="needs 1001 bytes more and 1000 bytes are free"):
+        store.ensure_room([Layer(MODEL_MEDIA, digest(b"big"), 1001)])
+    assert list(store.blobs_dir.iterdir()) == []
+
+
+def test_what_is_here_already_does_not_count_against_the_free_space(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    here = store.add_blob_bytes(b"x" * 5000, MODEL_MEDIA)
+    partial = store.partial_download(digest(b"half"))
+    partial.write_bytes(b"y" * 8192)
+    held = partial.stat().st_blocks * 512
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(0, 0, 1000))
+    store.ensure_room([here, Layer(MODEL_MEDIA, digest(b"half"), held + 1000)])
+    with pytest.raises(NoSpace):
+        store.ensure_room([here, Layer(MODEL_MEDIA, digest(b"half"), held + 1001)])

@@ -15,7 +15,7 @@ import pytest
 from store import download as download_module
 from store.download import Download, add_range, gaps
 from store.errors import DigestMismatch
-from store.store import Store
+from store.store import BLOB_MODE, Store
 from tests.full_disk import fill_disk_after
 
 DATA = bytes(range(256)) * 4096  # 1 MiB, no two ranges alike
@@ -85,6 +85,25 @@ async def test_a_wrong_blob_is_removed_with_its_ranges(store: Store) -> None:
         await download.finish()
     await download.close()
     assert partial_files(store) == [] and not store.has_blob(DIGEST)
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+async def test_a_partial_download_its_ranges_and_its_blob_are_the_servers_users_alone(
+        store: Store) -> None:
+    uploaded = store.add_blob_bytes(b"an uploaded blob", "application/octet-stream")
+    first = Download(store, DIGEST, len(DATA))
+    await write_range(first, 0, 100_000)
+    await first.close()  # interrupted: the partial file and its ranges list stay
+    partial = store.partial_download(DIGEST)
+    assert mode(partial) == mode(partial.with_name(f"{partial.name}.ranges")) == BLOB_MODE
+    second = Download(store, DIGEST, len(DATA))
+    await write_range(second, 100_000, len(DATA))
+    await second.finish()
+    await second.close()
+    assert mode(store.blob_path(DIGEST)) == mode(store.blob_path(uploaded.digest)) == BLOB_MODE
 
 
 async def test_bytes_past_the_size_are_refused(store: Store) -> None:

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Awaitable, Callable, Hashable
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -89,6 +90,31 @@ async def test_tags_lists_the_models_with_their_details(aiohttp_client: Client, 
     assert model["name"] == model["model"] == "base:latest"
     assert model["details"]["family"] == "gemma3"
     assert model["digest"] == store.read_manifest(parse_name("base")).digest  # type: ignore[union-attr]
+
+
+def damaged_by_hand(store: Store, name: str, data: bytes) -> None:
+    path = store.manifest_path(parse_name(name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+async def test_damaged_manifests_are_left_out_and_the_rest_is_listed(
+        aiohttp_client: Client, store: Store, clock: Clock) -> None:
+    damaged_by_hand(store, "config-a-number", b'{"schemaVersion":2,"config":0,"layers":[]}')
+    not_an_object = store.add_blob_bytes(b"[1, 2]", CONFIG_MEDIA_TYPE)
+    damaged_by_hand(store, "config-blob-a-list", orjson.dumps(
+        {"schemaVersion": 2, "config": not_an_object.to_json(), "layers": []}))
+    client = await serve(aiohttp_client, store, clock)
+    assert await listed(client) == ["base:latest"]
+
+
+async def test_a_damaged_manifest_can_be_deleted(aiohttp_client: Client, store: Store,
+                                                 clock: Clock) -> None:
+    damaged_by_hand(store, "no-config", b'{"schemaVersion":2,"layers":[]}')
+    client = await serve(aiohttp_client, store, clock)
+    assert (await client.delete("/api/delete", json={"model": "no-config"})).status == 200
+    assert not store.manifest_path(parse_name("no-config")).exists()
+    assert await listed(client) == ["base:latest"]
 
 
 async def test_a_model_written_by_this_process_is_listed_by_the_next_request(
