@@ -108,7 +108,7 @@ class Raw:
         import llama_cpp as llama  # noqa: PLC0415
 
         from store.templates import template  # noqa: PLC0415
-        from workers.prompt import render_go  # noqa: PLC0415
+        from workers.template.render import render_go  # noqa: PLC0415
 
         self.llama, self.threads = llama, threads
         self._quiet = llama.llama_log_callback(lambda level, text, user: None)  # kept: C holds it

@@ -138,10 +138,11 @@ class Job:
     finished: bool = False
 
     async def next(self) -> protocol.FromWorker:
-        """The next message: Chunk, or the final Done, Embedded or Failed (which frees the slot)."""
+        """The next message: Started, Chunks, then the final Done, Embedded or Failed (which
+        frees the slot)."""
         assert self._queue is not None
         msg = await self._queue.get()
-        if not isinstance(msg, protocol.Chunk):
+        if not isinstance(msg, (protocol.Chunk, protocol.Started)):
             self.finished = True
             self._scheduler._release(self)
         return msg

@@ -101,7 +101,7 @@ class WorkerHandle:
                 queue = self._jobs.get(job_id)
                 if queue is not None:
                     queue.put_nowait(protocol.Chunk(job_id, text, count))
-        elif isinstance(msg, (protocol.Done, protocol.Failed, protocol.Embedded)):
+        elif isinstance(msg, (protocol.Started, protocol.Done, protocol.Failed, protocol.Embedded)):
             queue = self._jobs.get(msg.job_id)
             if queue is not None:  # a cancelled job's late messages are dropped here
                 queue.put_nowait(msg)

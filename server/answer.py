@@ -8,6 +8,7 @@ from typing import Any
 
 from server.thinking import ThinkingParser
 from server.toolcalls import ToolCallParser
+from workers import protocol
 
 
 @dataclass
@@ -27,13 +28,15 @@ class Parts:
 class Answer:
     """Feeds streamed text through the thinking splitter, then the tool-call parser."""
 
-    def __init__(self, template: str, think: bool, tools: list[dict[str, Any]],
-                 prompt: str = "") -> None:
-        """`prompt`: the rendered prompt, when the template may end it with the opening tag
-        (the model then starts inside its thinking)."""
-        self._thinking = ThinkingParser.from_template(template, prompt=prompt) if think else None
+    def __init__(self, template: str, think: bool, tools: list[dict[str, Any]]) -> None:
+        self._thinking = ThinkingParser.from_template(template) if think else None
         names = [tool["function"]["name"] for tool in tools]
         self._tools = ToolCallParser(template, names) if tools else None
+
+    def started(self, msg: protocol.Started) -> None:
+        """The worker built the prompt; it may have ended inside the thinking block."""
+        if msg.thinking and self._thinking is not None:
+            self._thinking.opened()
 
     def feed(self, text: str) -> Parts:
         thinking, content = self._thinking.feed(text) if self._thinking else ("", text)

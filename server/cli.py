@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING, Callable
 
 import psutil
 
-from server import __version__
+from server import __version__, threads
 from server.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ log = logging.getLogger("corral")
 
 # How long running requests may take to finish after SIGTERM/SIGINT before they are cut off.
 SHUTDOWN_GRACE = 30.0
+THREADS_GRACE = 5.0  # then how long the front end's threads may take to end their work
 
 
 def bootstrap(settings: Settings) -> int:
@@ -36,11 +38,20 @@ def serve(settings: Settings, inventory: Inventory | None = None) -> int:
     """Runs the server until SIGTERM/SIGINT. `inventory`: tests hand in simulated devices."""
     import uvloop  # noqa: PLC0415
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(settings, inventory))
+    runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    code, threads_ended = runner.run(_serve(settings, inventory))
+    if not threads_ended:
+        # Interpreter exit would wait for those threads for as long as they hang.
+        log.error("front-end threads still busy %gs after stopping: exiting without them",
+                  THREADS_GRACE)
+        logging.shutdown()
+        os._exit(code)
+    runner.close()
+    return code
 
 
-async def _serve(settings: Settings, inventory: Inventory | None) -> int:
+async def _serve(settings: Settings, inventory: Inventory | None) -> tuple[int, bool]:
+    """The exit code, and whether the front end's threads all ended."""
     from aiohttp import web  # noqa: PLC0415
 
     from scheduler.devices import SystemInventory  # noqa: PLC0415
@@ -53,7 +64,7 @@ async def _serve(settings: Settings, inventory: Inventory | None) -> int:
 
     store = Store(settings.models_dir)
     if swept := store.sweep_partials():
-        log.info("removed %d partial uploads left by an earlier run", swept)
+        log.info("removed %d files left by unfinished uploads and downloads of an earlier run", swept)
     worker_factory: Callable[..., WorkerHandle] = WorkerHandle
     if settings.ray_address:
         # Only here is ray imported: without CORRAL_RAY_ADDRESS corral runs without it.
@@ -62,7 +73,7 @@ async def _serve(settings: Settings, inventory: Inventory | None) -> int:
         except ImportError as exc:
             print(f"corral: CORRAL_RAY_ADDRESS needs the ray extra (pip install 'corral[ray]'): "
                   f"{exc}", file=sys.stderr)
-            return 2
+            return 2, True
         inventory, transport = ray_cluster.connect(settings.ray_address, store.blobs_dir)
         worker_factory = functools.partial(WorkerHandle, transport=transport)
     scheduler = Scheduler(inventory or SystemInventory(), Config(
@@ -77,11 +88,13 @@ async def _serve(settings: Settings, inventory: Inventory | None) -> int:
         app = build_app(settings, store, scheduler)  # before any worker starts: it reads key files
     except SettingsError as exc:
         print(f"corral: {exc}", file=sys.stderr)
-        return 2
+        return 2, True
     await scheduler.start()
     # server/accesslog.py writes the access log; aiohttp's own would be a second line.
+    # keepalive_timeout closes a connection that has not sent a whole request head this long
+    # after opening or after its last answer (aiohttp's own default is an hour).
     runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=SHUTDOWN_GRACE,
-                           access_log=None)
+                           access_log=None, keepalive_timeout=settings.idle_timeout)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     try:
@@ -89,7 +102,7 @@ async def _serve(settings: Settings, inventory: Inventory | None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc)
         await runner.cleanup()
-        return 1
+        return 1, True
     log.info("corral %s listening on http://%s:%s (models in %s)", __version__, settings.host,
              settings.port, settings.models_dir)
     notify("READY=1")  # port bound, workers up: systemd (Type=notify) may count us started
@@ -103,4 +116,4 @@ async def _serve(settings: Settings, inventory: Inventory | None) -> int:
     notify("STOPPING=1")
     await runner.cleanup()
     log.info("stopped")
-    return 0
+    return 0, await threads.finish(THREADS_GRACE)

@@ -17,15 +17,23 @@ def parse_duration(value: object) -> float:
     """Seconds for a keep_alive value; raises ValueError with a readable reason."""
     if isinstance(value, bool):
         raise ValueError(f"invalid duration {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        seconds = _parse_string(value.strip())
-    else:
-        raise ValueError(f"invalid duration {value!r}")
+    try:
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        elif isinstance(value, str):
+            seconds = _parse_string(value.strip())
+        else:
+            raise ValueError(f"invalid duration {value!r}")
+    except OverflowError:  # more seconds than a float holds: Go's Duration overflows too
+        raise ValueError(f"invalid duration {_shown(value)}: out of range") from None
     if math.isnan(seconds):
         raise ValueError(f"invalid duration {value!r}")
     return math.inf if seconds < 0 else seconds
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _parse_string(text: str) -> float:
@@ -44,5 +52,7 @@ def _parse_string(text: str) -> float:
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
     if not body or pos != len(body):
-        raise ValueError(f'time: invalid duration "{text}"')
+        raise ValueError(f"time: invalid duration {_shown(text)}")
+    if math.isinf(total):
+        raise OverflowError
     return sign * total

@@ -37,6 +37,7 @@ class Settings:
     context_length: int
     debug: bool
     body_idle_timeout: float  # seconds a request body may stall before the request fails
+    idle_timeout: float  # seconds a connection may take to send a whole request head
     origins: tuple[str, ...]  # extra allowed browser origins (OLLAMA_ORIGINS)
     api_key: str  # CORRAL_API_KEY; "" = no key needed
     api_key_file: Path | None  # CORRAL_API_KEY_FILE: one key per line, re-read on SIGHUP
@@ -109,6 +110,10 @@ VARIABLES: tuple[_Var, ...] = (
          "docs/cluster.md."),
     _Var("CORRAL_BODY_IDLE_TIMEOUT", "60s",
          "How long a request body (an upload) may send nothing before the request fails."),
+    _Var("CORRAL_IDLE_TIMEOUT", "30s",
+         "How long a connection may take to send a whole request head, counted from when it "
+         "opened or got its last answer, before it is closed: closes idle keep-alive "
+         "connections and clients that send their headers a byte at a time."),
 )
 
 
@@ -143,6 +148,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         context_length=get("OLLAMA_CONTEXT_LENGTH", _positive_int),  # type: ignore[arg-type]
         debug=get("OLLAMA_DEBUG", _boolean),  # type: ignore[arg-type]
         body_idle_timeout=get("CORRAL_BODY_IDLE_TIMEOUT", _positive_duration),  # type: ignore[arg-type]
+        idle_timeout=get("CORRAL_IDLE_TIMEOUT", _positive_duration),  # type: ignore[arg-type]
         origins=get("OLLAMA_ORIGINS", _list),  # type: ignore[arg-type]
         api_key=get("CORRAL_API_KEY", str),  # type: ignore[arg-type]
         api_key_file=get("CORRAL_API_KEY_FILE", _optional_path),  # type: ignore[arg-type]

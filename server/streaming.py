@@ -75,15 +75,19 @@ Events = dict[str, Any] | list[dict[str, Any]]
 async def respond(request: web.Request, job: Job, stream: bool,
                   chunk_body: Callable[[str], dict[str, Any] | None],
                   final_body: Callable[[str, protocol.Done], Events],
-                  framing: Framing = NDJSON_FRAMING) -> web.StreamResponse:
+                  framing: Framing = NDJSON_FRAMING,
+                  started: Callable[[protocol.Started], None] = lambda _: None
+                  ) -> web.StreamResponse:
     """Streams `chunk_body(text)` per chunk (None: nothing to send yet) and `final_body(text,
-    done)` (one event, or several) at the end, framed by `framing`.
+    done)` (one event, or several) at the end, framed by `framing`; `started` hears that the
+    worker built the prompt, before any text.
 
     `final_body` gets the whole text when not streaming (it goes in the one reply) and "" when
     streaming (the text was already sent).
     """
     async def receive() -> protocol.FromWorker:
-        msg = await job.next()
+        while isinstance(msg := await job.next(), protocol.Started):
+            started(msg)
         generation.saw(msg)
         return msg
 

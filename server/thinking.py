@@ -1,156 +1,19 @@
 """Thinking traces in streamed model output, split off the way Ollama does it.
 
-Ollama (`thinking/template.go`, `thinking/parser.go`, used by `server/routes.go` ChatHandler and
-GenerateHandler for models without a built-in parser):
-
-* The tags that surround a thinking trace are *inferred from the model's Go template*: find a
-  reference to `.Thinking` inside a `{{range}}` whose pipeline uses `.Messages`, go up to the
-  nearest list of nodes and take its first and last text nodes (trimmed) as opening and closing
-  tag. A model "supports thinking" (capability `thinking`) exactly when both tags are found.
-* When the request has `think: true` and the model supports it, the generated text is fed through
-  a small state machine: whitespace before the opening tag is dropped; any other text before it
-  means the model is not thinking and everything passes through as content untouched; whitespace
-  just after the opening and just after the closing tag is dropped; a tag split across chunks is
-  held back until it is decided. Only the first `<think>...</think>` block is thinking.
-* When the rendered prompt already ends with the opening tag (the template prefilled `<think>`),
-  the parser is fed the opening tag before the first chunk.
-
-This module parses the template with gotpl's parser (the same Go template syntax our workers
-render), never executing it.
+Ollama (`thinking/parser.go`, used by `server/routes.go` ChatHandler and GenerateHandler for
+models without a built-in parser): with `think: true` on a model whose template marks out
+thinking (the tags come from workers/template/analysis.py), the generated text is fed through a
+small state machine: whitespace before the opening tag is dropped; any other text before it
+means the model is not thinking and everything passes through as content untouched; whitespace
+just after the opening and just after the closing tag is dropped; a tag split across chunks is
+held back until it is decided. Only the first `<think>...</think>` block is thinking. When the
+prompt ended with the opening tag (the template prefilled it; the worker says so), the parser
+is fed the opening tag before the first chunk.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any
-
-from gotpl.parse import (
-    ActionNode,
-    BlockNode,
-    CommandNode,
-    FieldNode,
-    IfNode,
-    ListNode,
-    ParenthesizedNode,
-    PipeNode,
-    RangeNode,
-    TemplateCallNode,
-    TextNode,
-    TokenKind,
-    WithNode,
-    lex,
-    parse_template,
-)
-
-DEFAULT_OPENING_TAG = "<think>"
-DEFAULT_CLOSING_TAG = "</think>"
-
-# Go's unicode.IsSpace differs from str.isspace only on the C0 separators U+001C..U+001F.
-_NOT_GO_SPACE = frozenset("\x1c\x1d\x1e\x1f")
-
-
-def _is_go_space(char: str) -> bool:
-    return char.isspace() and char not in _NOT_GO_SPACE
-
-
-def go_lstrip(text: str) -> str:
-    """strings.TrimLeftFunc(text, unicode.IsSpace)."""
-    i = 0
-    while i < len(text) and _is_go_space(text[i]):
-        i += 1
-    return text[i:]
-
-
-def go_strip(text: str) -> str:
-    """strings.TrimSpace(text)."""
-    text = go_lstrip(text)
-    j = len(text)
-    while j > 0 and _is_go_space(text[j - 1]):
-        j -= 1
-    return text[:j]
-
-
-@lru_cache(maxsize=64)
-def parse_go_template(source: str) -> ListNode | None:
-    """The root node list of a Go template (as text/template's Tree.Root), or None if the text
-    does not parse as one. Functions the template calls need not be known: every identifier is
-    accepted as a function name, as only the shape of the tree matters here."""
-    try:
-        identifiers = {t.value for t in lex(source) if t.kind is TokenKind.IDENTIFIER}
-        return parse_template(source, functions=identifiers).root
-    except Exception:  # a template that is not Go syntax (or a Jinja one): nothing to infer
-        return None
-
-
-def _children(node: Any) -> list[Any]:
-    """The nodes Ollama's templateVisit descends into, in its order."""
-    if isinstance(node, ListNode):
-        return list(node.nodes)
-    if isinstance(node, (IfNode, WithNode, RangeNode)):
-        return [c for c in (node.pipeline, node.body, node.else_body) if c is not None]
-    if isinstance(node, ActionNode):
-        return [node.pipeline]
-    if isinstance(node, (TemplateCallNode, BlockNode)):
-        # {{template}} and {{block}} contribute only their pipeline to the root tree.
-        return [node.pipeline] if node.pipeline is not None else []
-    if isinstance(node, PipeNode):
-        return list(node.commands)
-    if isinstance(node, CommandNode):
-        return list(node.arguments)
-    if isinstance(node, ParenthesizedNode) and not node.fields:
-        # A bare (pipeline) is a PipeNode in Go; (pipeline).Field is a ChainNode, a leaf there.
-        return [node.pipeline]
-    return []
-
-
-def _range_uses_field(range_node: RangeNode, field: str) -> bool:
-    stack: list[Any] = [range_node.pipeline]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, FieldNode) and node.fields and node.fields[0] == field:
-            return True
-        stack.extend(_children(node))
-    return False
-
-
-def infer_tags(template: str | None) -> tuple[str, str]:
-    """The (opening, closing) thinking tags of a Go chat template, ("", "") when none are found
-    (Ollama's thinking.InferTags; a later match overrides an earlier one, tag by tag)."""
-    root = parse_go_template(template) if template else None
-    if root is None:
-        return "", ""
-    opening = closing = ""
-    ancestors: list[Any] = []
-
-    def visit(node: Any) -> None:
-        nonlocal opening, closing
-        ancestors.append(node)
-        if isinstance(node, FieldNode) and node.fields and node.fields[0] == "Thinking":
-            ranges = [a for a in ancestors if isinstance(a, RangeNode)]
-            if ranges and _range_uses_field(ranges[-1], "Messages"):
-                lists = [a for a in ancestors if isinstance(a, ListNode)]
-                if lists:
-                    first, last = lists[-1].nodes[0], lists[-1].nodes[-1]
-                    if isinstance(first, TextNode):
-                        opening = go_strip(first.text)
-                    if isinstance(last, TextNode):
-                        closing = go_strip(last.text)
-        for child in _children(node):
-            visit(child)
-        ancestors.pop()
-
-    try:
-        visit(root)
-    except RecursionError:
-        return "", ""
-    return opening, closing
-
-
-def supports_thinking(template: str | None) -> bool:
-    """Ollama's `thinking` capability from a Go template: both thinking tags can be inferred."""
-    opening, closing = infer_tags(template)
-    return bool(opening and closing)
-
+from workers.template.analysis import DEFAULT_THINKING_TAGS, analyze, go_lstrip, go_strip
 
 # States, as in Ollama's thinking.Parser.
 _LOOKING_FOR_OPENING = 0  # no non-whitespace seen yet
@@ -163,25 +26,24 @@ _DONE = 4
 class ThinkingParser:
     """Splits streamed model text into (thinking, content)."""
 
-    def __init__(self, opening_tag: str = DEFAULT_OPENING_TAG,
-                 closing_tag: str = DEFAULT_CLOSING_TAG, *, prompt: str = "") -> None:
+    def __init__(self, opening_tag: str = DEFAULT_THINKING_TAGS[0],
+                 closing_tag: str = DEFAULT_THINKING_TAGS[1]) -> None:
         if not opening_tag or not closing_tag:
             raise ValueError("thinking tags must not be empty")
         self.opening_tag = opening_tag
         self.closing_tag = closing_tag
         self._state = _LOOKING_FOR_OPENING
         self._acc = ""
-        # The template already opened the thinking block at the end of the prompt.
-        if go_strip(prompt).endswith(opening_tag):
-            self.feed(opening_tag)
 
     @classmethod
-    def from_template(cls, template: str | None, *, prompt: str = "") -> ThinkingParser:
+    def from_template(cls, template: str | None) -> ThinkingParser:
         """A parser with the tags inferred from `template`, `<think>`/`</think>` when none are."""
-        opening, closing = infer_tags(template)
-        if not (opening and closing):
-            opening, closing = DEFAULT_OPENING_TAG, DEFAULT_CLOSING_TAG
-        return cls(opening, closing, prompt=prompt)
+        info = analyze(template)
+        return cls(*(info.thinking_tags if info.thinking else DEFAULT_THINKING_TAGS))
+
+    def opened(self) -> None:
+        """The prompt ended with the opening tag: what comes first is thinking."""
+        self.feed(self.opening_tag)
 
     @property
     def thinking_done(self) -> bool:

@@ -3,10 +3,9 @@
 Ollama (`tools/template.go`, `tools/tools.go`, used by `server/routes.go` ChatHandler for models
 without a built-in parser, on the content left after the thinking parser):
 
-* The tool-call *tag* comes from the model's Go template: the first non-blank text inside the
-  first `{{if ...ToolCalls}}` block (stopping at the first action), cut before any `{` and
-  trimmed, e.g. `<tool_call>`, `[TOOL_CALLS]`, `<|tool▁calls▁begin|>`. Without one the tag is
-  `{` (bare JSON objects); a template whose block starts with `[` gives `[` (a JSON list).
+* The tool-call *tag* comes from the model's Go template (workers/template/analysis.py), e.g.
+  `<tool_call>`, `[TOOL_CALLS]`, `<|tool▁calls▁begin|>`. Without one the tag is `{` (bare JSON
+  objects); a template whose block starts with `[` gives `[` (a JSON list).
 * Text before the tag streams as content; text that ends with the start of the tag is held back
   until it is decided. Once the tag is seen everything after it is consumed as tool calls and no
   longer streamed as content.
@@ -33,9 +32,7 @@ import random
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from gotpl.parse import ActionNode, FieldNode, IfNode, ListNode, RangeNode, TextNode, WithNode
-
-from server.thinking import go_strip, parse_go_template
+from workers.template.analysis import analyze, go_strip
 
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -43,66 +40,6 @@ _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 def tool_call_id() -> str:
     """An id like Ollama's: "call_" and 8 lowercase letters or digits."""
     return "call_" + "".join(random.choices(_ID_ALPHABET, k=8))
-
-
-def tool_call_tag(template: str | None) -> str:
-    """The text that starts tool calls in a model's output, from its Go template (Ollama's
-    tools.parseTag); "{" when the template names none or is not a Go template."""
-    root = parse_go_template(template) if template else None
-    if root is None:
-        return "{"
-    try:
-        block = _find_tool_calls_if(root.nodes)
-        text = _first_text(block.body.nodes) if block is not None else None
-    except RecursionError:
-        return "{"
-    if text is None:
-        return "{"
-    tag = go_strip(text.replace("\r\n", "\n").split("{", 1)[0])
-    return tag or "{"
-
-
-def _mentions_tool_calls(node: IfNode) -> bool:
-    return any(isinstance(arg, FieldNode) and "ToolCalls" in arg.fields
-               for cmd in node.pipeline.commands for arg in cmd.arguments)
-
-
-def _find_tool_calls_if(nodes: Iterable[Any]) -> IfNode | None:
-    for node in nodes:
-        if isinstance(node, IfNode) and _mentions_tool_calls(node):
-            return node
-        if isinstance(node, ListNode):
-            found = _find_tool_calls_if(node.nodes)
-        elif isinstance(node, (IfNode, RangeNode, WithNode)):
-            found = _find_tool_calls_if(node.body.nodes)
-            if found is None and node.else_body is not None:
-                found = _find_tool_calls_if(node.else_body.nodes)
-        else:
-            continue
-        if found is not None:
-            return found
-    return None
-
-
-def _first_text(nodes: Iterable[Any]) -> str | None:
-    """Depth-first first non-blank text, giving up at the first action or after the first
-    if/range/with that holds none (text after the calls is not the tag)."""
-    for node in nodes:
-        if isinstance(node, TextNode):
-            if go_strip(node.text):
-                return node.text
-        elif isinstance(node, ListNode):
-            text = _first_text(node.nodes)
-            if text is not None:
-                return text
-        elif isinstance(node, (IfNode, RangeNode, WithNode)):
-            text = _first_text(node.body.nodes)
-            if text is None and node.else_body is not None:
-                text = _first_text(node.else_body.nodes)
-            return text
-        elif isinstance(node, ActionNode):
-            return None
-    return None
 
 
 _LOOKING_FOR_TAG = 0
@@ -115,7 +52,7 @@ class ToolCallParser:
 
     def __init__(self, template: str | None, tool_names: Iterable[str], *,
                  tag: str | None = None) -> None:
-        self.tag = tag if tag else tool_call_tag(template)
+        self.tag = tag if tag else analyze(template).tool_call_tag
         self.tool_names = [n for n in tool_names if n]
         self._longest = max((len(n) for n in self.tool_names), default=0)
         self._state = _LOOKING_FOR_TAG

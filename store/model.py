@@ -16,6 +16,7 @@ from store.errors import InvalidName, model_not_found
 from store.names import ModelName, parse_name
 from store.store import (ADAPTER_MEDIA, CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA,
                          MODEL_MEDIA, PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA, Manifest, Store)
+from workers.template.analysis import analyze
 
 
 @dataclass(frozen=True)
@@ -80,16 +81,14 @@ def resolve(store: Store, text: Any) -> ModelSpec:
     )
 
 
-def capabilities(template: str, metadata: dict[str, Any], thinking: bool) -> list[str]:
-    """What a model can do, as /api/show lists it: from its GGUF metadata and its template
-    (`thinking`: whether the template marks out thinking, which the caller works out)."""
+def capabilities(template: str, metadata: dict[str, Any]) -> list[str]:
+    """What a model can do, as /api/show lists it: from its GGUF metadata and the variables and
+    thinking tags of its template (Ollama's Capabilities)."""
     arch = str(metadata.get("general.architecture", ""))
+    info = analyze(template)
     caps = ["embedding" if f"{arch}.pooling_type" in metadata else "completion"]
-    for variable, capability in ((".Tools", "tools"), (".Suffix", "insert")):
-        if variable in template:
-            caps.append(capability)
-    if thinking:
-        caps.append("thinking")
+    caps += [name for name, has in (("tools", info.tools), ("insert", info.insert),
+                                    ("thinking", info.thinking)) if has]
     if f"{arch}.vision.block_count" in metadata:
         caps.append("vision")
     return caps

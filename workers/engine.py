@@ -24,13 +24,15 @@ import numpy as np
 import psutil
 
 from workers import prompt, protocol
+from workers.template.analysis import analyze
 from workers.context import FILL_CONTEXT, Window, predict_limit
 from workers.llm import BATCH_TOKENS, LoadedModel
 from workers.options import RequestOptions
 from workers.planner import GENERATING, PREFILLING, WAITING, StepCosts, Work, plan_step
 from workers.protocol import Done, Embedded, Failed, Loaded, LoadFailed, Unloaded
-from workers.render import PromptThread, RenderStopped, RenderTimeout
-from workers.grammar import Grammar, grammar_text
+from workers.prompt_threads import PromptThreads
+from workers.render_pool import RenderCrashed, RenderPool, RenderStopped, RenderTimeout
+from workers.grammar import Grammar, GrammarDeadEnd, grammar_text
 from workers.sampling import build_chain, free_chain
 from workers.slots import SlotPool, common_prefix
 from workers.textstream import TextStream
@@ -43,6 +45,7 @@ Send = Callable[[protocol.FromWorker], None]
 # Past that, a full cache preempts the newest sequence rather than refuse the oldest.
 ADMIT_HEADROOM = 64
 ALL = sys.maxsize  # Sequence.clean when no context shift has touched its cells
+UNLOAD_WAIT = 30.0  # seconds an unload waits for prompt threads still tokenizing with the model
 
 
 @dataclass
@@ -99,7 +102,7 @@ class Engine:
         self._embeds: dict[int, EmbedJob] = {}  # insertion order is arrival order
         self._texts: list[list[object]] = []  # this step's [job_id, text, tokens]
         self._finals: list[protocol.FromWorker] = []  # this step's Done, sent after its Step
-        self.prompts = PromptThread()
+        self.prompts = PromptThreads(RenderPool())
 
     @property
     def has_work(self) -> bool:
@@ -160,7 +163,7 @@ class Engine:
                 self.prompts.cancel(seq.job_id)
                 self._release(seq)
                 self._send(Failed(seq.job_id, "model was unloaded"))
-            self.prompts.wait_until_idle(self.prompts.timeout)
+            self.prompts.wait_until_idle(UNLOAD_WAIT)
             for job in [j for j in self._embeds.values() if j.model is model]:
                 self.prompts.cancel(job.job_id)
                 del self._embeds[job.job_id]
@@ -180,56 +183,55 @@ class Engine:
         self._seqs[req.job_id] = Sequence(
             job_id=req.job_id, model=model, opts=req.options,
             want_context=req.want_context, t_start=time.perf_counter_ns())
-        spec, output_format = req.prompt, req.format
+        spec, output_format, job_id = req.prompt, req.format, req.job_id
 
-        def prepare() -> tuple[list[int], str | None]:
-            tokens = prompt.build_tokens(spec, lambda msgs: model.render(spec, msgs),
-                                         model.tokenize, model.num_ctx)
-            return tokens, None if output_format is None else grammar_text(output_format)
+        def render(messages: list[protocol.ChatMessage]) -> str:
+            return self.prompts.renderers.render(job_id, protocol.Render(
+                spec["template"], list(messages), model.chat_template, model.bos_text,
+                model.eos_text, spec.get("tools"), spec.get("think"), spec.get("suffix", "")))
 
-        self.prompts.submit(req.job_id, prepare)
+        def prepare() -> tuple[list[int], bool, Grammar | None]:
+            tokens, text = prompt.build_tokens(spec, render, model.tokenize, model.num_ctx)
+            thinking = bool(spec.get("think")) and analyze(spec["template"]).opens_thinking(text)
+            # Compiled here too: llama.cpp's grammar parser takes a while on a large schema,
+            # and the engine's thread must not wait for it.
+            grammar = None if output_format is None else Grammar(
+                model.vocab, grammar_text(output_format), model.n_vocab)
+            return tokens, thinking, grammar
+
+        self.prompts.submit(job_id, prepare)
 
     # ---- prompts from the prompt thread --------------------------------------------------
 
-    def poll(self) -> float | None:
-        """Admits rendered prompts and stops overdue renderings; returns how long the worker
-        may sleep before the next rendering deadline (None: no deadline)."""
+    def poll(self) -> None:
+        """Admits the prompts the prompt threads have built."""
         for job_id, outcome in self.prompts.results():
             seq = self._seqs.get(job_id)
             if seq is not None:
                 self._rendered(seq, outcome)
             elif job_id in self._embeds:
                 self._embed_tokens(self._embeds[job_id], outcome)
-        return self.prompts.enforce_deadline()
 
     def _rendered(self, seq: Sequence, outcome: object) -> None:
         model = seq.model
         if isinstance(outcome, BaseException):
             if isinstance(outcome, RenderStopped):
                 return  # cancelled: already released
-            if isinstance(outcome, RenderTimeout):
-                message = f"template rendering took longer than {self.prompts.timeout:g}s"
-            elif isinstance(outcome, (prompt.TemplateError, ValueError)):
-                message = str(outcome)
+            if isinstance(outcome, (RenderTimeout, RenderCrashed, ValueError)):
+                message = str(outcome)  # TemplateError and a refused schema are ValueErrors
             else:
                 log.error("building the prompt of job %s failed: %r", seq.job_id, outcome)
                 self._fail(seq.job_id, f"internal error: {outcome}")
                 return
             self._fail(seq.job_id, message, kind="bad_request")
             return
-        rendered, gbnf = outcome  # type: ignore[misc]
+        rendered, thinking, seq.grammar = outcome  # type: ignore[misc]
         tokens = rendered or [llama.llama_vocab_bos(model.vocab)]
         bad = next((t for t in tokens if not 0 <= t < model.n_vocab), None)
         if bad is not None:
             self._fail(seq.job_id, f"context token {bad} is out of range for this model "
                                    f"(0 to {model.n_vocab - 1})", kind="bad_request")
             return
-        if gbnf is not None:
-            try:
-                seq.grammar = Grammar(model.vocab, gbnf, model.n_vocab)
-            except ValueError as exc:
-                self._fail(seq.job_id, str(exc), kind="bad_request")
-                return
         opts = seq.opts
         seq.window = Window.of(model.num_ctx, opts["num_keep"], len(tokens))
         seq.prompt = seq.window.fit_prompt(tokens)
@@ -238,6 +240,7 @@ class Engine:
         seq.chain = build_chain(opts, model.num_ctx, model.n_vocab, seq.prompt)
         seq.text = TextStream(opts["stop"])
         seq.rendered = True  # waits for KV cells in the next step
+        self._send(protocol.Started(seq.job_id, len(seq.prompt), thinking))
 
     # ---- the step loop -------------------------------------------------------------------
 
@@ -411,7 +414,11 @@ class Engine:
             if not seq.t_first:
                 seq.t_first = time.perf_counter_ns()
             if seq.grammar is not None:
-                token = seq.grammar.sample(seq.chain, model.ctx, index)
+                try:
+                    token = seq.grammar.sample(seq.chain, model.ctx, index)
+                except GrammarDeadEnd as exc:
+                    self._fail(seq.job_id, str(exc))
+                    continue
             else:
                 token = llama.llama_sampler_sample(seq.chain, model.ctx, index)
             self._accept(seq, token)
@@ -536,7 +543,9 @@ class Engine:
 
     def _embed_chunk(self) -> None:
         """Decodes the next chunk of an embedding input: the one already begun (its cells are in
-        the embedding context until it ends), else the oldest whose tokens are ready."""
+        the embedding context until it ends), else the first ready job in line. A job goes to
+        the back of the line after each input, so a batch of thousands of inputs takes turns
+        with the requests that came after it instead of making them wait for all of it."""
         ready = [j for j in self._embeds.values() if j.tokens is not None]
         if not ready:
             return
@@ -554,6 +563,7 @@ class Engine:
             job.model.end_embedding()
             self._send(Embedded(job.job_id, job.vectors, job.counted, job.model.embed_memory))
         elif job.tokens is None:
+            self._embeds[job.job_id] = self._embeds.pop(job.job_id)  # to the back of the line
             self._tokenize_next(job)
 
     def _advance(self, job: EmbedJob) -> None:
@@ -581,7 +591,7 @@ class Engine:
         for seq in list(self._seqs.values()):
             self.prompts.cancel(seq.job_id)
             self._release(seq)
-        self.prompts.wait_until_idle(self.prompts.timeout)
+        self.prompts.wait_until_idle(UNLOAD_WAIT)
         for model in self.models.values():
             model.close()
         self.models.clear()

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import ctypes
 import time
-from typing import Sequence
-
 import llama_cpp as llama
 import numpy as np
 
-from workers import prompt
-from workers.protocol import ChatMessage, Load, PromptSpec
+from workers.protocol import Load
 
 BATCH_TOKENS = 512
 
@@ -130,19 +127,6 @@ class LoadedModel:
 
     def is_eog(self, token: int) -> bool:
         return bool(llama.llama_vocab_is_eog(self.vocab, token))
-
-    def render(self, spec: PromptSpec, messages: Sequence[ChatMessage]) -> str:
-        template, tools = spec["template"], spec.get("tools")
-        if template and spec.get("suffix"):  # fill-in-the-middle: the prompt and what follows
-            return prompt.render_go(template, [], prompt=messages[-1]["content"],
-                                    suffix=spec["suffix"])
-        if template:
-            return prompt.render_go(template, messages, tools=tools, think=spec.get("think"))
-        if self.chat_template:
-            return prompt.render_jinja(self.chat_template, messages, self.bos_text, self.eos_text,
-                                       tools=tools)
-        # No template anywhere: Ollama's default is the bare prompt.
-        return "".join(m["content"] for m in messages if m["role"] != "system")
 
     # ---- embeddings ----------------------------------------------------------------------
 

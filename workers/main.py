@@ -55,10 +55,10 @@ def serve(rx: int, tx: int, n_threads: int, debug: bool) -> None:
     try:
         send(protocol.Ready(os.getpid(), bool(llama.llama_supports_gpu_offload())))
         while True:
-            # Sleep while there is nothing to step: until a message, a rendered prompt, or the
-            # deadline of the rendering in progress. Between steps only look.
-            deadline = engine.poll()
-            timeout = 0 if engine.has_work else deadline
+            # Sleep while there is nothing to step: until a message or a built prompt. Between
+            # steps only look.
+            engine.poll()
+            timeout = 0 if engine.has_work else None
             readable = select.select([rx, engine.prompts.wake_fd], [], [], timeout)[0]
             if engine.prompts.wake_fd in readable:
                 engine.prompts.drain_wakeups()

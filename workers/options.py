@@ -23,6 +23,9 @@ LOAD, PROMPT, SAMPLING, STOPPING = "load", "prompt", "sampling", "stopping"
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 MAX_STOP_STRINGS = 64
+# Stop strings clients send are a few characters ("<|im_end|>", "\nUser:"); a long one only
+# costs: the worker holds back up to its length of output while it might still match.
+MAX_STOP_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ def convert(opt: Option, value: Any, what: str = "option") -> Any:
             raise InvalidOption(f"{label} must be a list of strings")
         if len(value) > MAX_STOP_STRINGS:
             raise InvalidOption(f"{label} takes at most {MAX_STOP_STRINGS} strings")
+        if any(len(v) > MAX_STOP_CHARS for v in value):
+            raise InvalidOption(f"{label} strings must be at most {MAX_STOP_CHARS} characters")
         return list(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidOption(f"{label} must be of type {'integer' if opt.kind is int else 'number'}")

@@ -145,6 +145,15 @@ class Unloaded:
 
 
 @dataclass(slots=True)
+class Started:
+    """A job's prompt is built and its sequence waits for the batch: sent before any text."""
+
+    job_id: int
+    prompt_tokens: int
+    thinking: bool  # the prompt ended inside a thinking block: the first words are thinking
+
+
+@dataclass(slots=True)
 class Chunk:
     """New text of one job. The front end's job queues carry these; on the wire they travel
     inside Step as [job_id, text, token_count] triples."""
@@ -196,17 +205,52 @@ class Failed:
     kind: str = "internal"
 
 
+# ---- worker -> its render processes (workers/render_process.py) and back --------------------
+
+
+@dataclass(slots=True)
+class Render:
+    """One prompt to render: `template` (an Ollama Go template), else the GGUF's
+    `chat_template` (Jinja, with the model's BOS/EOS text), else the bare prompt."""
+
+    template: str
+    messages: list[ChatMessage]
+    chat_template: str = ""
+    bos: str = ""
+    eos: str = ""
+    tools: list[dict[str, Any]] | None = None
+    think: bool | str | None = None
+    suffix: str = ""
+    cpu_seconds: float = 10.0  # CPU time this rendering may take (charged to its request)
+
+
+@dataclass(slots=True)
+class Rendered:
+    text: str
+
+
+@dataclass(slots=True)
+class RenderFailed:
+    message: str
+    kind: str  # "template" (the template's fault), "time" (CPU limit), "memory"
+
+
 ToWorker = Union[Load, Unload, Submit, Cancel, Embed, Ping, Shutdown]
-FromWorker = Union[Ready, Pong, Loaded, LoadFailed, Unloaded, Step, Done, Embedded, Failed]
+FromWorker = Union[Ready, Pong, Loaded, LoadFailed, Unloaded, Started, Step, Done, Embedded,
+                   Failed]
 
 _TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (Load, Unload, Submit, Cancel, Embed, Ping, Shutdown,
-                Ready, Pong, Loaded, LoadFailed, Unloaded, Step, Done, Embedded, Failed)
+                Ready, Pong, Loaded, LoadFailed, Unloaded, Started, Step, Done, Embedded, Failed,
+                Render, Rendered, RenderFailed)
 }
 
 
-def encode(message: ToWorker | FromWorker) -> bytes:
+Message = Union[ToWorker, FromWorker, Render, Rendered, RenderFailed]
+
+
+def encode(message: Message) -> bytes:
     return orjson.dumps([type(message).__name__, message])
 
 
@@ -222,12 +266,12 @@ def decode(data: bytes) -> Any:
 _LENGTH = struct.Struct("!I")
 
 
-def frame(message: ToWorker | FromWorker) -> bytes:
+def frame(message: Message) -> bytes:
     data = encode(message)
     return _LENGTH.pack(len(data)) + data
 
 
-def write_frame(fd: int, message: ToWorker | FromWorker) -> None:
+def write_frame(fd: int, message: Message) -> None:
     """Writes one whole frame to a blocking fd (raises BrokenPipeError if the peer is gone)."""
     view = memoryview(frame(message))
     while view:

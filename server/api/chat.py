@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 from aiohttp import web
 
-from server import errors
+from server import errors, threads
 from server.api.inference import Prepared, Run, answer, load_or_unload, message, prepare
-from server.schemas import ChatRequest, read_json
+from server.schemas import ChatRequest, read_request
 from server.streaming import final_stats, now_rfc3339, respond
 from workers.protocol import ChatMessage, PromptSpec
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter_ns()
-    req = ChatRequest.parse(await read_json(request))
+    req = await read_request(request, ChatRequest.parse)
     p = await prepare(request, req.model, req.options)
     if not req.messages:
         return await load_or_unload(p, req.model, req.keep_alive,
@@ -36,7 +35,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
                 "message": message(run.answer.feed(text) + run.answer.finish()), "done": True,
                 **final_stats(done, run.job.load_duration, started)}
 
-    return await respond(request, run.job, req.stream, chunk, final)
+    return await respond(request, run.job, req.stream, chunk, final, started=run.answer.started)
 
 
 async def submit_chat(p: Prepared, req: ChatRequest) -> Run:
@@ -46,8 +45,7 @@ async def submit_chat(p: Prepared, req: ChatRequest) -> Run:
     if p.spec.system and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": p.spec.system})
     # Inferring thinking tags and the tool-call format parses the template: not on the loop.
-    output = await asyncio.to_thread(answer, req.model, p.spec.template, req.think, req.tools,
-                                     messages)
+    output = await threads.parse(answer, req.model, p.spec.template, req.think, req.tools)
     prompt: PromptSpec = {"raw": None, "messages": messages, "template": p.spec.template,
                           "context": [], "tools": req.tools, "think": req.think}
     with errors.scheduler_errors():

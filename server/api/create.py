@@ -11,13 +11,13 @@ from typing import Any, AsyncIterator
 from aiohttp import web
 
 from server.context import SETTINGS, STORE
-from server.schemas import CreateRequest, check_template, read_json
+from server.schemas import CreateRequest, check_template, read_request
 from server.streaming import stream_events
 from store.create import create_model
 
 
 async def create(request: web.Request) -> web.StreamResponse:
-    req = CreateRequest.parse(await read_json(request))
+    req = await read_request(request, CreateRequest.parse)
     await check_template(req.spec.template)
     spec = dataclasses.replace(req.spec, import_dirs=request.app[SETTINGS].import_dirs)
     return await stream_events(request, _events(create_model(request.app[STORE], spec)),

@@ -11,7 +11,7 @@ from server import errors
 from server.accesslog import TOKENS
 from server.api.inference import prepare
 from server.metrics import METRICS
-from server.schemas import EmbedRequest, read_json
+from server.schemas import EmbedRequest, read_json, read_request
 from server.streaming import json_response
 from workers import protocol
 
@@ -45,7 +45,7 @@ def normalized(vectors: list[list[float]], dimensions: int) -> list[list[float]]
 
 async def embed(request: web.Request) -> web.Response:
     started = time.perf_counter_ns()
-    req = EmbedRequest.parse(await read_json(request))
+    req = await read_request(request, EmbedRequest.parse)
     reply, load_duration = await run_embed(request, req)
     return json_response({
         "model": req.model,

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 from aiohttp import web
 
-from server import errors
+from server import errors, threads
 from server.answer import Parts
 from server.api.inference import Prepared, Run, answer, load_or_unload, prepare
-from server.schemas import GenerateRequest, check_template, read_json
+from server.schemas import GenerateRequest, check_template, read_request
 from server.streaming import final_stats, now_rfc3339, respond
 from workers.protocol import ChatMessage, PromptSpec
 
 
 async def generate(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter_ns()
-    req = GenerateRequest.parse(await read_json(request))
+    req = await read_request(request, GenerateRequest.parse)
     p = await prepare(request, req.model, req.options)
     if not req.prompt and not req.context:
         return await load_or_unload(p, req.model, req.keep_alive, {"response": ""})
@@ -36,7 +35,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
         return {**body(run.answer.feed(text) + run.answer.finish()), "done": True,
                 "context": done.context, **final_stats(done, run.job.load_duration, started)}
 
-    return await respond(request, run.job, req.stream, chunk, final)
+    return await respond(request, run.job, req.stream, chunk, final, started=run.answer.started)
 
 
 async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
@@ -62,8 +61,7 @@ async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
         messages.append({"role": "user", "content": req.prompt})
         prompt = {"raw": None, "messages": messages, "template": template,
                   "context": req.context, "think": req.think, "suffix": req.suffix}
-    output = await asyncio.to_thread(answer, req.model, "" if req.raw else template, req.think,
-                                     None, messages)
+    output = await threads.parse(answer, req.model, "" if req.raw else template, req.think)
     with errors.scheduler_errors():
         job = await p.scheduler.submit(p.ref, p.num_ctx, req.keep_alive, prompt, p.sampling,
                                        want_context=True, output_format=req.format)

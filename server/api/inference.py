@@ -15,14 +15,12 @@ from server.accesslog import MODEL
 from server.answer import Answer, Parts
 from server.context import SCHEDULER, SETTINGS, STORE
 from server.streaming import json_response, now_rfc3339
-from server.thinking import supports_thinking
-from workers.prompt import TemplateError, render_go
-from workers.protocol import ChatMessage
 from store.gguf import GGUFInfo, cached_info
 from store.model import ModelSpec, details, resolve
 from store.store import Store
 from workers import options
 from workers.options import RequestOptions
+from workers.template.analysis import analyze
 
 
 @dataclass
@@ -97,22 +95,16 @@ class Run:
 
 
 def answer(model: str, template: str, think: bool | str | None,
-           tools: list[dict[str, Any]] | None = None,
-           messages: list[ChatMessage] | None = None) -> Answer:
+           tools: list[dict[str, Any]] | None = None) -> Answer:
     """The splitter for this request's output; 400 where the model's template cannot do what
-    the request asks (Ollama's messages). With `think`, the prompt is rendered here too (as the
-    worker will), since a template may end it inside the thinking block. Runs on a thread."""
-    if tools and ".Tools" not in template:
+    the request asks (Ollama's messages). Parses the template (once; it is cached): not on the
+    event loop."""
+    info = analyze(template)
+    if tools and not info.tools:
         raise errors.BadRequest(f'"{model}" does not support tools')
-    if think and not supports_thinking(template):
+    if think and not info.thinking:
         raise errors.BadRequest(f'"{model}" does not support thinking')
-    prompt = ""
-    if think and messages:
-        try:
-            prompt = render_go(template, messages, tools=tools, think=think)
-        except TemplateError as exc:
-            raise errors.BadRequest(str(exc)) from None
-    return Answer(template, bool(think), tools or [], prompt)
+    return Answer(template, bool(think), tools or [])
 
 
 def message(parts: Parts) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from server import errors
 from server.context import STORE
 from server.schemas import read_json
 from server.streaming import json_response, rfc3339
-from server.thinking import supports_thinking
 from store import errors as store_errors
 from store.gguf import cached_info, read_gguf
 from store.model import capabilities, details, name_field, read_config, resolve
@@ -109,7 +108,7 @@ async def show(request: web.Request) -> web.Response:
         "system": spec.system,
         "details": details(spec.config),
         "model_info": info.metadata,  # long arrays are [] unless verbose, as in Ollama
-        "capabilities": capabilities(spec.template, info.metadata, supports_thinking(spec.template)),
+        "capabilities": capabilities(spec.template, info.metadata),
         "modified_at": rfc3339(spec.manifest.modified_at),
     }
     if spec.messages:
@@ -139,6 +138,6 @@ async def delete(request: web.Request) -> web.Response:
     body = await read_json(request)
     text = body.get("model") or body.get("name")
     name = name_field(text)
-    if await asyncio.to_thread(request.app[STORE].delete_manifest, name) is None:
+    if not await asyncio.to_thread(request.app[STORE].delete_manifest, name):
         raise errors.NotFound(f"model '{text}' not found")
     return web.Response(status=200)

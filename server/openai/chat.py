@@ -13,13 +13,12 @@ from server.api.chat import submit_chat
 from server.api.generate import submit_generate
 from server.api.inference import prepare
 from server.openai import convert
-from server.schemas import ChatRequest, GenerateRequest, read_json
+from server.schemas import ChatRequest, GenerateRequest, read_request
 from server.streaming import SSE_FRAMING, respond
 from workers import protocol
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request)
+def _chat_request(body: dict[str, Any]) -> tuple[dict[str, Any], ChatRequest]:
     native = {**convert.common(body), "messages": _messages(body.get("messages")),
               "format": convert.response_format(body)}
     if body.get("tools") and body.get("tool_choice") != "none":
@@ -27,6 +26,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     req = ChatRequest.parse(native)
     if not req.messages:
         raise errors.BadRequest("messages must not be empty")
+    return body, req
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body, req = await read_request(request, _chat_request)
     run = await submit_chat(await prepare(request, req.model, req.options), req)
     reply_id, created, usage = convert.new_id("chatcmpl"), convert.now(), convert.include_usage(body)
     called = False  # whether a tool call went out, for the finish reason
@@ -65,11 +69,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                            "usage": convert.usage(done)})
         return events
 
-    return await respond(request, run.job, req.stream, chunk, final, SSE_FRAMING)
+    return await respond(request, run.job, req.stream, chunk, final, SSE_FRAMING,
+                         run.answer.started)
 
 
-async def completions(request: web.Request) -> web.StreamResponse:
-    body = await read_json(request)
+def _completion_request(body: dict[str, Any]) -> tuple[dict[str, Any], GenerateRequest]:
     if body.get("echo"):
         raise errors.BadRequest("echo is not supported")
     prompt = body.get("prompt")
@@ -77,7 +81,11 @@ async def completions(request: web.Request) -> web.StreamResponse:
         raise errors.BadRequest("prompt must be a non-empty string")
     native = {**convert.common(body), "prompt": prompt, "suffix": body.get("suffix"),
               "format": convert.response_format(body)}
-    req = GenerateRequest.parse(native)
+    return body, GenerateRequest.parse(native)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    body, req = await read_request(request, _completion_request)
     run = await submit_generate(await prepare(request, req.model, req.options), req)
     reply_id, created, usage = convert.new_id("cmpl"), convert.now(), convert.include_usage(body)
 
@@ -100,7 +108,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
             return {**last, "usage": convert.usage(done)}
         return [last, {**envelope([]), "usage": convert.usage(done)}] if usage else last
 
-    return await respond(request, run.job, req.stream, chunk, final, SSE_FRAMING)
+    return await respond(request, run.job, req.stream, chunk, final, SSE_FRAMING,
+                         run.answer.started)
 
 
 def _messages(raw: Any) -> list[dict[str, Any]]:
@@ -115,19 +124,34 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
         native: dict[str, Any] = {"role": "system" if msg.get("role") == "developer"
                                   else msg.get("role"), "content": msg.get("content") or ""}
         if isinstance(native["content"], list):
-            parts = native["content"]
-            native["content"] = "".join(p.get("text", "") for p in parts
-                                        if isinstance(p, dict) and p.get("type") == "text")
-            native["images"] = [p for p in parts if isinstance(p, dict)
-                                and p.get("type") == "image_url"]
-        if msg.get("tool_calls"):
-            native["tool_calls"] = [_tool_call(i, call) for call in msg["tool_calls"]]
+            native["content"], native["images"] = _content_parts(i, native["content"])
+        calls = msg.get("tool_calls")
+        if calls:
+            if not isinstance(calls, list):
+                raise errors.BadRequest(f"messages[{i}].tool_calls must be a list")
+            native["tool_calls"] = [_tool_call(i, call) for call in calls]
         if msg.get("tool_call_id"):
             native["tool_call_id"] = msg["tool_call_id"]
         if msg.get("name") and msg.get("role") == "tool":
             native["tool_name"] = msg["name"]
         out.append(native)
     return out
+
+
+def _content_parts(i: int, parts: list[Any]) -> tuple[str, list[Any]]:
+    """The text of a message's content parts, and its image parts."""
+    texts, images = [], []
+    for j, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise errors.BadRequest(f"messages[{i}].content[{j}].text must be a string")
+            texts.append(part["text"])
+        elif kind == "image_url":
+            images.append(part)
+        else:
+            raise errors.BadRequest(f"messages[{i}].content[{j}] must be a text or image_url part")
+    return "".join(texts), images
 
 
 def _tool_call(i: int, call: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import signal
 import socket
@@ -59,6 +60,14 @@ class Reply:
         return [orjson.loads(line) for line in self.body.splitlines() if line.strip()]
 
 
+def _encoded(body: Any) -> bytes:
+    """JSON as a client writes it; numbers past 64 bits too (as a hostile client sends them)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body).encode()
+
+
 @dataclass
 class Server:
     models_dir: Path
@@ -105,7 +114,7 @@ class Server:
                 timeout: float = 300) -> Reply:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            data = raw if raw is not None else (None if body is None else orjson.dumps(body))
+            data = raw if raw is not None else (None if body is None else _encoded(body))
             conn.request(method, path, body=data)
             resp = conn.getresponse()
             return Reply(resp.status, dict(resp.getheaders()), resp.read())

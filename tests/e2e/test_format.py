@@ -39,7 +39,8 @@ def test_a_schema_request_returns_json_of_that_shape_twenty_times(server: Server
 
 def test_format_json_returns_parseable_json(server: Server) -> None:
     reply = server.post("/api/generate", {
-        "model": MODEL, "prompt": "Give a JSON object describing a cat.", "stream": False,
+        "model": MODEL, "prompt": "What is 2+2? Answer as JSON with the key result.",
+        "stream": False,
         "format": "json", "options": {"temperature": 0, "num_predict": 300}})
     body = reply.json()
     assert body["done_reason"] == "stop"  # the grammar let the model close the object
@@ -64,7 +65,7 @@ def test_constrained_and_free_requests_are_served_side_by_side(server: Server) -
 
 
 @pytest.mark.parametrize("output_format", [{"type": "nonsense"},
-                                           {"type": "string", "pattern": "("},
+                                           {"type": "string", "minLength": 5, "maxLength": 3},
                                            {"type": "array", "items": {"type": "string"},
                                             "minItems": 1_000_000}])
 def test_an_invalid_schema_is_400(server: Server, output_format: dict) -> None:

@@ -21,8 +21,10 @@ FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 
-scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)  # what JSON clients send
-           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12))
+# What JSON clients send, and what only a hostile one does: numbers past any machine type.
+huge = st.sampled_from([10**400, -(10**400), 1e308, "1" + "0" * 400, "9" * 5000 + "h"])
+scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
+           | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12) | huge)
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
                       | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6)
 # Load options would reload the model on every example; the range checks are the same code.
@@ -104,6 +106,55 @@ def test_show_and_delete_never_fail_with_a_5xx(server: Server, path: str, model:
     method = "DELETE" if path == "/api/delete" else "POST"
     reply = server.request(method, path, {"model": model}, timeout=60)
     _ok(reply.status, model)
+
+
+# ---- /v1: OpenAI's fields, each of every type --------------------------------------------------
+
+not_a_length = values.filter(lambda v: not (isinstance(v, int) and not isinstance(v, bool) and v > 0))
+parts = st.lists(st.fixed_dictionaries(
+    {"type": st.sampled_from(["text", "image_url", "input_audio"]) | values},
+    optional={"text": st.text(max_size=10) | values, "image_url": values}), max_size=3)
+v1_messages = st.lists(st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "system", "developer", "tool"]) | values},
+    optional={"content": st.text(max_size=30) | parts | values,
+              "tool_calls": values | st.lists(st.fixed_dictionaries({"function": values}),
+                                              max_size=2),
+              "tool_call_id": values, "name": values}), max_size=4)
+response_formats = values | st.fixed_dictionaries(
+    {"type": st.sampled_from(["text", "json_object", "json_schema"]) | values},
+    optional={"json_schema": values | st.fixed_dictionaries({}, optional={
+        "schema": values, "name": values})})
+sampling = {"max_completion_tokens": not_a_length, "temperature": values, "top_p": values,
+            "seed": values, "stop": values, "frequency_penalty": values,
+            "presence_penalty": values, "n": values, "stream": st.booleans(),
+            "stream_options": values, "response_format": response_formats, "keep_alive": values}
+
+
+@FUZZ
+@given(body=st.fixed_dictionaries({"model": st.just(MODEL), "messages": v1_messages,
+                                   "max_tokens": st.just(4)},
+                                  optional={**sampling, "tools": values, "tool_choice": values}))
+def test_v1_chat_never_fails_with_a_5xx(server: Server, body: dict) -> None:
+    reply = server.post("/v1/chat/completions", body, timeout=60)
+    _ok(reply.status, body)
+
+
+@FUZZ
+@given(body=st.fixed_dictionaries({"model": st.just(MODEL), "max_tokens": st.just(4)},
+                                  optional={**sampling, "prompt": st.text(max_size=30) | values,
+                                            "suffix": values, "echo": values}))
+def test_v1_completions_never_fail_with_a_5xx(server: Server, body: dict) -> None:
+    reply = server.post("/v1/completions", body, timeout=60)
+    _ok(reply.status, body)
+
+
+@FUZZ
+@given(body=st.fixed_dictionaries({"model": names}, optional={
+    "input": st.text(max_size=30) | st.lists(st.integers(-3, 2**40), max_size=4) | values,
+    "encoding_format": values, "dimensions": values}))
+def test_v1_embeddings_never_fail_with_a_5xx(server: Server, body: dict) -> None:
+    reply = server.post("/v1/embeddings", body, timeout=60)
+    _ok(reply.status, body)
 
 
 def test_the_model_still_answers_after_the_fuzzing(server: Server) -> None:

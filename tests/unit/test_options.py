@@ -106,3 +106,8 @@ def test_the_wire_options_are_every_option_but_the_load_ones() -> None:
     wire, _ = options.merge({}, {"num_ctx": 512, "num_gpu": 1, "typical_p": 0.5}, 4096)
     assert "num_ctx" not in wire and "num_gpu" not in wire and wire["typical_p"] == 0.5
     assert set(wire) == {o.name for o in options.OPTIONS if o.group != options.LOAD}
+
+
+def test_a_stop_string_longer_than_the_limit_is_refused() -> None:
+    with pytest.raises(options.InvalidOption, match="at most 512 characters"):
+        options.validate({"stop": ["x" * 513]})

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from store.templates import NAMES, detect, match_template, parameters, template
-from workers.prompt import check_go_template, render_go
+from workers.template.render import check_go_template, render_go
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "ollama-templates"
 needs_corpus = pytest.mark.skipif(not SHARED.is_dir(),

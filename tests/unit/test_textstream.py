@@ -44,3 +44,26 @@ def test_flush_returns_held_text_when_generation_ends_otherwise() -> None:
 def test_invalid_bytes_become_replacement_characters_not_errors() -> None:
     stream = TextStream([])
     assert stream.push(b"\xff") + stream.flush() == "\ufffd"
+
+
+def test_a_stop_is_found_after_a_false_start_that_overlaps_it() -> None:
+    stream = TextStream(["aab"])
+    assert feed(stream, [b"x a", b"a", b"ab tail"]) == "x a" and stream.stopped
+
+
+def test_a_stop_inside_another_stops_prefix_cuts_where_it_starts() -> None:
+    stream = TextStream(["abcd", "bc"])
+    assert feed(stream, [b"zab", b"c"]) == "za" and stream.stopped
+
+
+def test_held_text_is_only_the_tail_that_can_still_become_a_stop() -> None:
+    stream = TextStream(["x" * 500 + "!", "y" * 500 + "!"])
+    out = feed(stream, [b"x" * 300, b"y" * 10])  # the x-run can no longer become a stop
+    assert out == "x" * 300 and stream.flush() == "y" * 10
+
+
+def test_many_long_stops_the_output_keeps_almost_matching_are_still_matched() -> None:
+    stops = ["ab" * 250 + str(i) for i in range(63)] + ["END"]
+    stream = TextStream(stops)
+    out = feed(stream, [b"ab"] * 5000 + [b"END"])
+    assert out == "ab" * 5000 and stream.stopped

@@ -1,49 +1,12 @@
-"""Thinking traces: tags inferred from the chat template, split off the stream as Ollama does."""
+"""Thinking traces split off the stream as Ollama does."""
 
 from __future__ import annotations
 
 import pytest
 
-from server.thinking import ThinkingParser, infer_tags, supports_thinking
+from server.thinking import ThinkingParser
 from store.templates import template
 
-QWEN3 = """
-{{- if or .System .Tools .Thinking }}<|im_start|>system
-{{- if .System }}
-{{ .System }}
-{{- end }}
-{{- if .Tools }}
-<tools>
-{{- range .Tools }}
-{"type": "function", "function": {{ json .Function }}}
-{{- end }}
-</tools>
-{{- end }}
-{{- if .Thinking }}
-/think
-{{- else }}
-/no_think
-{{- end }}<|im_end|>
-{{ end }}
-{{- range $i, $_ := .Messages }}
-{{- $last := eq (len (slice $.Messages $i)) 1 -}}
-{{- if eq .Role "user" }}<|im_start|>user
-{{ .Content }}<|im_end|>
-{{ else if eq .Role "assistant" }}<|im_start|>assistant
-{{ if and $last .Thinking }}
-<think>{{ .Thinking }}</think>
-{{ end }}
-{{ if .Content }}{{ .Content }}
-{{- else if .ToolCalls }}<tool_call>
-{{ range .ToolCalls }}{"name": "{{ .Function.Name }}", "arguments": {{ json .Function.Arguments }}}
-{{ end }}</tool_call>
-{{- end }}{{ if not $last }}<|im_end|>
-{{ end }}
-{{- end }}
-{{- if and (ne .Role "assistant") $last }}<|im_start|>assistant
-{{ end }}
-{{- end }}
-"""
 
 GEMMA3 = template("gemma3-instruct")
 
@@ -56,34 +19,6 @@ def run(parser: ThinkingParser, pieces: list[str]) -> tuple[str, str]:
         content.append(c)
     t, c = parser.finish()
     return "".join(thinking) + t, "".join(content) + c
-
-
-def test_tags_come_from_the_text_around_thinking_in_the_messages_loop() -> None:
-    assert infer_tags(QWEN3) == ("<think>", "</think>")
-
-
-def test_inferred_tags_are_trimmed_of_surrounding_whitespace() -> None:
-    template = ("{{- range .Messages }}{{ if .Thinking }}\n  [BEGIN]  {{ .Thinking }}  [END]\n"
-                "{{ end }}{{ end }}")
-    assert infer_tags(template) == ("[BEGIN]", "[END]")
-
-
-def test_thinking_outside_a_range_over_messages_gives_no_tags() -> None:
-    template = ("{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}"
-                "{{ range $i, $_ := .Messages }}{{ range .Parts }}"
-                "<think>{{ .Thinking }}</think>{{ end }}{{ end }}")
-    assert infer_tags(template) == ("", "")
-
-
-def test_template_that_is_not_go_syntax_gives_no_tags() -> None:
-    assert infer_tags("{% for m in messages %}<think>{{ m.thinking }}</think>{% endfor %}") == ("", "")
-
-
-def test_thinking_capability_needs_both_tags_not_just_a_think_variable() -> None:
-    assert supports_thinking(QWEN3)
-    assert not supports_thinking("{{ if .Think }}/think{{ end }}{{ range .Messages }}{{ .Content }}{{ end }}")
-    assert not supports_thinking(GEMMA3)
-    assert not supports_thinking("")
 
 
 def test_from_template_falls_back_to_think_tags() -> None:
@@ -158,8 +93,9 @@ def test_every_chunk_boundary_gives_the_same_split() -> None:
     assert run(ThinkingParser(), list(text)) == want
 
 
-def test_prompt_ending_in_the_opening_tag_starts_in_thinking() -> None:
-    parser = ThinkingParser(prompt="<|im_start|>assistant\n<think>\n")
+def test_a_prompt_that_opened_the_thinking_block_starts_in_thinking() -> None:
+    parser = ThinkingParser()
+    parser.opened()
     assert parser.feed("reasoning</think>answer") == ("reasoning", "answer")
 
 
@@ -185,3 +121,4 @@ def test_finish_drops_output_that_was_only_whitespace() -> None:
     parser = ThinkingParser()
     assert parser.feed(" \n ") == ("", "")
     assert parser.finish() == ("", "")
+

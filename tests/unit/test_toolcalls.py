@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from server.toolcalls import ToolCallParser, tool_call_tag
+from server.toolcalls import ToolCallParser
 
 QWEN = ('{{if .ToolCalls}}<tool_call>{{range .ToolCalls}}{"name": "{{.Function.Name}}", '
         '"arguments": {{json .Function.Arguments}}}{{end}}</tool_call>{{end}}')
@@ -30,37 +30,6 @@ def run(parser: ToolCallParser, pieces: list[str]) -> tuple[str, list[dict[str, 
 
 def fns(calls: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     return [(c["function"]["name"], c["function"]["arguments"]) for c in calls]
-
-
-def test_tag_is_the_first_text_in_the_tool_calls_block() -> None:
-    assert tool_call_tag(QWEN) == "<tool_call>"
-    assert tool_call_tag(MISTRAL) == "[TOOL_CALLS] ["
-
-
-def test_tag_is_found_in_an_else_if_inside_the_messages_loop() -> None:
-    template = ('{{ range .Messages }}{{ if eq .Role "user" }}{{ .Content }}'
-                '{{ else if .ToolCalls }}\n{{ range .ToolCalls }}<tool_call>{{ json .Function }}'
-                '</tool_call>{{ end }}{{ end }}{{ end }}')
-    assert tool_call_tag(template) == "<tool_call>"
-
-
-def test_tag_defaults_to_a_json_object_without_text_before_the_calls() -> None:
-    assert tool_call_tag(JSON) == "{"
-    assert tool_call_tag("{{if .ToolCalls}}{{range .ToolCalls}}\r\n{{ . }}{{end}}]{{end}}") == "{"
-    assert tool_call_tag("{{ .Prompt }}") == "{"
-    assert tool_call_tag("") == "{"
-
-
-def test_tag_is_a_list_when_the_block_opens_with_a_bracket() -> None:
-    assert tool_call_tag(LIST) == "["
-
-
-def test_tag_is_cut_before_an_opening_brace() -> None:
-    assert tool_call_tag('{{if .ToolCalls}}functools[{"x": 1}{{end}}') == "functools["
-
-
-def test_template_that_is_not_go_syntax_gets_the_json_object_tag() -> None:
-    assert tool_call_tag("{% if tool_calls %}<tool_call>{% endif %}") == "{"
 
 
 def test_explicit_tag_overrides_the_template() -> None:
@@ -239,3 +208,4 @@ def test_text_after_the_tag_is_never_content() -> None:
     parser.feed('<tool_call>{"name": "add", "arguments": {}}</tool_call>')
     assert parser.feed(" and some words") == ("", [])
     assert parser.finish() == ("", [])
+
