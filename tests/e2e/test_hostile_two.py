@@ -8,15 +8,20 @@ the clear answer now given and that the server goes on serving.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable
 
 import psutil
 import pytest
 
 from tests.e2e.conftest import MODEL, QUICK
-from tests.e2e.server import Server
+from tests.e2e.server import ROOT, Server
 from tests.e2e.test_hostile import quick_generate, worker_process
 
 DOUBLING = '{{$x := "aaaaaaaa"}}{{range 27}}{{$x = print $x $x}}{{end}}{{len $x}}{{ .Prompt }}'
@@ -159,3 +164,118 @@ def test_a_short_prompt_is_not_held_up_by_slow_templates(
         for future in slow:
             future.result()
     assert order[0] == "short"  # was: 19 s behind the twelve
+
+
+# ---- 7. stop strings --------------------------------------------------------------------------
+
+def test_a_stop_string_past_the_length_limit_is_400(server: Server) -> None:
+    reply = generate(server, options={**QUICK, "stop": ["x" * 100_000]})
+    assert reply["status"] == 400 and "at most 512 characters" in reply["error"]
+
+
+def test_many_long_stops_the_output_keeps_almost_matching_still_stop_it(server: Server) -> None:
+    # The greedy answer to this prompt is "1, 2, 3, ...": every stop begins like it.
+    answer = generate(server, raw=True, prompt="1, 2, 3, 4, 5,",
+                      options={"temperature": 0, "num_predict": 40})["response"]
+    stops = [answer[:20] + "#" * 490 + str(i) for i in range(63)] + [answer[10:14]]
+    reply = generate(server, raw=True, prompt="1, 2, 3, 4, 5,",
+                     options={"temperature": 0, "num_predict": 40, "stop": stops})
+    assert reply["status"] == 200 and reply["done_reason"] == "stop"
+    assert reply["response"] == answer[:10]
+
+
+# ---- 8. large bodies --------------------------------------------------------------------------
+
+def test_a_huge_modelfile_is_parsed_while_other_requests_are_answered(server: Server) -> None:
+    modelfile = f"FROM {MODEL}\n" + "MESSAGE user hello there\n" * 600_000  # 15 MB
+    with ThreadPoolExecutor(1) as pool:
+        create = pool.submit(server.post, "/api/create", {"model": "huge:1", "stream": False,
+                                                          "modelfile": modelfile})
+        time.sleep(0.3)  # its body is in and being parsed
+        answered = 0
+        while not create.done():
+            assert server.get("/api/version").status == 200
+            answered += 1
+        reply = create.result()
+    try:
+        assert reply.status == 200, reply.body
+        assert answered > 1  # was: every request frozen for 6 s
+    finally:
+        server.request("DELETE", "/api/delete", {"model": "huge:1"})
+
+
+# ---- 11. embedding batches --------------------------------------------------------------------
+
+def test_more_embedding_inputs_than_the_limit_are_400(server: Server) -> None:
+    reply = server.post("/api/embed", {"model": MODEL, "input": ["a"] * 2049})
+    assert reply.status == 400 and "at most 2048" in reply.json()["error"]
+
+
+def test_a_later_embedding_takes_turns_with_a_large_batch(server: Server) -> None:
+    server.post("/api/embed", {"model": MODEL, "input": "warm up"})
+    done: list[str] = []
+
+    def embed(name: str, inputs: list[str]) -> None:
+        assert server.post("/api/embed", {"model": MODEL, "input": inputs}).status == 200
+        done.append(name)
+
+    with ThreadPoolExecutor(2) as pool:
+        batch = pool.submit(embed, "batch", [f"sentence number {i}" for i in range(400)])
+        time.sleep(1.0)
+        pool.submit(embed, "single", ["one more"]).result()
+        batch.result()
+    assert done == ["single", "batch"]  # was: after the whole batch
+
+
+# ---- 12. slow headers -------------------------------------------------------------------------
+
+def test_a_connection_sending_its_headers_slowly_is_closed(
+        make_server: Callable[..., Server]) -> None:
+    srv = make_server(CORRAL_IDLE_TIMEOUT="2s")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+        started = time.monotonic()
+        closed = False
+        for byte in b"GET /api/version HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.2)
+        if not closed:
+            closed = sock.recv(1024) == b""
+    assert closed and time.monotonic() - started < 15  # was: open as long as it kept sending
+
+
+# ---- 14. bad requests that answered 500 -------------------------------------------------------
+
+@pytest.mark.parametrize("message", [
+    {"role": "user", "content": [{"type": "text", "text": 5}]},
+    {"role": "assistant", "content": "", "tool_calls": 5},
+])
+def test_a_malformed_v1_message_is_400(server: Server, message: dict) -> None:
+    reply = server.post("/v1/chat/completions", {"model": MODEL, "messages": [message]})
+    assert reply.status == 400 and "messages[0]" in reply.json()["error"]["message"]
+
+
+def test_a_json_schema_response_format_that_is_not_an_object_is_400(server: Server) -> None:
+    reply = server.post("/v1/chat/completions", {
+        "model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema", "json_schema": "x"}})
+    assert reply.status == 400 and "json_schema" in reply.json()["error"]["message"]
+
+
+def test_a_keep_alive_past_any_duration_is_400(server: Server) -> None:
+    reply = server.post("/api/generate", {"model": MODEL, "prompt": "hi",
+                                          "keep_alive": "1" + "0" * 400})
+    assert reply.status == 400 and "keep_alive" in reply.json()["error"]
+
+
+def test_an_ollama_keep_alive_past_any_duration_stops_start_with_one_line(
+        store_dir: Path) -> None:
+    env = {**os.environ, "OLLAMA_MODELS": str(store_dir), "OLLAMA_HOST": "127.0.0.1:1",
+           "OLLAMA_KEEP_ALIVE": "1" + "0" * 400}
+    done = subprocess.run([sys.executable, "-m", "server", "serve"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "OLLAMA_KEEP_ALIVE" in done.stderr
