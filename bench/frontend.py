@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scheduler.placement import kv_plan  # noqa: E402
 from tests.e2e.server import Server, bootstrap_store  # noqa: E402
-from workers.llm import BATCH_TOKENS  # noqa: E402
+from workers.options import BY_NAME  # noqa: E402
 
 MODEL = "gemma3:270m"
 MODELS_IN_STORE = 20
@@ -156,7 +156,7 @@ class RawLoad:
         model = llama.llama_model_load_from_file(self.path, llama.llama_model_default_params())
         cparams = llama.llama_context_default_params()
         cparams.n_ctx, cparams.n_seq_max = self.cells, self.slots
-        cparams.n_batch = cparams.n_ubatch = BATCH_TOKENS
+        cparams.n_batch = cparams.n_ubatch = BY_NAME["num_batch"].default
         cparams.n_threads = cparams.n_threads_batch = self.threads
         cparams.kv_unified, cparams.flash_attn_type = True, -1
         ctx = llama.llama_init_from_model(model, cparams)

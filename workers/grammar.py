@@ -35,9 +35,11 @@ class GrammarDeadEnd(RuntimeError):
 
 class Grammar:
     """A grammar kept outside the sampler chain, as llama.cpp's common/sampling.cpp keeps it:
-    the chain samples as usual and the grammar only checks that one token; only when it is
-    refused is the grammar applied to every candidate and the chain run again. Prompt tokens
-    never reach it, and constrained and free sequences share one batch."""
+    the chain samples as usual and the grammar only checks that one token (`try_token`); only
+    when it is refused is the grammar applied to every candidate and the chain run again
+    (`full_pass`, which costs ~10 ms per alternative the grammar allows there, and so runs on a
+    side thread with a copy of the logits). Prompt tokens never reach it, and constrained and
+    free sequences share one batch."""
 
     def __init__(self, vocab: llama.llama_vocab_p, gbnf: str, n_vocab: int) -> None:
         self._sampler = llama.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
@@ -45,17 +47,30 @@ class Grammar:
             raise ValueError("the format could not be compiled into a grammar")
         self._ids = np.arange(n_vocab, dtype=np.int32)
 
-    def sample(self, chain: llama.llama_sampler_p, ctx: llama.llama_context_p, index: int) -> int:
-        logits = np.ctypeslib.as_array(llama.llama_get_logits_ith(ctx, index),
-                                       shape=(len(self._ids),))
+    def logits(self, ctx: llama.llama_context_p, index: int) -> np.ndarray:
+        """The logits of batch output `index`, as a view (valid until the next decode)."""
+        return np.ctypeslib.as_array(llama.llama_get_logits_ith(ctx, index),
+                                     shape=(len(self._ids),))
+
+    def try_token(self, chain: llama.llama_sampler_p, logits: np.ndarray) -> int | None:
+        """The chain's choice if the grammar allows it (then taken by both), else None."""
         token = self._apply(logits, chain)
         if not self._allows(token):
-            token = self._apply(logits, self._sampler, chain)
-            if not self._allows(token):  # nothing was allowed: accepting it would abort()
-                raise GrammarDeadEnd("the format's grammar allows no token to follow")
+            return None
+        self._take(chain, token)
+        return token
+
+    def full_pass(self, chain: llama.llama_sampler_p, logits: np.ndarray) -> int:
+        """The chain's choice among the tokens the grammar allows (taken by both)."""
+        token = self._apply(logits, self._sampler, chain)
+        if not self._allows(token):  # nothing was allowed: accepting it would abort()
+            raise GrammarDeadEnd("the format's grammar allows no token to follow")
+        self._take(chain, token)
+        return token
+
+    def _take(self, chain: llama.llama_sampler_p, token: int) -> None:
         llama.llama_sampler_accept(self._sampler, token)
         llama.llama_sampler_accept(chain, token)
-        return token
 
     def _apply(self, logits: np.ndarray, *samplers: llama.llama_sampler_p) -> int:
         data = np.empty(len(self._ids), dtype=_TOKEN_DATA)

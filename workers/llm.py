@@ -14,9 +14,8 @@ import time
 import llama_cpp as llama
 import numpy as np
 
+from workers.kvcache import LlamaMemory
 from workers.protocol import Load
-
-BATCH_TOKENS = 512
 
 
 class LoadError(RuntimeError):
@@ -29,10 +28,16 @@ class LoadedModel:
         self.model_id = req.model_id
         self.num_ctx = req.num_ctx
         self.slots = req.slots
-        self.n_threads = n_threads
+        self.n_threads = req.n_threads or n_threads
+        # Tokens one llama_decode takes: `num_batch`, but never fewer than one per slot, since
+        # every generating sequence adds its token to each step.
+        self.batch_tokens = max(req.num_batch, req.slots)
         self.gpu = req.n_gpu_layers > 0
         mparams = llama.llama_model_default_params()
         mparams.n_gpu_layers = req.n_gpu_layers
+        mparams.main_gpu = req.main_gpu
+        if req.use_mmap is not None:
+            mparams.use_mmap = req.use_mmap
         if req.tensor_split:  # the placement's split, not llama.cpp's guess from free memory
             split = (ctypes.c_float * llama.LLAMA_MAX_DEVICES)(*req.tensor_split)
             mparams.tensor_split = split
@@ -45,8 +50,7 @@ class LoadedModel:
         self._adapters = [self._load_adapter(path) for path in req.adapters]
         self.kv_cells = req.kv_cells or req.num_ctx * req.slots
         self.ctx = self._new_context(self.kv_cells, req.slots, embeddings=False)
-        self.memory = llama.llama_get_memory(self.ctx)
-        self.batch = llama.llama_batch_init(BATCH_TOKENS, 0, 1)
+        self.batch = llama.llama_batch_init(self.batch_tokens, 0, 1)
         self._embed_ctx: llama.llama_context_p | None = None
         self._embed_batch: llama.llama_batch | None = None
         self.embed_memory = 0  # bytes the embedding context took, measured on its first use
@@ -61,7 +65,7 @@ class LoadedModel:
         cparams = llama.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_seq_max = n_seq
-        cparams.n_batch = cparams.n_ubatch = self.embed_batch if embeddings else BATCH_TOKENS
+        cparams.n_batch = cparams.n_ubatch = self.embed_batch if embeddings else self.batch_tokens
         cparams.n_threads = self.n_threads
         cparams.n_threads_batch = self.n_threads
         cparams.embeddings = embeddings
@@ -174,7 +178,7 @@ class LoadedModel:
     def end_embedding(self) -> None:
         """Clears the embedding cache for the next input."""
         if self._embed_ctx is not None:
-            llama.llama_memory_clear(llama.llama_get_memory(self._embed_ctx), True)
+            LlamaMemory(self._embed_ctx).clear(data=True)
 
     def close(self) -> None:
         llama.llama_batch_free(self.batch)

@@ -1,6 +1,6 @@
 """Worker process entry point: owns one device, reads the pipe, runs engine steps.
 
-The loop blocks on its inbox (and the prompt thread's wake-up pipe) while idle and only polls
+The loop blocks on its inbox (and the side threads' wake-up pipe) while idle and only polls
 them between steps while sequences are active; every message that arrived is handled before the
 next step, so a Cancel frees its slot first. A closed pipe (the front end exited or was killed)
 ends the process, and on Linux the kernel also delivers SIGKILL if the parent dies, so no worker
@@ -59,9 +59,9 @@ def serve(rx: int, tx: int, n_threads: int, debug: bool) -> None:
             # steps only look.
             engine.poll()
             timeout = 0 if engine.has_work else None
-            readable = select.select([rx, engine.prompts.wake_fd], [], [], timeout)[0]
-            if engine.prompts.wake_fd in readable:
-                engine.prompts.drain_wakeups()
+            readable = select.select([rx, engine.side.wake_fd], [], [], timeout)[0]
+            if engine.side.wake_fd in readable:
+                engine.side.drain_wakeups()
             if rx in readable:
                 data = os.read(rx, 1 << 20)
                 if not data:

@@ -39,16 +39,13 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
+    # Ollama's Runner options: changing one loads the model anew.
     Option("num_ctx", int, None, LOAD, 1, INT32_MAX),
-    Option("num_batch", int, None, LOAD, 1, INT32_MAX),
-    Option("num_gpu", int, None, LOAD, -1, INT32_MAX),
-    Option("main_gpu", int, None, LOAD, 0, INT32_MAX),
-    Option("num_thread", int, None, LOAD, 0, INT32_MAX),
-    Option("use_mmap", bool, None, LOAD),
-    Option("use_mlock", bool, None, LOAD),
-    Option("numa", bool, None, LOAD),
-    Option("low_vram", bool, None, LOAD),
-    Option("vocab_only", bool, None, LOAD),
+    Option("num_batch", int, 512, LOAD, 1, INT32_MAX),  # tokens per llama_decode at most
+    Option("num_gpu", int, -1, LOAD, -1, INT32_MAX),  # layers on the GPU; -1: as many as fit
+    Option("main_gpu", int, 0, LOAD, 0, INT32_MAX),  # the GPU for a split's small tensors
+    Option("num_thread", int, 0, LOAD, 0, INT32_MAX),  # 0: the worker's (physical cores)
+    Option("use_mmap", bool, None, LOAD),  # None: llama.cpp's choice (mapped)
     Option("num_keep", int, 4, PROMPT, -1, INT32_MAX),
     Option("seed", int, -1, SAMPLING, INT64_MIN, INT64_MAX),
     Option("temperature", float, 0.8, SAMPLING),
@@ -64,16 +61,43 @@ OPTIONS: tuple[Option, ...] = (
     Option("stop", list, [], STOPPING),
 )
 BY_NAME: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
-# Options older Ollama versions had: accepted and ignored, as Ollama does, not refused.
-IGNORED = frozenset({"mirostat", "mirostat_tau", "mirostat_eta", "tfs_z", "penalize_newline",
-                     "f16_kv", "logits_all", "num_gqa", "rope_frequency_base",
-                     "rope_frequency_scale"})
+# Options older Ollama versions had, which today's Ollama accepts without effect (it logs and
+# drops what it no longer knows): accepted and ignored, not refused, so old clients and
+# Modelfiles keep working. Each with why it has no effect.
+IGNORED: dict[str, str] = {
+    "mirostat": "Ollama's engine dropped Mirostat sampling",
+    "mirostat_tau": "Ollama's engine dropped Mirostat sampling",
+    "mirostat_eta": "Ollama's engine dropped Mirostat sampling",
+    "tfs_z": "llama.cpp removed tail-free sampling",
+    "penalize_newline": "llama.cpp removed it; newlines are penalized like any token",
+    "f16_kv": "the KV cache type is OLLAMA_KV_CACHE_TYPE's, server-wide",
+    "logits_all": "logits are computed where a token is sampled",
+    "num_gqa": "read from the model file",
+    "rope_frequency_base": "read from the model file",
+    "rope_frequency_scale": "read from the model file",
+    "use_mlock": "Ollama removed it from its runner options",
+    "numa": "Ollama removed it from its runner options",
+    "low_vram": "Ollama removed it from its runner options",
+    "vocab_only": "Ollama removed it from its runner options",
+}
 
 # The worker's wire type: every option that is not a load option (those shape the loaded
 # context and travel in Load), fully filled in by `merge`.
 RequestOptions = TypedDict(  # type: ignore[misc]
     "RequestOptions", {opt.name: opt.kind for opt in OPTIONS if opt.group != LOAD})
 DEFAULTS: dict[str, Any] = {opt.name: opt.default for opt in OPTIONS if opt.group != LOAD}
+
+
+class LoadOptions(TypedDict):
+    """The load options of a request, merged: what the loaded model is (a runner serves only
+    requests whose load options equal its own; other values load the model anew)."""
+
+    num_ctx: int
+    num_batch: int
+    num_gpu: int
+    main_gpu: int
+    num_thread: int
+    use_mmap: bool | None
 
 
 class InvalidOption(ValueError):
@@ -132,12 +156,15 @@ def _bound(x: float) -> str:
 
 
 def merge(model_params: Mapping[str, Any], request_options: Mapping[str, Any],
-          default_num_ctx: int) -> tuple[RequestOptions, int]:
-    """(per-request options for the worker, num_ctx for the loaded context)."""
+          default_num_ctx: int) -> tuple[RequestOptions, LoadOptions]:
+    """(per-request options for the worker, the load options of the model it needs)."""
     # Stored parameters were checked when the model was created, but a store written by Ollama
     # or an older version may hold options we do not know (ignored) or ranges we refuse.
     known = validate({k: v for k, v in model_params.items() if k in BY_NAME}, "parameter")
-    merged: dict[str, Any] = {**DEFAULTS, **known, **request_options}
-    num_ctx = int(merged.get("num_ctx") or default_num_ctx)
+    merged: dict[str, Any] = {**{o.name: o.default for o in OPTIONS}, **known, **request_options}
     wire = {key: merged[key] for key in DEFAULTS}
-    return wire, num_ctx  # type: ignore[return-value]
+    load: LoadOptions = {"num_ctx": int(merged["num_ctx"] or default_num_ctx),
+                         "num_batch": merged["num_batch"], "num_gpu": merged["num_gpu"],
+                         "main_gpu": merged["main_gpu"], "num_thread": merged["num_thread"],
+                         "use_mmap": merged["use_mmap"]}
+    return wire, load  # type: ignore[return-value]

@@ -14,12 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-WAITING, PREFILLING, GENERATING = "waiting", "prefilling", "generating"
+from workers.sequence import Status
+
 MIN_CHUNK = 16  # smallest prefill share worth a place in the batch
 
 
 class Planned(Protocol):
-    status: str
+    status: Status
     tokens: list[int]  # what the sequence's cells hold or will hold, position = index
     n_computed: int  # tokens[:n_computed] are in the KV cache
 
@@ -36,9 +37,10 @@ def plan_step(seqs: Sequence[Planned], budget: int, prefill_budget: int) -> list
     """`budget`: tokens the batch (and the free KV cells) can take; `prefill_budget`: at most
     this many of them for prompts. `seqs` in arrival order."""
     works = [Work(s, s.tokens[s.n_computed:], s.n_computed, True)
-             for s in seqs if s.status == GENERATING]
+             for s in seqs if s.status == Status.GENERATING]
     room = min(budget - len(works), prefill_budget)
-    filling = [s for s in seqs if s.status == PREFILLING and s.n_computed < len(s.tokens)]
+    filling = [s for s in seqs
+               if s.status == Status.PREFILLING and s.n_computed < len(s.tokens)]
     if room <= 0 or not filling:
         return works
     share = max(room // len(filling), MIN_CHUNK)

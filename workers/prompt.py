@@ -1,16 +1,51 @@
-"""A request's prompt tokens: its messages rendered (by a render process) and tokenized next
-to the tokenizer, a chat history cut to what fits the context, as Ollama cuts it: drop the
-oldest messages (system messages stay); if the last message alone is still too long, the
-engine cuts tokens (see context.py).
+"""What a request needs before it can join the batch, built on a side thread: its prompt
+tokens (its messages rendered by a render process, tokenized, a chat history cut to what fits
+the context as Ollama cuts it: the oldest messages go, system messages stay; if the last
+message alone is still too long, the batcher cuts tokens, see context.py), whether the prompt
+ended inside a thinking block, and its structured-output grammar (llama.cpp's grammar parser
+takes a while on a large schema: not on the engine's thread).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from workers.protocol import ChatMessage, PromptSpec
+from workers.grammar import Grammar, grammar_text
+from workers.protocol import ChatMessage, OutputFormat, PromptSpec, Render
+from workers.template.analysis import analyze
+
+if TYPE_CHECKING:
+    from workers.llm import LoadedModel
+    from workers.render_pool import RenderPool
 
 Tokenize = Callable[[str, bool], list[int]]  # (text, add_bos) -> token ids
+
+
+@dataclass
+class Built:
+    tokens: list[int]
+    thinking: bool  # the prompt ended inside a thinking block
+    grammar: Grammar | None
+
+
+def preparation(job_id: int, spec: PromptSpec, output_format: OutputFormat, model: LoadedModel,
+                renderers: RenderPool) -> Callable[[], Built]:
+    """The work a side thread does for a generation request."""
+
+    def render(messages: Sequence[ChatMessage]) -> str:
+        return renderers.render(job_id, Render(
+            spec["template"], list(messages), model.chat_template, model.bos_text,
+            model.eos_text, spec.get("tools"), spec.get("think"), spec.get("suffix", "")))
+
+    def work() -> Built:
+        tokens, text = build_tokens(spec, render, model.tokenize, model.num_ctx)
+        thinking = bool(spec.get("think")) and analyze(spec["template"]).opens_thinking(text)
+        grammar = None if output_format is None else Grammar(
+            model.vocab, grammar_text(output_format), model.n_vocab)
+        return Built(tokens, thinking, grammar)
+
+    return work
 
 
 def build_tokens(spec: PromptSpec, render: Callable[[Sequence[ChatMessage]], str],

@@ -63,6 +63,10 @@ class Load:
     batch_invariant: bool = False  # output must not depend on what shares the batch
     tensor_split: list[float] = field(default_factory=list)  # a split: each GPU's share, in
     # CUDA_VISIBLE_DEVICES order (empty: llama.cpp's own, by free memory)
+    num_batch: int = 512  # tokens one llama_decode takes at most (the `num_batch` option)
+    main_gpu: int = 0  # the `main_gpu` option
+    n_threads: int = 0  # the `num_thread` option; 0: the worker's own count
+    use_mmap: bool | None = None  # the `use_mmap` option; None: llama.cpp's default
 
 
 @dataclass(slots=True)

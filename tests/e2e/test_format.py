@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -80,3 +81,25 @@ def test_a_format_that_is_neither_json_nor_a_schema_is_400(server: Server,
     reply = server.post("/api/generate", {"model": MODEL, "prompt": "hi",
                                           "format": output_format})
     assert reply.status == 400 and "format" in reply.json()["error"]
+
+
+def test_a_wide_schemas_grammar_work_delays_only_its_own_request(server: Server) -> None:
+    """A grammar's pass over the vocabulary costs ~10 ms per value it allows (seconds for this
+    enum): it runs beside the batch, so a plain stream goes on at full speed meanwhile."""
+    wide = {"enum": [f"value number {i}" for i in range(500)]}
+    finished: list[str] = []
+
+    def run(name: str, body: dict) -> None:
+        reply = server.post("/api/generate", {"model": MODEL, "prompt": "Pick one.",
+                                              "stream": False, **body})
+        assert reply.status == 200, reply.body
+        finished.append(name)
+
+    with ThreadPoolExecutor(2) as pool:
+        constrained = pool.submit(run, "wide", {"format": wide,
+                                                "options": {"num_predict": 8, "seed": 1}})
+        time.sleep(0.5)
+        plain = pool.submit(run, "plain", {"options": {"num_predict": 32, "temperature": 0}})
+        plain.result()
+        constrained.result()
+    assert finished == ["plain", "wide"]  # was: the plain stream waited out every pass

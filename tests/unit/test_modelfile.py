@@ -447,7 +447,7 @@ def test_format_then_parse_round_trips_stop_strings(stop: str) -> None:
 
 def test_format_then_parse_round_trips_typed_parameters() -> None:
     params = {"num_ctx": 4096, "temperature": 0.7, "top_p": 1e-05, "seed": -(1 << 63),
-              "use_mmap": False, "numa": True, "stop": ["</s>"]}
+              "use_mmap": False, "stop": ["</s>"]}
     assert parse(format_modelfile("/b", parameters=params)).parameters == params
 
 

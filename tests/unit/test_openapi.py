@@ -74,7 +74,7 @@ def test_every_schema_reference_resolves() -> None:
 def test_options_match_the_declared_options() -> None:
     """Every option of workers/options.py, with its type and range; the ignored old ones too."""
     props = DOC["components"]["schemas"]["Options"]["properties"]
-    assert set(props) == {opt.name for opt in OPTIONS} | IGNORED
+    assert set(props) == {opt.name for opt in OPTIONS} | set(IGNORED)
     kinds = {int: "integer", float: "number", bool: "boolean"}
     for opt in OPTIONS:
         prop = props[opt.name]

@@ -8,16 +8,22 @@ from workers import options
 
 
 def test_request_overrides_model_which_overrides_defaults() -> None:
-    sampling, num_ctx = options.merge({"temperature": 0.2, "stop": ["<end>"]},
-                                      {"temperature": 0.7}, default_num_ctx=4096)
+    sampling, load = options.merge({"temperature": 0.2, "stop": ["<end>"]},
+                                   {"temperature": 0.7}, default_num_ctx=4096)
     assert sampling["temperature"] == 0.7
     assert sampling["stop"] == ["<end>"]
     assert sampling["top_k"] == 40 and sampling["seed"] == -1
-    assert num_ctx == 4096
+    assert load["num_ctx"] == 4096
 
 
 def test_num_ctx_from_options_replaces_the_default() -> None:
-    assert options.merge({}, {"num_ctx": 512}, default_num_ctx=4096)[1] == 512
+    assert options.merge({}, {"num_ctx": 512}, default_num_ctx=4096)[1]["num_ctx"] == 512
+
+
+def test_load_options_merge_like_the_others_with_ollamas_defaults() -> None:
+    _, load = options.merge({"num_batch": 128}, {"num_thread": 3}, default_num_ctx=4096)
+    assert load == {"num_ctx": 4096, "num_batch": 128, "num_gpu": -1, "main_gpu": 0,
+                    "num_thread": 3, "use_mmap": None}
 
 
 def test_integers_given_as_whole_floats_are_accepted() -> None:
@@ -86,10 +92,10 @@ def test_validate_words_errors_as_parameters_when_asked() -> None:
 
 
 def test_merge_ignores_unknown_stored_parameters() -> None:
-    wire, num_ctx = options.merge({"mirostat": 2, "top_k": 5}, {}, default_num_ctx=2048)
+    wire, load = options.merge({"mirostat": 2, "top_k": 5}, {}, default_num_ctx=2048)
     assert "mirostat" not in wire
     assert wire["top_k"] == 5
-    assert num_ctx == 2048
+    assert load["num_ctx"] == 2048
 
 
 def test_merge_refuses_an_out_of_range_stored_parameter() -> None:

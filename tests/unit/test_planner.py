@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from workers.planner import GENERATING, MIN_CHUNK, PREFILLING, WAITING, StepCosts, plan_step
+from workers.planner import MIN_CHUNK, StepCosts, plan_step
+from workers.sequence import Status
+
+GENERATING, PREFILLING, WAITING = Status.GENERATING, Status.PREFILLING, Status.WAITING
 
 BIG = 10_000
 
@@ -14,7 +17,7 @@ class Seq:
     """A stand-in sequence: its tokens, how many are in the KV cache, and its status."""
     tokens: list[int] = field(default_factory=list)
     n_computed: int = 0
-    status: str = PREFILLING
+    status: Status = PREFILLING
 
 
 def generating(n_computed: int, token: int) -> Seq:

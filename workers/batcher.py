@@ -1,0 +1,317 @@
+"""One loaded model's continuous batch: its sequences, its KV cache and its step costs.
+
+A step is schedule → execute → update, with plain data in between (as vLLM's engine core):
+- schedule: shift full contexts, make room, admit waiting sequences (kvcache.py), then decide
+  what each sequence adds to the batch (planner.py's `plan_step`, a list of `Work`);
+- execute: fill one `llama_batch` with every Work and call `llama_decode` once;
+- update: sample each sequence that asked for logits with its own sampler chain (and grammar),
+  stream its text, finish it.
+New requests join between steps; a finished or cancelled sequence's cells are released before
+the next step. The step's new text for every sequence goes out in one Step message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import llama_cpp as llama
+
+from workers import protocol
+from workers.context import FILL_CONTEXT, Window, predict_limit
+from workers.grammar import GrammarDeadEnd
+from workers.kvcache import KVCache, LlamaMemory, newest
+from workers.llm import LoadedModel
+from workers.planner import StepCosts, Work, plan_step
+from workers.prompt import Built
+from workers.render_pool import RenderCrashed, RenderStopped, RenderTimeout
+from workers.sampling import build_chain, free_chain
+from workers.sequence import Sequence, Status
+from workers.textstream import TextStream
+
+log = logging.getLogger("corral.worker")
+
+Send = Callable[[protocol.FromWorker], None]
+Offload = Callable[[int, Callable[[], int]], None]  # (job id, a grammar pass) to a side thread
+
+
+class ModelBatcher:
+    def __init__(self, model: LoadedModel, load: protocol.Load, send: Send,
+                 offload: Offload) -> None:
+        self.model = model
+        self._offload = offload
+        self.kv = KVCache(LlamaMemory(model.ctx), model.kv_cells, load.slots, model.num_ctx,
+                          reuse=not load.batch_invariant)
+        self._costs = StepCosts()
+        self._send = send
+        self._seqs: dict[int, Sequence] = {}  # insertion order is arrival order
+        # Cancelled while their grammar pass ran: their samplers go when the pass is over.
+        self._orphans: dict[int, Sequence] = {}
+        self._texts: list[list[object]] = []  # this step's [job_id, text, tokens]
+        self._finals: list[protocol.FromWorker] = []  # this step's Done, sent after its Step
+
+    def __contains__(self, job_id: int) -> bool:
+        return job_id in self._seqs or job_id in self._orphans
+
+    @property
+    def has_work(self) -> bool:
+        """Whether a step would do something: a sequence to step, or text and endings that a
+        grammar pass gave since the last one (sequences still rendering do not count)."""
+        return bool(self._texts or self._finals) or any(
+            s.status not in (Status.RENDERING, Status.SAMPLING) for s in self._seqs.values())
+
+    @property
+    def full(self) -> bool:
+        return len(self._seqs) >= self.model.slots
+
+    # ---- arriving and leaving ----------------------------------------------------------------
+
+    def add(self, req: protocol.Submit) -> None:
+        """A request whose prompt a side thread is building (`prompt_built` follows)."""
+        self._seqs[req.job_id] = Sequence(req.job_id, req.options, req.want_context,
+                                          time.perf_counter_ns())
+
+    def prompt_built(self, job_id: int, outcome: Built | BaseException) -> None:
+        seq = self._seqs[job_id]
+        if isinstance(outcome, BaseException):
+            self._prompt_failed(seq, outcome)
+            return
+        model, opts = self.model, seq.opts
+        seq.grammar = outcome.grammar
+        tokens = outcome.tokens or [llama.llama_vocab_bos(model.vocab)]
+        bad = next((t for t in tokens if not 0 <= t < model.n_vocab), None)
+        if bad is not None:
+            self.fail(job_id, f"context token {bad} is out of range for this model "
+                              f"(0 to {model.n_vocab - 1})", kind="bad_request")
+            return
+        seq.window = Window.of(model.num_ctx, opts["num_keep"], len(tokens))
+        seq.prompt = seq.window.fit_prompt(tokens)
+        seq.tokens = list(seq.prompt)
+        seq.limit = predict_limit(opts["num_predict"], model.num_ctx)
+        seq.chain = build_chain(opts, model.num_ctx, model.n_vocab, seq.prompt)
+        seq.text = TextStream(opts["stop"])
+        seq.status = Status.WAITING  # for KV cells, in the next step
+        self._send(protocol.Started(job_id, len(seq.prompt), outcome.thinking))
+
+    def _prompt_failed(self, seq: Sequence, exc: BaseException) -> None:
+        if isinstance(exc, RenderStopped):
+            return  # cancelled: already released
+        if isinstance(exc, (RenderTimeout, RenderCrashed, ValueError)):
+            # A template error and a refused schema are ValueErrors: the request's fault.
+            self.fail(seq.job_id, str(exc), kind="bad_request")
+            return
+        log.error("building the prompt of job %s failed: %r", seq.job_id, exc)
+        self.fail(seq.job_id, f"internal error: {exc}")
+
+    def cancel(self, job_id: int) -> None:
+        seq = self._seqs.get(job_id)
+        if seq is not None:
+            self._release(seq)
+
+    def fail(self, job_id: int, message: str, kind: str = "internal") -> None:
+        self.cancel(job_id)
+        self._send(protocol.Failed(job_id, message, kind=kind))
+
+    def fail_all(self, message: str) -> list[int]:
+        """Ends every request with `message` (the model is unloading); their job ids."""
+        job_ids = self.cancel_all()
+        for job_id in job_ids:
+            self._send(protocol.Failed(job_id, message))
+        return job_ids
+
+    def cancel_all(self) -> list[int]:
+        """Drops every request without a word (the worker is exiting); their job ids."""
+        job_ids = list(self._seqs)
+        for job_id in job_ids:
+            self.cancel(job_id)
+        return job_ids
+
+    def _release(self, seq: Sequence) -> None:
+        """Frees the sequence's KV cells, samplers and slot; idempotent per job. A grammar pass
+        still uses the samplers: they go when it ends."""
+        if self._seqs.pop(seq.job_id, None) is None:
+            return
+        self.kv.release(seq, list(self._seqs.values()))
+        if seq.status == Status.SAMPLING:
+            self._orphans[seq.job_id] = seq
+        else:
+            _free_samplers(seq)
+
+    def close(self) -> None:
+        """After every side thread is done with this model: the samplers still held."""
+        for seq in self._orphans.values():
+            _free_samplers(seq)
+        self._orphans.clear()
+
+    # ---- the step ----------------------------------------------------------------------------
+
+    def step(self) -> None:
+        seqs = [s for s in self._seqs.values() if s.status != Status.RENDERING]
+        generating = {s.job_id for s in seqs if s.status == Status.GENERATING}  # before it
+        start = time.perf_counter_ns()
+        works = self._schedule(seqs)
+        if works and not self._execute(works):
+            works = []  # nothing was decoded
+        duration = time.perf_counter_ns() - start
+        tokens = sum(len(w.tokens) for w in works)
+        decoded = sum(1 for w in works if _seq(w).job_id in generating and len(w.tokens) == 1)
+        self._costs.record(decoded, tokens - decoded, duration)
+        self._send(protocol.Step(self.model.model_id, self._texts, tokens, len(works), duration,
+                                 self.kv.used(self._seqs.values()), self.kv.cells))
+        self._texts = []
+        for msg in self._finals:
+            self._send(msg)
+        self._finals.clear()
+
+    def _schedule(self, seqs: list[Sequence]) -> list[Work]:
+        for seq in seqs:
+            if (seq.status == Status.GENERATING and seq.n_computed >= self.model.num_ctx
+                    and not self.kv.shift(seq)):
+                self._finish(seq, "length")
+        seqs = [s for s in seqs if s.job_id in self._seqs]
+        self.kv.make_room(seqs)
+        self.kv.admit_waiting(seqs)
+        admitted = [s for s in seqs if s.holds_cells]
+        decoding = any(s.status == Status.GENERATING for s in admitted)
+        budget = self.model.batch_tokens
+        return plan_step(admitted, budget, self._costs.prefill_budget(budget, decoding))
+
+    def _execute(self, works: list[Work]) -> bool:
+        """Decodes the works and takes in what that gave; False if nothing was decoded."""
+        rc = self._decode(works)
+        if rc == 0:
+            self._update(works)
+        elif rc == 1:
+            # llama.cpp found no room in the KV cache although the count said there was:
+            # make room by preempting the newest sequence, and try again next step.
+            log.warning("no KV cells for a batch of %d tokens; preempting",
+                        sum(len(w.tokens) for w in works))
+            self.kv.preempt(newest([_seq(w) for w in works]))
+            return False
+        else:
+            # The batch failed. Decode each sequence on its own, so only those at fault fail.
+            for work in works:
+                self.kv.forget(_seq(work), work.pos)
+            for work in works:
+                if self._decode([work]) == 0:
+                    self._update([work])
+                else:
+                    self.kv.forget(_seq(work), work.pos)
+                    self.fail(_seq(work).job_id, "llama_decode failed for this request")
+        return True
+
+    def _decode(self, works: list[Work]) -> int:
+        """Fills the batch with the works and decodes it: llama_decode's return code."""
+        batch, n = self.model.batch, 0
+        for work in works:
+            seq_id = _seq(work).slot
+            for k, token in enumerate(work.tokens):
+                batch.token[n] = token
+                batch.pos[n] = work.pos + k
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = seq_id
+                batch.logits[n] = work.logits and k == len(work.tokens) - 1
+                n += 1
+        batch.n_tokens = n
+        rc = llama.llama_decode(self.model.ctx, batch)
+        if rc not in (0, 1):
+            log.error("llama_decode returned %d for a batch of %d tokens", rc, n)
+        return rc
+
+    def _update(self, works: list[Work]) -> None:
+        """After a decode: each sequence's cells count, and those that asked for logits sample
+        their next token (the i-th output of the batch is the i-th work's last token)."""
+        index = 0
+        for work in works:
+            seq = _seq(work)
+            seq.n_computed += len(work.tokens)
+            index += len(work.tokens)
+            if not work.logits:
+                continue
+            if seq.status == Status.PREFILLING:
+                seq.last_chunk = work.pos
+            if not seq.t_first:
+                seq.t_first = time.perf_counter_ns()
+            token = self._sample(seq, index - 1)
+            if token is not None:
+                self._accept(seq, token)
+
+    def _sample(self, seq: Sequence, index: int) -> int | None:
+        """The sequence's next token, or None while its grammar's pass runs on a side thread."""
+        grammar, chain = seq.grammar, seq.chain
+        if grammar is None:
+            return llama.llama_sampler_sample(chain, self.model.ctx, index)
+        logits = grammar.logits(self.model.ctx, index)
+        token = grammar.try_token(chain, logits)
+        if token is None:
+            seq.status = Status.SAMPLING
+            copied = logits.copy()  # the next decode overwrites the context's logits
+            self._offload(seq.job_id, lambda: grammar.full_pass(chain, copied))
+        return token
+
+    def sampled(self, job_id: int, outcome: int | BaseException) -> None:
+        """A grammar pass is over: its token goes on as if sampled in the step."""
+        orphan = self._orphans.pop(job_id, None)
+        if orphan is not None:
+            _free_samplers(orphan)
+            return
+        seq = self._seqs[job_id]
+        seq.status = Status.GENERATING  # until _accept says otherwise
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, GrammarDeadEnd):
+                log.error("the grammar pass of job %s failed: %r", job_id, outcome)
+            self.fail(job_id, str(outcome))
+            return
+        self._accept(seq, outcome)
+
+    def _accept(self, seq: Sequence, token: int) -> None:
+        model = self.model
+        assert seq.text is not None
+        if model.is_eog(token):
+            self._finish(seq, "stop")
+            return
+        seq.generated.append(token)
+        seq.unsent_tokens += 1
+        text = seq.text.push(model.piece(token))
+        if text:
+            self._texts.append([seq.job_id, text, seq.unsent_tokens])
+            seq.unsent_tokens = 0
+        context_full = (seq.opts["num_predict"] == FILL_CONTEXT
+                        and seq.n_computed + 1 >= model.num_ctx)
+        if seq.text.stopped:
+            self._finish(seq, "stop")
+        elif len(seq.generated) >= seq.limit or context_full:
+            self._finish(seq, "length")
+        else:
+            seq.tokens.append(token)
+            seq.status = Status.GENERATING
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        assert seq.text is not None
+        now = time.perf_counter_ns()
+        tail = "" if seq.text.stopped else seq.text.flush()
+        if tail:
+            self._texts.append([seq.job_id, tail, seq.unsent_tokens])
+        self._release(seq)
+        self._finals.append(protocol.Done(
+            job_id=seq.job_id,
+            done_reason=reason,
+            prompt_eval_count=len(seq.prompt),
+            prompt_eval_duration=seq.t_first - seq.t_start,
+            prompt_cached=seq.reused,
+            eval_count=len(seq.generated),
+            eval_duration=now - seq.t_first,
+            context=seq.prompt + seq.generated if seq.want_context else [],
+        ))
+
+
+def _free_samplers(seq: Sequence) -> None:
+    if seq.chain is not None:
+        free_chain(seq.chain)
+    if seq.grammar is not None:
+        seq.grammar.free()
+
+
+def _seq(work: Work) -> Sequence:
+    return work.seq  # type: ignore[return-value]  # the planner only sees the Planned fields
