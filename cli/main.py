@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from typing import Any, Callable, Coroutine
@@ -182,20 +181,10 @@ def _help(parser: argparse.ArgumentParser, topic: str | None) -> int:
 
 
 def _server(command: str) -> int:
-    """`serve` and `bootstrap` run in this process, through server.cli as before."""
+    """`serve` and `bootstrap` run in this process, through server.cli."""
     from server import cli as server_cli  # noqa: PLC0415
-    from server.settings import SettingsError, load  # noqa: PLC0415
 
-    try:
-        settings = load()
-    except SettingsError as exc:
-        print(f"corral: {exc}", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if command == "bootstrap":
-        return server_cli.bootstrap(settings)
-    return server_cli.serve(settings)
+    return server_cli.run(command)
 
 
 def _debug() -> bool:

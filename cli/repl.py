@@ -22,8 +22,8 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
 from cli.client import APIError, CLIError, Client
 from cli.format import go_value, metrics_summary, table
-from cli.run import (Answer, Display, RunOptions, cancellable, load_model, request_body,
-                     stream_answer)
+from cli.display import Answer, Display, cancellable, stream_answer
+from cli.session import RunOptions, load_model, request_body
 from cli.show import show_info
 
 PROMPT, ALT_PROMPT = ">>> ", "... "

@@ -1,5 +1,7 @@
+"""`python -m server serve|bootstrap`: the server, without the client's command line."""
+
 import sys
 
-from cli.main import main
+from server.cli import main
 
-sys.exit(main())
+sys.exit(main(sys.argv[1:]))

@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from server import errors
 from server.thinking import ThinkingParser
 from server.toolcalls import ToolCallParser
 from workers import protocol
+from workers.template.analysis import analyze
 
 
 @dataclass
@@ -54,3 +56,16 @@ class Answer:
             rest, more = self._tools.finish()
             content, calls = content + rest, calls + more
         return Parts(content=content, tool_calls=calls)
+
+
+def answer_for(model: str, template: str, think: bool | str | None,
+               tools: list[dict[str, Any]] | None = None) -> Answer:
+    """The splitter for this request's output; 400 where the model's template cannot do what
+    the request asks (Ollama's messages). Parses the template (once; it is cached): not on the
+    event loop."""
+    info = analyze(template)
+    if tools and not info.tools:
+        raise errors.BadRequest(f'"{model}" does not support tools')
+    if think and not info.thinking:
+        raise errors.BadRequest(f'"{model}" does not support thinking')
+    return Answer(template, bool(think), tools or [])

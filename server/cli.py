@@ -1,4 +1,5 @@
-"""What `corral serve` and `corral bootstrap` run (the command line itself is cli/main.py)."""
+"""What `corral serve` and `corral bootstrap` run (the command line itself is cli/main.py), and
+`python -m server serve|bootstrap`: the same without the client's command line."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import logging
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import psutil
 
 from server import __version__, threads
-from server.settings import Settings, SettingsError
+from server.settings import Settings, SettingsError, load
 
 if TYPE_CHECKING:
     from scheduler.devices import Inventory
@@ -23,6 +24,31 @@ log = logging.getLogger("corral")
 # How long running requests may take to finish after SIGTERM/SIGINT before they are cut off.
 SHUTDOWN_GRACE = 30.0
 THREADS_GRACE = 5.0  # then how long the front end's threads may take to end their work
+
+
+COMMANDS = {"serve": "serve", "start": "serve", "bootstrap": "bootstrap"}  # start: Ollama's alias
+
+
+def main(argv: Sequence[str]) -> int:
+    """`python -m server COMMAND`."""
+    if len(argv) != 1 or argv[0] not in COMMANDS:
+        print("usage: python -m server serve|bootstrap", file=sys.stderr)
+        return 2
+    return run(COMMANDS[argv[0]])
+
+
+def run(command: str) -> int:
+    """`serve` or `bootstrap` with the settings of the environment; 2 when one is invalid."""
+    try:
+        settings = load()
+    except SettingsError as exc:
+        print(f"corral: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if command == "bootstrap":
+        return bootstrap(settings)
+    return serve(settings)
 
 
 def bootstrap(settings: Settings) -> int:

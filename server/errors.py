@@ -14,9 +14,8 @@ from typing import Any, Iterator
 import orjson
 from aiohttp import web
 
-from scheduler.scheduler import QueueFull, SchedulerError
+from scheduler.errors import JobFailed, QueueFull, SchedulerError
 from store import errors as store_errors
-from workers import protocol
 
 log = logging.getLogger("corral.http")
 
@@ -54,20 +53,16 @@ class WorkerError(APIError):
 
 @contextmanager
 def scheduler_errors() -> Iterator[None]:
-    """Maps scheduler failures to API errors (503 when the queue is full)."""
+    """Maps scheduler and job failures to API errors (503 when the queue is full, 400 for a job
+    the worker refused as the request's fault)."""
     try:
         yield
     except QueueFull:
         raise ServerBusy() from None
+    except JobFailed as exc:
+        raise (BadRequest if exc.bad_request else WorkerError)(exc.message) from None
     except SchedulerError as exc:
         raise WorkerError(str(exc)) from None
-
-
-def from_worker(msg: protocol.FromWorker) -> APIError:
-    """The API error for a job's failing last message (Failed, or anything unexpected)."""
-    if not isinstance(msg, protocol.Failed):
-        return WorkerError(f"unexpected reply from the worker: {type(msg).__name__}")
-    return BadRequest(msg.message) if msg.kind == "bad_request" else WorkerError(msg.message)
 
 
 OPENAI_PREFIX = "/v1/"

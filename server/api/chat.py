@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from aiohttp import web
 
 from server import errors, threads
-from server.api.inference import Prepared, Run, answer, load_or_unload, message, prepare
+from server.answer import Parts, answer_for
+from server.api.generate import load_or_unload
+from server.generation import Body, Run, bodies, final_stats
+from server.resolve import Prepared, prepare
 from server.schemas import ChatRequest, read_request
-from server.streaming import final_stats, now_rfc3339, respond
+from server.streaming import respond
+from server.timestamps import now_rfc3339
+from workers import protocol
 from workers.protocol import ChatMessage, PromptSpec
 
 
@@ -23,32 +27,39 @@ async def chat(request: web.Request) -> web.StreamResponse:
                                     {"message": {"role": "assistant", "content": ""}})
     run = await submit_chat(p, req)
 
-    def chunk(text: str) -> dict[str, Any] | None:
-        parts = run.answer.feed(text)
-        if not parts:
-            return None
+    def chunk(parts: Parts) -> Body:
         return {"model": req.model, "created_at": now_rfc3339(), "message": message(parts),
                 "done": False}
 
-    def final(text: str, done) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-        return {"model": req.model, "created_at": now_rfc3339(),
-                "message": message(run.answer.feed(text) + run.answer.finish()), "done": True,
-                **final_stats(done, run.job.load_duration, started)}
+    def final(parts: Parts, done: protocol.Done) -> Body:
+        return {"model": req.model, "created_at": now_rfc3339(), "message": message(parts),
+                "done": True, **final_stats(done, run.job.load_duration, started)}
 
-    return await respond(request, run.job, req.stream, chunk, final, started=run.answer.started)
+    return await respond(request, bodies(request, run, req.stream, chunk, final), req.stream)
 
 
 async def submit_chat(p: Prepared, req: ChatRequest) -> Run:
     """The conversation (Modelfile messages and system first) handed to the scheduler."""
+    p.require_completion(req.model, "chat")
     messages: list[ChatMessage] = [{"role": m["role"], "content": m["content"]}
                                    for m in p.spec.messages] + req.messages
     if p.spec.system and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": p.spec.system})
     # Inferring thinking tags and the tool-call format parses the template: not on the loop.
-    output = await threads.parse(answer, req.model, p.spec.template, req.think, req.tools)
+    output = await threads.parse(answer_for, req.model, p.spec.template, req.think, req.tools)
     prompt: PromptSpec = {"raw": None, "messages": messages, "template": p.spec.template,
                           "context": [], "tools": req.tools, "think": req.think}
     with errors.scheduler_errors():
-        job = await p.scheduler.submit(p.ref, p.num_ctx, req.keep_alive, prompt, p.sampling,
+        job = await p.scheduler.submit(p.ref, p.load, req.keep_alive, prompt, p.options,
                                        want_context=False, output_format=req.format)
     return Run(job, output)
+
+
+def message(parts: Parts) -> Body:
+    """An assistant message as /api/chat writes it: thinking and tool calls only when present."""
+    body: Body = {"role": "assistant", "content": parts.content}
+    if parts.thinking:
+        body["thinking"] = parts.thinking
+    if parts.tool_calls:
+        body["tool_calls"] = parts.tool_calls
+    return body

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from server.context import SETTINGS, STORE
 from server.schemas import CreateRequest, check_template, read_request
-from server.streaming import stream_events
+from server.streaming import respond
 from store.create import create_model
 
 
@@ -20,8 +20,8 @@ async def create(request: web.Request) -> web.StreamResponse:
     req = await read_request(request, CreateRequest.parse)
     await check_template(req.spec.template)
     spec = dataclasses.replace(req.spec, import_dirs=request.app[SETTINGS].import_dirs)
-    return await stream_events(request, _events(create_model(request.app[STORE], spec)),
-                               req.stream)
+    return await respond(request, _events(create_model(request.app[STORE], spec)),
+                         req.stream)
 
 
 async def _events(statuses: AsyncIterator[str | dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:

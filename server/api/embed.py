@@ -7,30 +7,25 @@ import time
 
 from aiohttp import web
 
+from scheduler.job import Embeddings
 from server import errors
 from server.accesslog import TOKENS
-from server.api.inference import prepare
 from server.metrics import METRICS
+from server.resolve import prepare
 from server.schemas import EmbedRequest, read_json, read_request
 from server.streaming import json_response
-from workers import protocol
 
 
-async def run_embed(request: web.Request, req: EmbedRequest) -> tuple[protocol.Embedded, int]:
-    """The request's inputs embedded (mean-pooled, not yet normalized) and the load duration."""
+async def run_embed(request: web.Request, req: EmbedRequest) -> Embeddings:
+    """The request's inputs embedded (mean-pooled, not yet normalized)."""
     p = await prepare(request, req.model, req.options)
     with errors.scheduler_errors():
         if not req.inputs:  # Ollama loads the model and answers with no vectors
-            load_duration = await p.scheduler.load(p.ref, p.num_ctx, req.keep_alive)
-            return protocol.Embedded(0, [], 0), load_duration
-        reply, load_duration = await p.scheduler.embed(p.ref, p.num_ctx, req.keep_alive,
-                                                       req.inputs, req.truncate)
-    if isinstance(reply, protocol.Failed):
-        raise errors.from_worker(reply)
-    assert isinstance(reply, protocol.Embedded)
-    request[TOKENS] = (reply.prompt_eval_count, 0)
-    request.app[METRICS].count_tokens(p.ref.name, reply.prompt_eval_count, 0)
-    return reply, load_duration
+            return Embeddings([], 0, await p.scheduler.load(p.ref, p.load, req.keep_alive))
+        result = await p.scheduler.embed(p.ref, p.load, req.keep_alive, req.inputs, req.truncate)
+    request[TOKENS] = (result.prompt_eval_count, 0)
+    request.app[METRICS].count_tokens(p.ref.name, result.prompt_eval_count, 0)
+    return result
 
 
 def normalize(vector: list[float]) -> list[float]:
@@ -46,13 +41,13 @@ def normalized(vectors: list[list[float]], dimensions: int) -> list[list[float]]
 async def embed(request: web.Request) -> web.Response:
     started = time.perf_counter_ns()
     req = await read_request(request, EmbedRequest.parse)
-    reply, load_duration = await run_embed(request, req)
+    result = await run_embed(request, req)
     return json_response({
         "model": req.model,
-        "embeddings": normalized(reply.embeddings, req.dimensions),
+        "embeddings": normalized(result.vectors, req.dimensions),
         "total_duration": time.perf_counter_ns() - started,
-        "load_duration": load_duration,
-        "prompt_eval_count": reply.prompt_eval_count,
+        "load_duration": result.load_duration,
+        "prompt_eval_count": result.prompt_eval_count,
     })
 
 
@@ -62,5 +57,5 @@ async def embeddings(request: web.Request) -> web.Response:
     if not isinstance(prompt, str):
         raise errors.BadRequest('"prompt" must be a string')
     req = EmbedRequest.parse({**body, "input": [prompt] if prompt else []})
-    reply, _ = await run_embed(request, req)
-    return json_response({"embedding": reply.embeddings[0] if reply.embeddings else []})
+    vectors = (await run_embed(request, req)).vectors
+    return json_response({"embedding": vectors[0] if vectors else []})

@@ -1,17 +1,19 @@
-"""POST /api/generate: a completion for one prompt."""
+"""POST /api/generate: a completion for one prompt; an empty prompt loads (or unloads) the model."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from aiohttp import web
 
 from server import errors, threads
-from server.answer import Parts
-from server.api.inference import Prepared, Run, answer, load_or_unload, prepare
+from server.answer import Parts, answer_for
+from server.generation import Body, Run, bodies, final_stats
+from server.resolve import Prepared, prepare
 from server.schemas import GenerateRequest, check_template, read_request
-from server.streaming import final_stats, now_rfc3339, respond
+from server.streaming import json_response, respond
+from server.timestamps import now_rfc3339
+from workers import protocol
 from workers.protocol import ChatMessage, PromptSpec
 
 
@@ -23,23 +25,23 @@ async def generate(request: web.Request) -> web.StreamResponse:
         return await load_or_unload(p, req.model, req.keep_alive, {"response": ""})
     run = await submit_generate(p, req)
 
-    def body(parts: Parts) -> dict[str, Any]:
+    def body(parts: Parts) -> Body:
         reply = {"model": req.model, "created_at": now_rfc3339(), "response": parts.content}
         return {**reply, "thinking": parts.thinking} if parts.thinking else reply
 
-    def chunk(text: str) -> dict[str, Any] | None:
-        parts = run.answer.feed(text)
-        return {**body(parts), "done": False} if parts else None
+    def chunk(parts: Parts) -> Body:
+        return {**body(parts), "done": False}
 
-    def final(text: str, done) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-        return {**body(run.answer.feed(text) + run.answer.finish()), "done": True,
-                "context": done.context, **final_stats(done, run.job.load_duration, started)}
+    def final(parts: Parts, done: protocol.Done) -> Body:
+        return {**body(parts), "done": True, "context": done.context,
+                **final_stats(done, run.job.load_duration, started)}
 
-    return await respond(request, run.job, req.stream, chunk, final, started=run.answer.started)
+    return await respond(request, bodies(request, run, req.stream, chunk, final), req.stream)
 
 
 async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
     """The prompt (templated unless raw, after any `context`) handed to the scheduler."""
+    p.require_completion(req.model, "generate")
     out_of_range = next((t for t in req.context if p.ref.n_vocab and t >= p.ref.n_vocab), None)
     if out_of_range is not None:
         raise errors.BadRequest(f'"context" holds token {out_of_range}, out of range for this '
@@ -61,8 +63,22 @@ async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
         messages.append({"role": "user", "content": req.prompt})
         prompt = {"raw": None, "messages": messages, "template": template,
                   "context": req.context, "think": req.think, "suffix": req.suffix}
-    output = await threads.parse(answer, req.model, "" if req.raw else template, req.think)
+    output = await threads.parse(answer_for, req.model, "" if req.raw else template, req.think)
     with errors.scheduler_errors():
-        job = await p.scheduler.submit(p.ref, p.num_ctx, req.keep_alive, prompt, p.sampling,
+        job = await p.scheduler.submit(p.ref, p.load, req.keep_alive, prompt, p.options,
                                        want_context=True, output_format=req.format)
     return Run(job, output)
+
+
+async def load_or_unload(p: Prepared, model: str, keep_alive: float | None,
+                         empty: Body) -> web.Response:
+    """An empty prompt (or chat) loads the model; with keep_alive 0 it unloads it instead."""
+    if keep_alive == 0:
+        await p.scheduler.unload(p.ref.digest)
+        reason = "unload"
+    else:
+        with errors.scheduler_errors():
+            await p.scheduler.load(p.ref, p.load, keep_alive)
+        reason = "load"
+    return json_response({"model": model, "created_at": now_rfc3339(), **empty,
+                          "done": True, "done_reason": reason})

@@ -2,14 +2,14 @@
 
 The counters and histograms come from server/metrics.py; what mirrors the scheduler (running
 and queued requests, loaded models, worker restarts, KV cache use, device memory) is read off
-it at scrape time, so it can never drift from it.
+it at scrape time (its snapshot), so it can never drift from it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -18,7 +18,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from scheduler.devices import Device
-from scheduler.scheduler import Runner, Scheduler
+from scheduler.snapshot import RunnerState, Snapshot
 from server.context import SCHEDULER
 from server.metrics import METRICS
 
@@ -30,45 +30,43 @@ TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 async def metrics(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
     devices = await asyncio.to_thread(scheduler.devices)  # NVML queries: off the event loop
-    body = generate_latest(Scrape(request.app[METRICS].registry, scheduler, devices))
+    body = generate_latest(Scrape(request.app[METRICS].registry, scheduler.snapshot(), devices))
     return web.Response(body=body, headers={"Content-Type": TEXT_FORMAT})
 
 
 @dataclass
 class Scrape(Collector):
-    """What one scrape reports: the registry's metrics, then the scheduler's state now."""
+    """What one scrape reports: the registry's metrics, then the scheduler's state."""
 
     registry: CollectorRegistry
-    scheduler: Scheduler
+    snapshot: Snapshot
     devices: list[Device]
 
     def collect(self) -> Iterator[Metric]:
         yield from self.registry.collect()
-        runners = self.scheduler.running()
+        runners = self.snapshot.runners
         yield GaugeMetricFamily("corral_requests_running", "Requests holding a model slot",
-                                value=sum(runner.active for runner in runners))
+                                value=sum(runner.refcount for runner in runners))
         yield GaugeMetricFamily("corral_requests_queued",
                                 "Requests waiting for a slot or for their model to load",
-                                value=self.scheduler.queued)
+                                value=self.snapshot.waiting)
         yield GaugeMetricFamily("corral_models_loaded",
                                 "Models loaded on a worker (a model's replicas count once)",
-                                value=len({runner.ref.name for runner in runners}))
+                                value=len({runner.name for runner in runners}))
         yield CounterMetricFamily("corral_worker_restarts",
                                   "Worker processes that died or hung and were replaced",
-                                  value=self.scheduler.worker_restarts)
+                                  value=self.snapshot.worker_restarts)
         yield kv_cache_usage(runners)
         yield from device_memory(self.devices)
 
 
-def kv_cache_usage(runners: list[Runner]) -> GaugeMetricFamily:
+def kv_cache_usage(runners: Sequence[RunnerState]) -> GaugeMetricFamily:
     """Per model, the share of KV cells in use as the latest engine step reported it (none yet:
     empty), over all of the model's runners."""
     cells: dict[str, tuple[int, int]] = {}
     for runner in runners:
-        step = runner.worker.last_steps.get(runner.model_id)
-        used, total = (step.kv_used, step.kv_cells) if step else (0, runner.kv_cells)
-        before = cells.get(runner.ref.name, (0, 0))
-        cells[runner.ref.name] = (before[0] + used, before[1] + total)
+        before = cells.get(runner.name, (0, 0))
+        cells[runner.name] = (before[0] + runner.kv_used, before[1] + runner.kv_cells)
     family = GaugeMetricFamily("corral_kv_cache_usage_ratio",
                                "Share of the KV cache's cells in use", labels=["model"])
     for model, (used, total) in cells.items():

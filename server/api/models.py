@@ -13,7 +13,8 @@ from aiohttp import web
 from server import errors
 from server.context import STORE
 from server.schemas import read_json
-from server.streaming import json_response, rfc3339
+from server.streaming import json_response
+from server.timestamps import rfc3339
 from store import errors as store_errors
 from store.gguf import cached_info, read_gguf
 from store.model import capabilities, details, name_field, read_config, resolve

@@ -7,21 +7,19 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from server.context import SCHEDULER
-from server.streaming import json_response, rfc3339
+from server.streaming import json_response
+from server.timestamps import rfc3339
 
 
 async def ps(request: web.Request) -> web.Response:
-    models = []
-    for runner in request.app[SCHEDULER].running():
-        ref = runner.ref
-        models.append({
-            "name": ref.name,
-            "model": ref.name,
-            "size": runner.size + runner.embed_size,
-            "digest": ref.manifest_digest,
-            "details": ref.details,
-            "expires_at": rfc3339(datetime.fromtimestamp(runner.expires_at, timezone.utc)),
-            "size_vram": runner.size_vram + (runner.embed_size if runner.size_vram else 0),
-            "context_length": runner.num_ctx,
-        })
+    models = [{
+        "name": runner.name,
+        "model": runner.name,
+        "size": runner.size,
+        "digest": runner.digest,
+        "details": runner.details,
+        "expires_at": rfc3339(datetime.fromtimestamp(runner.expires_at, timezone.utc)),
+        "size_vram": runner.size_vram,
+        "context_length": runner.context_length,
+    } for runner in request.app[SCHEDULER].snapshot().runners]
     return json_response({"models": models})

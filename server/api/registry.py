@@ -9,7 +9,7 @@ from aiohttp import web
 from server import errors
 from server.context import STORE
 from server.schemas import read_json
-from server.streaming import stream_events
+from server.streaming import respond
 from store import registry
 from store.model import name_field
 
@@ -17,15 +17,15 @@ from store.model import name_field
 async def pull(request: web.Request) -> web.StreamResponse:
     name, insecure, stream = await _request(request)
     login = registry.credentials(name.host, os.environ)
-    return await stream_events(request, registry.pull(request.app[STORE], name, insecure, login),
-                               stream)
+    return await respond(request, registry.pull(request.app[STORE], name, insecure, login),
+                         stream)
 
 
 async def push(request: web.Request) -> web.StreamResponse:
     name, insecure, stream = await _request(request)
     login = registry.credentials(name.host, os.environ)
-    return await stream_events(request, registry.push(request.app[STORE], name, insecure, login),
-                               stream)
+    return await respond(request, registry.push(request.app[STORE], name, insecure, login),
+                         stream)
 
 
 async def _request(request: web.Request):  # type: ignore[no-untyped-def]

@@ -11,8 +11,9 @@ from server import errors
 from server.answer import Parts
 from server.api.chat import submit_chat
 from server.api.generate import submit_generate
-from server.api.inference import prepare
+from server.generation import Bodies, Body, bodies
 from server.openai import convert
+from server.resolve import prepare
 from server.schemas import ChatRequest, GenerateRequest, read_request
 from server.streaming import SSE_FRAMING, respond
 from workers import protocol
@@ -45,17 +46,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             out["tool_calls"] = convert.tool_calls(parts)
         return out
 
-    def chunk(text: str) -> dict[str, Any] | None:
+    def chunk(parts: Parts) -> Body:
         nonlocal called
-        parts = run.answer.feed(text)
         called = called or bool(parts.tool_calls)
-        if not parts:
-            return None
         return envelope("chat.completion.chunk",
                         {"index": 0, "delta": delta(parts), "finish_reason": None})
 
-    def final(text: str, done: protocol.Done) -> Any:
-        parts = run.answer.feed(text) + run.answer.finish()
+    def final(parts: Parts, done: protocol.Done) -> Bodies:
         reason = convert.finish_reason(done, called or bool(parts.tool_calls))
         if not req.stream:
             message = delta(parts)
@@ -69,8 +66,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                            "usage": convert.usage(done)})
         return events
 
-    return await respond(request, run.job, req.stream, chunk, final, SSE_FRAMING,
-                         run.answer.started)
+    return await respond(request, bodies(request, run, req.stream, chunk, final), req.stream,
+                         SSE_FRAMING)
 
 
 def _completion_request(body: dict[str, Any]) -> tuple[dict[str, Any], GenerateRequest]:
@@ -97,19 +94,17 @@ async def completions(request: web.Request) -> web.StreamResponse:
     def choice(text: str, reason: str | None) -> dict[str, Any]:
         return {"text": text, "index": 0, "logprobs": None, "finish_reason": reason}
 
-    def chunk(text: str) -> dict[str, Any] | None:
-        parts = run.answer.feed(text)
-        return envelope([choice(parts.content, None)]) if parts else None
+    def chunk(parts: Parts) -> Body:
+        return envelope([choice(parts.content, None)])
 
-    def final(text: str, done: protocol.Done) -> Any:
-        parts = run.answer.feed(text) + run.answer.finish()
+    def final(parts: Parts, done: protocol.Done) -> Bodies:
         last = envelope([choice(parts.content, convert.finish_reason(done, False))])
         if not req.stream:
             return {**last, "usage": convert.usage(done)}
         return [last, {**envelope([]), "usage": convert.usage(done)}] if usage else last
 
-    return await respond(request, run.job, req.stream, chunk, final, SSE_FRAMING,
-                         run.answer.started)
+    return await respond(request, bodies(request, run, req.stream, chunk, final), req.stream,
+                         SSE_FRAMING)
 
 
 def _messages(raw: Any) -> list[dict[str, Any]]:

@@ -35,7 +35,9 @@ def common(body: dict[str, Any]) -> dict[str, Any]:
         raise errors.BadRequest("n other than 1 is not supported")
     options = {native: body[name] for name, native in _OPTIONS.items()
                if body.get(name) is not None}
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    # max_completion_tokens replaces max_tokens; a null one is no limit of its own.
+    limit = next((body[k] for k in ("max_completion_tokens", "max_tokens")
+                  if body.get(k) is not None), None)
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise errors.BadRequest("max_tokens must be a positive integer")

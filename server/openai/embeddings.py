@@ -23,12 +23,12 @@ async def embeddings(request: web.Request) -> web.Response:
         raise errors.BadRequest('encoding_format must be "float" or "base64"')
     req = EmbedRequest.parse({"model": body.get("model"), "input": body["input"],
                               "dimensions": body.get("dimensions")}, token_ids=True)
-    reply, _ = await run_embed(request, req)
+    result = await run_embed(request, req)
     data = [{"object": "embedding", "index": i, "embedding": _encoded(vector, encoding)}
-            for i, vector in enumerate(normalized(reply.embeddings, req.dimensions))]
+            for i, vector in enumerate(normalized(result.vectors, req.dimensions))]
     return json_response({"object": "list", "data": data, "model": req.model,
-                          "usage": {"prompt_tokens": reply.prompt_eval_count,
-                                    "total_tokens": reply.prompt_eval_count}})
+                          "usage": {"prompt_tokens": result.prompt_eval_count,
+                                    "total_tokens": result.prompt_eval_count}})
 
 
 def _encoded(vector: list[float], encoding: str) -> Any:

@@ -279,3 +279,10 @@ def test_an_ollama_keep_alive_past_any_duration_stops_start_with_one_line(
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "OLLAMA_KEEP_ALIVE" in done.stderr
+
+
+def test_a_null_max_completion_tokens_leaves_max_tokens_in_force(server: Server) -> None:
+    reply = server.post("/v1/chat/completions", {
+        "model": MODEL, "max_tokens": 4, "max_completion_tokens": None,
+        "messages": [{"role": "user", "content": "Count to a thousand."}]}, timeout=120)
+    assert reply.status == 200 and reply.json()["usage"]["completion_tokens"] <= 4

@@ -11,10 +11,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from cli.client import CLIError, base_url
+from cli.display import Display
 from cli.format import (eta, go_duration, go_g, human_bytes, human_duration, human_number,
                         human_time, metadata_value, metrics_summary, parse_time, processor, table)
 from cli.repl import ParameterError, parse_parameter
-from cli.run import Display, parse_think
+from cli.session import parse_think
 from cli.show import show_info
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=timezone.utc)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Awaitable, Callable
 
 import pytest
@@ -13,6 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
 
 from scheduler.devices import Device
+from scheduler.snapshot import RunnerState, Snapshot
 from server import metrics
 from server.app import build_app
 from server.metrics import ARRIVED, METRICS, UNMATCHED, Generation, Metrics
@@ -25,26 +25,17 @@ Client = Callable[..., Awaitable[TestClient]]
 GIB = 1 << 30
 
 
-def runner(name: str, active: int = 0, kv_cells: int = 100,
-           step: protocol.Step | None = None) -> Any:
-    """A loaded model as the scrape sees it (its name, jobs, KV cells and the latest step), on a
-    worker of its own."""
-    return SimpleNamespace(ref=SimpleNamespace(name=name), model_id="1", active=active,
-                           kv_cells=kv_cells,
-                           worker=SimpleNamespace(last_steps={"1": step} if step else {}))
-
-
-def step(kv_used: int, kv_cells: int) -> protocol.Step:
-    return protocol.Step("m", [], tokens=1, sequences=1, duration=1000, kv_used=kv_used,
-                         kv_cells=kv_cells)
+def runner(name: str, refcount: int = 0, kv_cells: int = 100, kv_used: int = 0) -> RunnerState:
+    """A loaded runner as the scheduler's snapshot shows it: its name, jobs and KV cells."""
+    return RunnerState(name=name, digest="sha256:1", details={}, size=GIB, size_vram=0,
+                       context_length=4096, expires_at=0.0, devices=("cpu",), slots=4,
+                       refcount=refcount, kv_used=kv_used, kv_cells=kv_cells)
 
 
 class FakeScheduler:
-    def __init__(self, runners: list[Any] | None = None, queued: int = 0,
+    def __init__(self, runners: list[RunnerState] | None = None, waiting: int = 0,
                  worker_restarts: int = 0, devices: list[Device] | None = None) -> None:
-        self._runners = runners or []
-        self.queued = queued
-        self.worker_restarts = worker_restarts
+        self._snapshot = Snapshot(tuple(runners or ()), waiting, worker_restarts)
         self._devices = devices or []
 
     async def stop_admitting(self) -> None:
@@ -53,8 +44,8 @@ class FakeScheduler:
     async def stop(self) -> None:
         pass
 
-    def running(self) -> list[Any]:
-        return self._runners
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
 
     def devices(self) -> list[Device]:
         return self._devices
@@ -77,7 +68,7 @@ async def scrape(client: TestClient) -> str:
 
 async def test_running_queued_loaded_and_restarts_mirror_the_scheduler(
         aiohttp_client: Client, tmp_path: Path) -> None:
-    scheduler = FakeScheduler([runner("a", active=2), runner("b", active=1)], queued=3,
+    scheduler = FakeScheduler([runner("a", refcount=2), runner("b", refcount=1)], waiting=3,
                               worker_restarts=4)
     text = await scrape(await aiohttp_client(make_app(tmp_path, scheduler)))
     assert sample_value(text, "corral_requests_running") == 3
@@ -95,8 +86,8 @@ async def test_a_models_replicas_count_once_as_loaded(aiohttp_client: Client,
 
 async def test_kv_cache_usage_is_the_share_of_a_models_cells_in_use_over_its_runners(
         aiohttp_client: Client, tmp_path: Path) -> None:
-    scheduler = FakeScheduler([runner("a", step=step(30, 100)), runner("a", step=step(10, 100)),
-                               runner("b", step=step(16, 64))])
+    scheduler = FakeScheduler([runner("a", kv_used=30), runner("a", kv_used=10),
+                               runner("b", kv_used=16, kv_cells=64)])
     text = await scrape(await aiohttp_client(make_app(tmp_path, scheduler)))
     assert sample_value(text, "corral_kv_cache_usage_ratio", model="a") == 0.2
     assert sample_value(text, "corral_kv_cache_usage_ratio", model="b") == 0.25

@@ -23,6 +23,7 @@ from openapi_spec_validator import validate as validate_spec
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from scheduler.snapshot import Snapshot
 from server import __version__
 from server.api import openapi
 from server.app import build_app
@@ -93,17 +94,14 @@ def test_options_match_the_declared_options() -> None:
 class DummyScheduler:
     """What the handlers reached here ask of the scheduler: no workers, nothing loaded."""
 
-    queued = 0
-    worker_restarts = 0
-
     async def stop_admitting(self) -> None:
         pass
 
     async def stop(self) -> None:
         pass
 
-    def running(self) -> list[Any]:
-        return []
+    def snapshot(self) -> Snapshot:
+        return Snapshot(runners=(), waiting=0, worker_restarts=0)
 
     def devices(self) -> list[Any]:
         return []
@@ -111,7 +109,7 @@ class DummyScheduler:
     async def probe(self, timeout: float) -> dict[str, str]:
         return {"cpu": "ready"}
 
-    async def load(self, ref: Any, num_ctx: int, keep_alive: float | None) -> int:
+    async def load(self, ref: Any, load: Any, keep_alive: float | None) -> int:
         return 1234
 
     async def unload(self, digest: str) -> None:

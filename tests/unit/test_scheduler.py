@@ -14,13 +14,17 @@ from typing import Any
 
 import pytest
 
-from scheduler import scheduler as scheduler_module
-from scheduler import watchdog
+from scheduler import pool, watchdog
 from scheduler.devices import Device, SimulatedInventory, simulated
+from scheduler.errors import JobFailed, QueueFull, SchedulerError
+from scheduler.job import Job
 from scheduler.memory import ModelMemory
-from scheduler.scheduler import ALL_LAYERS, Config, Job, ModelRef, QueueFull, Scheduler, SchedulerError
+from scheduler.plan import ALL_LAYERS
+from scheduler.runner import ModelRef, needs_reload
+from scheduler.scheduler import Config, Scheduler
 from scheduler.worker import WorkerDied
 from workers import protocol
+from workers.options import LoadOptions, merge
 
 GB = 1 << 30
 OPTIONS: Any = {}
@@ -43,6 +47,7 @@ class FakeWorker:
         self.events: list[str] = []
         self.jobs: dict[int, asyncio.Queue] = {}
         self.step_times: dict[str, deque] = {}
+        self.last_steps: dict[str, protocol.Step] = {}
         self.last_heard = time.monotonic()
         FakeWorker.instances.append(self)
 
@@ -66,6 +71,9 @@ class FakeWorker:
 
     def send(self, msg: Any) -> None:
         self.events.append(type(msg).__name__)
+        if isinstance(msg, protocol.Embed):
+            reply = protocol.Embedded(msg.job_id, [[1.0]] * len(msg.inputs), 3, memory=GB)
+            self.jobs[msg.job_id].put_nowait(reply)
 
     async def request(self, msg: Any) -> Any:
         if isinstance(msg, protocol.Ping):
@@ -82,9 +90,11 @@ class FakeWorker:
         self.loaded.remove(msg.model_id)
         return protocol.Unloaded(msg.model_id)
 
-    def step(self, model_id: str, duration_ns: int, tokens: int) -> None:
+    def step(self, model_id: str, duration_ns: int, tokens: int, kv_used: int = 0) -> None:
         """What the handle records when the worker reports an engine step."""
         self.step_times.setdefault(model_id, deque(maxlen=32)).append((duration_ns, tokens))
+        self.last_steps[model_id] = protocol.Step(model_id, [], tokens, 1, duration_ns, kv_used,
+                                                  kv_cells=4096)
         self.last_heard = time.monotonic()
 
     def finish(self, job: Job) -> None:
@@ -116,17 +126,28 @@ async def make(inventory: SimulatedInventory = ONE_CPU, **kw: Any) -> tuple[Sche
     return sched, FakeWorker.instances[0]
 
 
-async def run_to_end(job: Job) -> protocol.FromWorker:
+async def run_to_end(job: Job) -> Any:
     job.runner.worker.finish(job)
-    return await job.next()
+    return await anext(job)
+
+
+def load_options(num_ctx: int = 4096, **options: Any) -> LoadOptions:
+    """The load options of a request that sets `options` (the others at their defaults)."""
+    return merge({}, {"num_ctx": num_ctx, **options}, default_num_ctx=num_ctx)[1]
 
 
 async def submit(sched: Scheduler, name: str | ModelRef, num_ctx: int = 4096,
-                 keep_alive: float | None = None) -> Job:
+                 keep_alive: float | None = None, **options: Any) -> Job:
     # A scheduler bug would show as a wait that never ends: fail fast instead.
     model = ref(name) if isinstance(name, str) else name
     return await asyncio.wait_for(
-        sched.submit(model, num_ctx, keep_alive, PROMPT, OPTIONS, False), 5)
+        sched.submit(model, load_options(num_ctx, **options), keep_alive, PROMPT, OPTIONS,
+                     False), 5)
+
+
+def loaded(sched: Scheduler) -> list[str]:
+    """The names of the loaded runners, replicas each on their own."""
+    return [r.name for r in sched.snapshot().runners]
 
 
 async def settle() -> None:
@@ -177,7 +198,7 @@ async def test_idle_model_is_evicted_for_another_at_the_model_limit() -> None:
     sched, worker = await make(max_loaded=1)
     await run_to_end(await submit(sched, "a"))
     job_b = await submit(sched, "b")
-    assert [r.ref.name for r in sched.running()] == ["b"]
+    assert loaded(sched) == ["b"]
     assert len(worker.loaded) == 1 and job_b.runner.ref.name == "b"
 
 
@@ -189,7 +210,7 @@ async def test_busy_model_is_not_evicted_the_newcomer_waits() -> None:
     assert not pending_b.done()
     await run_to_end(job_a)
     job_b = await asyncio.wait_for(pending_b, 1)
-    assert [r.ref.name for r in sched.running()] == ["b"] and job_b.runner.ref.name == "b"
+    assert loaded(sched) == ["b"] and job_b.runner.ref.name == "b"
 
 
 async def test_another_context_size_reloads_the_model_once_it_is_idle() -> None:
@@ -209,13 +230,13 @@ async def test_keep_alive_zero_unloads_when_the_last_job_ends() -> None:
     assert worker.loaded
     await run_to_end(job)
     await settle()
-    assert worker.loaded == [] and sched.running() == []
+    assert worker.loaded == [] and loaded(sched) == []
 
 
-async def test_cancelled_job_frees_its_slot_and_tells_the_worker() -> None:
+async def test_leaving_an_unfinished_job_cancels_it_and_frees_its_slot() -> None:
     sched, worker = await make(slots=1)
-    job = await submit(sched, "a")
-    job.close()
+    async with await submit(sched, "a") as job:
+        pass  # the client went away
     assert worker.events[-1] == "Cancel"
     nxt = await asyncio.wait_for(submit(sched, "a"), 1)
     assert nxt.runner is job.runner
@@ -227,14 +248,15 @@ async def test_dead_worker_fails_its_jobs_and_forgets_its_models() -> None:
     worker.jobs[job.id].put_nowait(protocol.Failed(job.id, "crashed"))
     worker.alive = False
     worker.on_exit(worker)
-    assert isinstance(await job.next(), protocol.Failed)
-    assert sched.running() == []
+    with pytest.raises(JobFailed, match="crashed"):
+        await anext(job)
+    assert loaded(sched) == []
     await sched.stop()
 
 
 async def test_a_load_waits_for_a_restarting_worker_instead_of_failing(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scheduler_module, "RESTART_DELAY", 0.05)
+    monkeypatch.setattr(pool, "RESTART_DELAY", 0.05)
     sched, worker = await make()
     worker.alive = False
     worker.on_exit(worker)  # the process died; a new one is on its way
@@ -244,7 +266,7 @@ async def test_a_load_waits_for_a_restarting_worker_instead_of_failing(
 
 async def test_a_worker_whose_device_left_the_inventory_is_not_restarted_and_its_model_moves(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scheduler_module, "RESTART_DELAY", 0.01)
+    monkeypatch.setattr(pool, "RESTART_DELAY", 0.01)
     inventory = simulated("cpu:8G,cpu:8G")
     sched, _ = await make(inventory)
     job = await submit(sched, "a")
@@ -270,7 +292,7 @@ async def test_a_job_whose_message_cannot_be_sent_gives_its_slot_back() -> None:
         await submit(sched, "a")
     del worker.send
     job = await submit(sched, "a")  # waits forever (and times out) if the slot leaked
-    assert job.runner.active == 1
+    assert job.runner.refcount == 1
 
 
 async def test_probe_reports_a_worker_that_answers_as_ready() -> None:
@@ -368,7 +390,7 @@ async def test_the_model_limit_defaults_to_three_per_device() -> None:
     for name in "abc":
         await run_to_end(await submit(sched, name))
     await run_to_end(await submit(sched, "d"))
-    assert sorted(r.ref.name for r in sched.running()) == ["b", "c", "d"]  # a: least recent
+    assert sorted(loaded(sched)) == ["b", "c", "d"]  # a: least recent
 
 
 async def test_models_go_where_most_memory_is_free() -> None:
@@ -468,10 +490,10 @@ async def test_a_request_goes_to_the_replica_with_the_most_free_slots() -> None:
     sched, _ = await make(simulated("cpu:8G,cpu:8G"), slots=2)
     jobs = [await submit(sched, "a") for _ in range(3)]  # fills one, then a replica takes one
     busy, light = jobs[0].runner, jobs[2].runner
-    assert busy is not light and (busy.active, light.active) == (2, 1)
+    assert busy is not light and (busy.refcount, light.refcount) == (2, 1)
     await run_to_end(jobs[0])
     nxt = await submit(sched, "a")
-    assert nxt.runner in (busy, light) and (busy.active, light.active) in ((2, 1), (1, 2))
+    assert nxt.runner in (busy, light) and (busy.refcount, light.refcount) in ((2, 1), (1, 2))
 
 
 async def test_no_replica_beyond_max_replicas() -> None:
@@ -479,7 +501,7 @@ async def test_no_replica_beyond_max_replicas() -> None:
     await submit(sched, "a")
     waiting = asyncio.create_task(submit(sched, "a"))
     await settle()
-    assert not waiting.done() and len(sched.running()) == 1
+    assert not waiting.done() and len(loaded(sched)) == 1
     waiting.cancel()
 
 
@@ -490,7 +512,7 @@ async def test_a_replica_evicts_nothing() -> None:
     waiting = asyncio.create_task(submit(sched, "a"))
     await settle()
     assert not waiting.done()  # cpu:0 has room only if b went: a replica is not worth that
-    assert sorted(r.ref.name for r in sched.running()) == ["a", "b"]
+    assert sorted(loaded(sched)) == ["a", "b"]
     waiting.cancel()
 
 
@@ -500,7 +522,7 @@ async def test_a_surplus_replica_is_unloaded_when_idle_and_the_last_one_stays() 
     for job in jobs:
         await run_to_end(job)
     await asyncio.sleep(0.2)
-    assert len(sched.running()) == 1
+    assert len(loaded(sched)) == 1
 
 
 # ---- hangs --------------------------------------------------------------------------------------
@@ -542,4 +564,152 @@ async def test_loading_is_not_a_hang() -> None:
     assert not worker.killed
     worker.hold_loads.set()
     await loading
+    await sched.stop()
+
+
+# ---- jobs ---------------------------------------------------------------------------------------
+
+async def test_a_job_gives_started_then_chunks_then_done_and_then_ends() -> None:
+    sched, worker = await make()
+    job = await submit(sched, "a")
+    for msg in (protocol.Started(job.id, 5, False), protocol.Chunk(job.id, "Hi", 1),
+                protocol.Done(job.id, "stop", 5, 1, 1, 1)):
+        worker.jobs[job.id].put_nowait(msg)
+    async with job:
+        events = [type(event).__name__ async for event in job]
+    assert events == ["Started", "Chunk", "Done"]
+    assert job.runner.refcount == 0 and "Cancel" not in worker.events
+
+
+async def test_a_job_the_worker_fails_raises_naming_whose_fault_it_was() -> None:
+    sched, worker = await make()
+    job = await submit(sched, "a")
+    worker.jobs[job.id].put_nowait(protocol.Failed(job.id, "input too long", "bad_request"))
+    with pytest.raises(JobFailed, match="input too long") as failed:
+        async with job:
+            async for _ in job:
+                pass
+    assert failed.value.bad_request and job.runner.refcount == 0
+
+
+async def test_a_job_frees_its_slot_once_however_often_it_is_closed() -> None:
+    sched, _ = await make(slots=2)
+    job = await submit(sched, "a")
+    await run_to_end(job)
+    job.close()
+    async with job:
+        pass
+    assert job.runner.refcount == 0
+
+
+async def test_an_embedding_gives_its_vectors_and_its_context_counts_in_the_size() -> None:
+    sched, _ = await make()
+    await sched.load(ref("a"), load_options(), None)
+    [before] = sched.snapshot().runners
+    result = await asyncio.wait_for(sched.embed(ref("a"), load_options(), None, ["x", "y"],
+                                                truncate=True), 5)
+    assert result.vectors == [[1.0], [1.0]] and result.prompt_eval_count == 3
+    [after] = sched.snapshot().runners
+    assert after.size == before.size + GB and after.refcount == 0
+
+
+# ---- load options -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("wanted,reloads", [
+    ({}, False),
+    ({"num_ctx": 8192}, True),
+    ({"num_batch": 128}, True),
+    ({"num_gpu": 2}, True),
+    ({"main_gpu": 1}, True),
+    ({"num_thread": 3}, True),
+    ({"use_mmap": False}, True),
+], ids=["the same options", "num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread",
+        "use_mmap"])
+def test_a_runner_needs_reloading_when_any_load_option_differs(wanted: dict[str, Any],
+                                                                reloads: bool) -> None:
+    assert needs_reload(load_options(), load_options(**wanted)) is reloads
+
+
+def test_a_request_leaving_the_layers_to_the_fit_takes_the_runners_layers() -> None:
+    assert not needs_reload(load_options(num_gpu=2), load_options(num_gpu=-1))
+    assert needs_reload(load_options(num_gpu=-1), load_options(num_gpu=2))
+
+
+async def test_the_load_options_travel_in_the_load_message() -> None:
+    sched, worker = await make()
+    await submit(sched, "a", num_batch=128, main_gpu=1, num_thread=3, use_mmap=False)
+    [load] = worker.loads
+    assert (load.num_batch, load.main_gpu, load.n_threads, load.use_mmap) == (128, 1, 3, False)
+
+
+async def test_another_load_option_reloads_the_model_once_it_is_idle() -> None:
+    sched, worker = await make()
+    job = await submit(sched, "a")
+    other = asyncio.create_task(submit(sched, "a", num_thread=2))
+    await settle()
+    assert not other.done()  # the running request keeps its runner
+    await run_to_end(job)
+    job2 = await asyncio.wait_for(other, 1)
+    assert job2.runner is not job.runner and len(worker.loaded) == 1
+    assert [load.n_threads for load in worker.loads] == [0, 2]
+
+
+async def test_an_embedding_with_other_load_options_reloads_the_model_too() -> None:
+    sched, worker = await make()
+    await run_to_end(await submit(sched, "a"))
+    await asyncio.wait_for(sched.embed(ref("a"), load_options(num_batch=64), None, ["x"], True), 5)
+    assert [load.num_batch for load in worker.loads] == [512, 64] and len(worker.loaded) == 1
+
+
+async def test_num_gpu_fixes_the_layers_offloaded() -> None:
+    sched, worker = await make(simulated("gpu:24G"))
+    job = await submit(sched, "a", num_gpu=2)
+    [load] = worker.loads
+    assert load.n_gpu_layers == 2 and 0 < job.runner.size_vram < job.runner.size
+
+
+async def test_num_gpu_zero_keeps_every_layer_in_ram() -> None:
+    sched, worker = await make(simulated("gpu:24G"))
+    job = await submit(sched, "a", num_gpu=0)
+    assert worker.loads[0].n_gpu_layers == 0 and job.runner.size_vram == 0
+
+
+async def test_a_request_leaving_the_layers_to_the_fit_shares_a_runner_with_fixed_layers() -> None:
+    sched, worker = await make(simulated("gpu:24G"), slots=2)
+    first = await submit(sched, "a", num_gpu=2)
+    second = await submit(sched, "a")
+    assert second.runner is first.runner and len(worker.loads) == 1
+
+
+# ---- the snapshot -------------------------------------------------------------------------------
+
+async def test_the_snapshot_shows_each_loaded_runner_and_the_waiting_requests() -> None:
+    sched, worker = await make(simulated("gpu:24G"), slots=1)
+    job = await submit(sched, "a", num_ctx=2048)
+    worker.step(job.runner.model_id, duration_ns=1000, tokens=1, kv_used=100)
+    waiting = asyncio.create_task(submit(sched, "a"))
+    await settle()
+    snap = sched.snapshot()
+    [state] = snap.runners
+    assert (state.name, state.context_length, state.devices, state.slots, state.refcount) == \
+        ("a", 2048, ("cuda:0",), 1, 1)
+    assert (state.kv_used, state.kv_cells, state.size_vram) == (100, 4096, job.runner.size_vram)
+    assert snap.waiting == 1 and snap.worker_restarts == 0
+    waiting.cancel()
+
+
+async def test_a_runner_that_has_not_stepped_yet_shows_none_of_its_kv_cells_in_use() -> None:
+    sched, _ = await make(slots=2)
+    job = await submit(sched, "a", num_ctx=1024)
+    [state] = sched.snapshot().runners
+    assert (state.kv_used, state.kv_cells) == (0, job.runner.kv_cells) and state.kv_cells == 2048
+
+
+async def test_the_snapshot_counts_workers_that_died_and_were_replaced(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pool, "RESTART_DELAY", 0.01)
+    sched, worker = await make()
+    worker.alive = False
+    worker.on_exit(worker)
+    assert sched.snapshot().worker_restarts == 1
     await sched.stop()

@@ -1,0 +1,92 @@
+"""What a generation or embedding request needs before the scheduler sees it: the model resolved
+in the store and described as a `ModelRef` (the scheduler never reads the store), and the
+options merged (defaults < Modelfile < request) into per-request and load options."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from scheduler.memory import ModelMemory
+from scheduler.runner import ModelRef
+from scheduler.scheduler import Scheduler
+from server import errors
+from server.accesslog import MODEL
+from server.context import SCHEDULER, SETTINGS, STORE
+from store.gguf import GGUFInfo, cached_info
+from store.model import ModelSpec, capabilities, details, resolve
+from store.store import Store
+from workers import options
+from workers.options import LoadOptions, RequestOptions
+
+
+@dataclass
+class Prepared:
+    spec: ModelSpec
+    ref: ModelRef
+    options: RequestOptions  # travel with each request to the worker
+    load: LoadOptions  # what the runner serving it must have been loaded with
+    scheduler: Scheduler
+    capabilities: list[str]  # as /api/show lists them
+
+    def require_completion(self, model: str, endpoint: str) -> None:
+        """400 for generating with a model that only embeds (Ollama's words)."""
+        if "completion" not in self.capabilities:
+            raise errors.BadRequest(f'"{model}" does not support {endpoint}')
+
+
+async def prepare(request: web.Request, model: str, request_options: dict[str, Any]) -> Prepared:
+    """The model resolved (its manifest, layers and GGUF header read off the event loop) and
+    the options merged."""
+    request[MODEL] = model
+    spec, ref, capabilities = await asyncio.to_thread(_resolved, request.app[STORE], model)
+    try:
+        per_request, load = options.merge(spec.params, request_options,
+                                          request.app[SETTINGS].context_length)
+    except options.InvalidOption as exc:
+        raise errors.BadRequest(str(exc)) from None
+    # As Ollama does: never allocate more context than the model was trained for.
+    load["num_ctx"] = min(load["num_ctx"], ref.context_length or load["num_ctx"])
+    return Prepared(spec, ref, per_request, load, request.app[SCHEDULER], capabilities)
+
+
+def _resolved(store: Store, model: str) -> tuple[ModelSpec, ModelRef, list[str]]:
+    spec = resolve(store, model)
+    metadata = cached_info(str(spec.model_path)).metadata
+    return spec, model_ref(spec), capabilities(spec.template, metadata)
+
+
+def model_ref(spec: ModelSpec) -> ModelRef:
+    """What the scheduler needs to know of a stored model."""
+    info = cached_info(str(spec.model_path))
+    adapters = tuple(str(p) for p in spec.adapter_paths)
+    return ModelRef(
+        name=spec.name.display,
+        # Weights with other adapters are another model: they must not share a runner.
+        digest="+".join([spec.digest, *(p.name for p in spec.adapter_paths)]),
+        manifest_digest=spec.manifest.digest,
+        path=str(spec.model_path),
+        memory=model_memory(info),
+        context_length=info.context_length,
+        n_vocab=info.n_vocab,
+        details=details(spec.config),
+        adapters=adapters,
+    )
+
+
+def model_memory(info: GGUFInfo) -> ModelMemory:
+    """The sizes the scheduler's memory estimate starts from (scheduler/memory.py)."""
+    tensors = info.tensor_bytes
+    return ModelMemory(
+        layers=tensors.layers(),
+        input_bytes=tensors.token_embd,
+        output_bytes=tensors.rest,
+        tied_output=tensors.tied_output,
+        kv_bytes_per_cell=info.kv_bytes_per_token,
+        n_embd=info.embedding_length,
+        n_head=info.head_count,
+        n_vocab=info.n_vocab,
+    )
