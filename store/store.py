@@ -56,6 +56,7 @@ BLOB_MODE = 0o600  # what mkstemp gives every blob BlobWriter writes: the server
 UPLOAD_PREFIX = ".partial-"  # an upload's temp file in blobs/, never resumed
 DOWNLOAD_PREFIX = ".download-"  # a download's partial file in blobs/, and its companions
 PULL_RECORD_PREFIX = ".pull-"  # the blobs a pull started, until it succeeds
+CONVERT_PREFIX = ".convert-"  # a folder a create converts a safetensors model in
 
 # The config fields corral shows (store.model.details), typed as Ollama's ConfigV2 has them; a
 # null reads as empty there.
@@ -185,13 +186,15 @@ class Store:
 
     def sweep_partials(self) -> int:
         """Removes what unfinished transfers left in blobs/ (run once at start): every upload temp
-        file (no upload can be in progress then), and downloads and pull records untouched for
+        file and conversion folder (no upload or create can be in progress then), and downloads and pull records untouched for
         PARTIAL_EXPIRY_S (a recent download is what the next pull resumes from). A download and
         its companions go together, by the newest of them. Returns how many files went."""
         stale: list[Path] = []
         groups: dict[str, list[Path]] = {}
         for path in self.blobs_dir.iterdir():
-            if path.name.startswith(UPLOAD_PREFIX):
+            if path.name.startswith(CONVERT_PREFIX):
+                shutil.rmtree(path, ignore_errors=True)  # no create can be running then
+            elif path.name.startswith(UPLOAD_PREFIX):
                 stale.append(path)
             elif path.name.startswith((DOWNLOAD_PREFIX, PULL_RECORD_PREFIX)):
                 groups.setdefault(path.name.split(".")[1], []).append(path)

@@ -18,6 +18,11 @@ from workers.kvcache import LlamaMemory
 from workers.protocol import Load
 
 
+# Inputs one encoder decode holds at most: a power of two, as llama.cpp needs the context to
+# be a multiple of it; short inputs (a sentence each) then share a decode.
+ENCODER_SEQUENCES = 16
+
+
 class LoadError(RuntimeError):
     pass
 
@@ -57,6 +62,14 @@ class LoadedModel:
         self.n_embd = llama.llama_model_n_embd(self.model)
         self.n_vocab = llama.llama_vocab_n_tokens(self.vocab)
         self.chat_template = self._meta("tokenizer.chat_template")
+        arch = self._meta("general.architecture")
+        declared = self._meta(f"{arch}.pooling_type")
+        # An embedding model says how it pools; a generative one is averaged (mean pooling).
+        self.pooling = int(declared) if declared.isdigit() else llama.LLAMA_POOLING_TYPE_MEAN
+        self.pooling_declared = declared.isdigit()
+        # An encoder (BERT) sees its whole input at once: it cannot take it in chunks.
+        self.causal = self._meta(f"{arch}.attention.causal") != "false"
+        self.n_ctx_train = llama.llama_model_n_ctx_train(self.model)
         self.bos_text = self.piece(llama.llama_vocab_bos(self.vocab), special=True).decode(errors="replace")
         self.eos_text = self.piece(llama.llama_vocab_eos(self.vocab), special=True).decode(errors="replace")
         self.load_duration = time.perf_counter_ns() - start
@@ -74,7 +87,8 @@ class LoadedModel:
         # which measured 1.6x slower for 4 sequences here. We cap each sequence at num_ctx.
         cparams.kv_unified = True
         if embeddings:
-            cparams.pooling_type = llama.LLAMA_POOLING_TYPE_MEAN
+            cparams.pooling_type = (llama.LLAMA_POOLING_TYPE_UNSPECIFIED if self.pooling_declared
+                                    else llama.LLAMA_POOLING_TYPE_MEAN)
         # Flash attention wherever llama.cpp has it (faster, as llama-server and Ollama run).
         # Batch-invariant mode keeps it: one sequence at a time in an emptied cache is what
         # makes the numbers independent of other requests, with or without it.
@@ -135,11 +149,26 @@ class LoadedModel:
     # ---- embeddings ----------------------------------------------------------------------
 
     @property
+    def embed_ctx(self) -> int:
+        """Tokens an embedding input may hold: the context, and for an encoder no more than it
+        was trained for (a position past that aborts llama.cpp)."""
+        return self.num_ctx if self.causal else min(self.num_ctx, self.n_ctx_train)
+
+    @property
     def embed_batch(self) -> int:
-        """Tokens per embedding step. llama.cpp computes the output layer for every pooled token
-        (262k logits each for Gemma), so on the CPU a small chunk keeps a step short and its
-        buffers near 100 MB; one long input is then spread over many steps."""
+        """Tokens per embedding decode. An encoder takes whole inputs. A causal model takes an
+        input in chunks, with the earlier ones in its cache: llama.cpp computes the output layer
+        for every pooled token (262k logits each for Gemma), so on the CPU a small chunk keeps a
+        step short and its buffers near 100 MB."""
+        if not self.causal:
+            return self.embed_ctx
         return 512 if self.gpu else 64
+
+    @property
+    def embed_sequences(self) -> int:
+        """Inputs one encoder decode may hold (llama.cpp wants the context a multiple of it)."""
+        return ENCODER_SEQUENCES if not self.causal and self.embed_ctx % ENCODER_SEQUENCES == 0 \
+            else 1
 
     def embedding_tokens(self, text: str | list[int], truncate: bool) -> list[int]:
         if isinstance(text, list):  # token ids given by the client
@@ -147,33 +176,35 @@ class LoadedModel:
             if bad is not None:
                 raise ValueError(f"token {bad} is out of range for this model")
         tokens = list(text) if isinstance(text, list) else self.tokenize(text, True)
-        if len(tokens) > self.num_ctx:
+        if len(tokens) > self.embed_ctx:
             if not truncate:
                 raise ValueError("the input length exceeds the context length")
-            tokens = tokens[: self.num_ctx]
+            tokens = tokens[: self.embed_ctx]
         return tokens
 
-    def embed_chunk(self, tokens: list[int], pos: int) -> np.ndarray:
-        """Mean of the chunk's hidden states, given the input's earlier chunks in the cache.
-
-        With mean pooling llama.cpp averages over one decode call's tokens only; the caller
-        weights each chunk's mean by its length to get the mean over the whole input.
-        """
+    def embed(self, inputs: list[list[int]], pos: int = 0) -> list[np.ndarray]:
+        """The pooled embedding of each input, decoded together (each its own sequence). A
+        causal model's input may come in chunks: `pos` is where this one starts, the earlier
+        ones being in the cache (one input then; llama.cpp pools over this decode's tokens)."""
         if self._embed_ctx is None:
-            self._embed_ctx = self._new_context(self.num_ctx, 1, embeddings=True)
+            self._embed_ctx = self._new_context(self.embed_ctx, self.embed_sequences,
+                                                embeddings=True)
             self._embed_batch = llama.llama_batch_init(self.embed_batch, 0, 1)
-        batch = self._embed_batch
-        for i, token in enumerate(tokens):
-            batch.token[i] = token
-            batch.pos[i] = pos + i
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = True
-        batch.n_tokens = len(tokens)
+        batch, n = self._embed_batch, 0
+        for seq, tokens in enumerate(inputs):
+            for i, token in enumerate(tokens):
+                batch.token[n] = token
+                batch.pos[n] = pos + i
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = seq
+                batch.logits[n] = True
+                n += 1
+        batch.n_tokens = n
         if llama.llama_decode(self._embed_ctx, batch) != 0:
             raise RuntimeError("llama_decode failed while embedding")
-        ptr = llama.llama_get_embeddings_seq(self._embed_ctx, 0)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_embd,)).astype(np.float64)
+        return [np.ctypeslib.as_array(llama.llama_get_embeddings_seq(self._embed_ctx, seq),
+                                      shape=(self.n_embd,)).astype(np.float64)
+                for seq in range(len(inputs))]
 
     def end_embedding(self) -> None:
         """Clears the embedding cache for the next input."""

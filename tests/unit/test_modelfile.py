@@ -141,6 +141,15 @@ def test_float_parameter_is_typed() -> None:
     assert isinstance(params["temperature"], float)
 
 
+@pytest.mark.parametrize("text, value", [("0.123456789", 0.12345679), ("0.1", 0.1),
+                                         ("3.14159265358979", 3.1415927), ("1e-45", 1e-45),
+                                         ("-0", -0.0)])
+def test_a_float_parameter_is_the_float32_ollama_reads(text: str, value: float) -> None:
+    # api.FormatParams parses with strconv.ParseFloat(s, 32) and keeps a float32, which
+    # reaches the server as the shortest text that reads back as that float32.
+    assert parse(f"FROM b\nPARAMETER temperature {text}").parameters == {"temperature": value}
+
+
 @pytest.mark.parametrize("text, value", [("true", True), ("True", True), ("1", True),
                                          ("t", True), ("FALSE", False), ("0", False)])
 def test_bool_parameter_accepts_what_go_parsebool_accepts(text: str, value: bool) -> None:
@@ -367,8 +376,10 @@ def test_reference_message_example() -> None:
 
 def test_to_create_spec_carries_every_part() -> None:
     spec = to_create_spec(parse('FROM llama3.2\nTEMPLATE t\nSYSTEM s\nPARAMETER stop a\n'
-                                'PARAMETER stop b\nMESSAGE user hi\nLICENSE L'), "mario")
+                                'PARAMETER stop b\nMESSAGE user hi\nLICENSE L\nREQUIRES v0.14.0'),
+                          "mario")
     assert (spec.model, spec.from_, spec.template, spec.system) == ("mario", "llama3.2", "t", "s")
+    assert spec.requires == "0.14.0"
     assert spec.parameters == {"stop": ["a", "b"]}
     assert spec.messages == [{"role": "user", "content": "hi"}]
     assert spec.licenses == ["L"]

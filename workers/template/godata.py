@@ -50,7 +50,7 @@ def go_json(value: Any) -> str:
     if isinstance(value, Mapping):
         if isinstance(value, _GoMap) and value.nil:
             return "null"
-        keys = list(value) if isinstance(value, _OrderedMap) else sorted(value, key=str)
+        keys = list(value) if isinstance(value, OrderedMap) else sorted(value, key=str)
         return "{" + ",".join(f"{json_string(str(k))}:{go_json(value[k])}" for k in keys) + "}"
     return json_string(str(value))
 
@@ -151,12 +151,12 @@ class _NilStringerMap(_StringerMap):
     nil = True
 
 
-class _OrderedMap(_GoMap):
+class OrderedMap(_GoMap):
     """api.ToolPropertiesMap: properties in the order the request gave them."""
 
 
 @dataclass(frozen=True)
-class _Field:
+class GoField:
     name: str          # the Go field name templates use
     key: str | None    # the JSON key; None: the Go name (a struct without tags)
     omit: str = ""     # "empty" (omitempty on a value) or "nil" (omitempty on an interface)
@@ -167,7 +167,7 @@ class _GoStruct(_Formats):
     encoding/json does."""
 
     __slots__: tuple[str, ...] = ()
-    _fields: tuple[_Field, ...] = ()
+    _fields: tuple[GoField, ...] = ()
     _pointer = False  # printed as &{...}
 
     def __init__(self, **values: Any) -> None:
@@ -197,35 +197,35 @@ def _omitted(value: Any, how: str) -> bool:
     return value is False or (isinstance(value, (int, float)) and value == 0)
 
 
-def _struct(name: str, fields: Iterable[_Field], pointer: bool = False) -> type[_GoStruct]:
+def go_struct(name: str, fields: Iterable[GoField], pointer: bool = False) -> type[_GoStruct]:
     fields = tuple(fields)
     return type(name, (_GoStruct,), {"__slots__": tuple(f.name for f in fields),
                                      "_fields": fields, "_pointer": pointer})
 
 
-def _plain(*names: str) -> list[_Field]:
-    return [_Field(name, None) for name in names]
+def _plain(*names: str) -> list[GoField]:
+    return [GoField(name, None) for name in names]
 
 
 # template.go's templateMessage (pointers in .Messages), templateToolCall and its function.
-_Message = _struct("Message", _plain("Role", "Content", "Thinking", "Images", "ToolCalls",
+_Message = go_struct("Message", _plain("Role", "Content", "Thinking", "Images", "ToolCalls",
                                      "ToolName", "ToolCallID"), pointer=True)
-_ToolCall = _struct("ToolCall", _plain("ID", "Function"))
-_ToolCallFunction = _struct("ToolCallFunction", _plain("Index", "Name", "Arguments"))
+_ToolCall = go_struct("ToolCall", _plain("ID", "Function"))
+_ToolCallFunction = go_struct("ToolCallFunction", _plain("Index", "Name", "Arguments"))
 # template.go's templateTool (whose String() is its JSON), its function and parameters.
-_Tool = _struct("Tool", [_Field("Type", "type"), _Field("Items", "items", "nil"),
-                         _Field("Function", "function")])
-_ToolFunction = _struct("ToolFunction", [_Field("Name", "name"), _Field("Description", "description"),
-                                         _Field("Parameters", "parameters")])
-_ToolParameters = _struct("ToolParameters", [
-    _Field("Type", "type"), _Field("Defs", "$defs", "nil"), _Field("Items", "items", "nil"),
-    _Field("Required", "required", "empty"), _Field("Properties", "properties")])
+_Tool = go_struct("Tool", [GoField("Type", "type"), GoField("Items", "items", "nil"),
+                         GoField("Function", "function")])
+_ToolFunction = go_struct("ToolFunction", [GoField("Name", "name"), GoField("Description", "description"),
+                                         GoField("Parameters", "parameters")])
+_ToolParameters = go_struct("ToolParameters", [
+    GoField("Type", "type"), GoField("Defs", "$defs", "nil"), GoField("Items", "items", "nil"),
+    GoField("Required", "required", "empty"), GoField("Properties", "properties")])
 # api.ToolProperty, as the values of .Function.Parameters.Properties.
-_ToolProperty = _struct("ToolProperty", [
-    _Field("AnyOf", "anyOf", "empty"), _Field("Type", "type", "empty"),
-    _Field("Items", "items", "nil"), _Field("Description", "description", "empty"),
-    _Field("Enum", "enum", "empty"), _Field("Properties", "properties", "nil"),
-    _Field("Required", "required", "empty")])
+_ToolProperty = go_struct("ToolProperty", [
+    GoField("AnyOf", "anyOf", "empty"), GoField("Type", "type", "empty"),
+    GoField("Items", "items", "nil"), GoField("Description", "description", "empty"),
+    GoField("Enum", "enum", "empty"), GoField("Properties", "properties", "nil"),
+    GoField("Required", "required", "empty")])
 
 
 def _go_string(value: Any) -> str | None:
@@ -284,7 +284,7 @@ def _tool_property(raw: Any) -> Any:
         Items=prop.get("items"),
         Description=str(prop.get("description") or ""),
         Enum=_GoList(prop["enum"]) if isinstance(prop.get("enum"), list) else _NilList(),
-        Properties=(_OrderedMap((str(k), _tool_property(v)) for k, v in nested.items())
+        Properties=(OrderedMap((str(k), _tool_property(v)) for k, v in nested.items())
                     if isinstance(nested, Mapping) else None),
         Required=_strings(prop.get("required")))
 
