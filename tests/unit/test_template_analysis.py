@@ -4,6 +4,7 @@ as Ollama infers them."""
 from __future__ import annotations
 
 from store.templates import template
+from tests.unit.test_toolcalls import JSON, LIST, MISTRAL, QWEN
 from workers.template.analysis import analyze
 
 
@@ -19,17 +20,6 @@ def tool_call_tag(source: str) -> str:
     return analyze(source).tool_call_tag
 
 
-QWEN = ('{{if .ToolCalls}}<tool_call>{{range .ToolCalls}}{"name": "{{.Function.Name}}", '
-        '"arguments": {{json .Function.Arguments}}}{{end}}</tool_call>{{end}}')
-
-MISTRAL = ('{{if .ToolCalls}}[TOOL_CALLS] [{{range .ToolCalls}}{"name": "{{.Function.Name}}", '
-           '"arguments": {{.Function.Arguments}}}{{end}}][/TOOL_CALLS]{{end}}')
-
-JSON = ('{{if .ToolCalls}}{{range .ToolCalls}}{"name": "{{.Function.Name}}", '
-        '"arguments": {{.Function.Arguments}}}{{end}}{{end}}')
-
-LIST = ('{{if .ToolCalls}}[{{range .ToolCalls}}{"name": "{{.Function.Name}}", '
-        '"arguments": {{.Function.Arguments}}}{{end}}]{{end}}')
 QWEN3 = """
 {{- if or .System .Tools .Thinking }}<|im_start|>system
 {{- if .System }}
