@@ -32,6 +32,8 @@ def created(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     reply = server.post("/api/create", {"model": MODEL, "files": files})
     assert reply.status == 200, reply.body
     yield reply.lines()
+    # Unloaded first: the session's server must be left as it was found (tests read /api/ps).
+    assert server.post("/api/generate", {"model": MODEL, "keep_alive": 0}).status == 200
     server.request("DELETE", "/api/delete", {"model": MODEL})
 
 
