@@ -97,10 +97,10 @@ class WorkerHandle:
             self.last_steps[msg.model_id] = msg
             self.step_times.setdefault(msg.model_id, deque(maxlen=STEP_HISTORY)).append(
                 (msg.duration, msg.tokens))
-            for job_id, text, count in msg.texts:
-                queue = self._jobs.get(job_id)
+            for item in msg.texts:
+                queue = self._jobs.get(item[0])
                 if queue is not None:
-                    queue.put_nowait(protocol.Chunk(job_id, text, count))
+                    queue.put_nowait(protocol.Chunk(*item))
         elif isinstance(msg, (protocol.Started, protocol.Done, protocol.Failed, protocol.Embedded)):
             queue = self._jobs.get(msg.job_id)
             if queue is not None:  # a cancelled job's late messages are dropped here

@@ -18,13 +18,16 @@ class Parts:
     thinking: str = ""
     content: str = ""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # The logprobs of the tokens this text came from (sent even while their text is held back
+    # by a parser, as Ollama does).
+    logprobs: list[protocol.Logprob] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.thinking or self.content or self.tool_calls)
+        return bool(self.thinking or self.content or self.tool_calls or self.logprobs)
 
     def __add__(self, other: "Parts") -> "Parts":
         return Parts(self.thinking + other.thinking, self.content + other.content,
-                     self.tool_calls + other.tool_calls)
+                     self.tool_calls + other.tool_calls, self.logprobs + other.logprobs)
 
 
 class Answer:

@@ -40,6 +40,7 @@ async def bodies(request: web.Request, run: Run, stream: bool, chunk: Callable[[
     (server/errors.py); closing this iterator early cancels the job."""
     generation = Generation(request, run.job.model)
     held: list[str] = []  # not streaming: the text, for the one reply
+    logprobs: list[protocol.Logprob] = []  # not streaming: the tokens' logprobs, for it too
     with errors.scheduler_errors():
         async with run.job as job:
             async for event in job:
@@ -49,14 +50,23 @@ async def bodies(request: web.Request, run: Run, stream: bool, chunk: Callable[[
                 elif isinstance(event, protocol.Chunk):
                     if not stream:
                         held.append(event.text)
-                    elif parts := run.answer.feed(event.text):  # else held back: a tag forming
+                        logprobs += event.logprobs or ()
+                        continue
+                    parts = run.answer.feed(event.text) + Parts(logprobs=event.logprobs or [])
+                    if parts:  # else held back: a tag forming
                         for body in _each(chunk(parts)):
                             yield body
                 else:
                     request[TOKENS] = (event.prompt_eval_count, event.eval_count)
-                    parts = run.answer.feed("".join(held)) + run.answer.finish()
+                    parts = (run.answer.feed("".join(held)) + run.answer.finish()
+                             + Parts(logprobs=logprobs))
                     for body in _each(final(parts, event)):
                         yield body
+
+
+def with_logprobs(body: Body, parts: Parts) -> Body:
+    """Ollama's `logprobs`, beside the message, when the request asked for them."""
+    return {**body, "logprobs": parts.logprobs} if parts.logprobs else body
 
 
 def final_stats(done: protocol.Done, load_duration: int, started: int) -> Body:

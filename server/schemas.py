@@ -20,6 +20,7 @@ from store.modelfile import parse as parse_modelfile
 from store.modelfile import parse_requires
 from store.modelfile import to_create_spec
 from workers import options
+from workers.logprobs import MAX_TOP_LOGPROBS
 from workers.template.render import TemplateError, check_go_template
 from workers.protocol import ChatMessage, OutputFormat
 
@@ -125,7 +126,17 @@ def _inference_fields(body: dict[str, Any]) -> dict[str, Any]:
     _unsupported(body, model)
     return {"model": model, "stream": _typed(body, "stream", bool, True),
             "options": _options(body), "keep_alive": _keep_alive(body),
-            "format": _output_format(body), "think": _think(body)}
+            "format": _output_format(body), "think": _think(body),
+            "logprobs": _logprobs(body), "truncate": _typed(body, "truncate", bool, True),
+            "shift": _typed(body, "shift", bool, True)}
+
+
+def _logprobs(body: dict[str, Any]) -> int:
+    """-1 without `logprobs`; else how many of the most likely tokens each token comes with."""
+    top = _typed(body, "top_logprobs", int, 0)
+    if not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise errors.BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+    return top if _typed(body, "logprobs", bool, False) else -1
 
 
 def _output_format(body: dict[str, Any]) -> OutputFormat:
@@ -144,15 +155,18 @@ def _unsupported(body: dict[str, Any], model: str) -> None:
         raise errors.BadRequest(f'"{model}" does not support images')
 
 
-THINK_LEVELS = ("low", "medium", "high")
+THINK_LEVELS = ("high", "medium", "low", "max")
+_THINK_VALUES = '"high", "medium", "low", "max", true, or false'
 
 
 def _think(body: dict[str, Any]) -> bool | str | None:
-    """`think`: true/false, or a level some models take; None when the request does not say."""
+    """`think`: true/false, or a level; None when the request does not say (Ollama's words)."""
     value = body.get("think")
     if value is None or isinstance(value, bool) or value in THINK_LEVELS:
         return value
-    raise errors.BadRequest(f'invalid "think": expected true, false or one of {", ".join(THINK_LEVELS)}')
+    if isinstance(value, str):
+        raise errors.BadRequest(f'invalid think value: "{value}" (must be {_THINK_VALUES})')
+    raise errors.BadRequest(f"think must be a boolean or string ({_THINK_VALUES})")
 
 
 def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -176,6 +190,9 @@ class InferenceRequest:
     keep_alive: float | None
     format: OutputFormat
     think: bool | str | None
+    logprobs: int  # -1: none; else each token's logprob and this many of the top ones
+    truncate: bool  # cut a prompt longer than the context (else 400)
+    shift: bool  # shift a full context while generating (else stop there)
 
 
 @dataclass

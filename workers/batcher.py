@@ -23,6 +23,7 @@ from workers.context import FILL_CONTEXT, Window, predict_limit
 from workers.grammar import GrammarDeadEnd
 from workers.kvcache import KVCache, LlamaMemory, newest
 from workers.llm import LoadedModel
+from workers.logprobs import Distribution
 from workers.planner import StepCosts, Work, plan_step
 from workers.prompt import Built
 from workers.render_pool import RenderCrashed, RenderStopped, RenderTimeout
@@ -69,8 +70,9 @@ class ModelBatcher:
 
     def add(self, req: protocol.Submit) -> None:
         """A request whose prompt a side thread is building (`prompt_built` follows)."""
-        self._seqs[req.job_id] = Sequence(req.job_id, req.options, req.want_context,
-                                          time.perf_counter_ns())
+        self._seqs[req.job_id] = Sequence(
+            req.job_id, req.options, req.want_context, time.perf_counter_ns(),
+            logprobs=req.logprobs, truncate=req.prompt.get("truncate", True), shift=req.shift)
 
     def prompt_built(self, job_id: int, outcome: Built | BaseException) -> None:
         seq = self._seqs[job_id]
@@ -84,6 +86,9 @@ class ModelBatcher:
         if bad is not None:
             self.fail(job_id, f"context token {bad} is out of range for this model "
                               f"(0 to {model.n_vocab - 1})", kind="bad_request")
+            return
+        if not seq.truncate and len(tokens) >= model.num_ctx:
+            self.fail(job_id, "the input length exceeds the context length", kind="bad_request")
             return
         seq.window = Window.of(model.num_ctx, opts["num_keep"], len(tokens))
         seq.prompt = seq.window.fit_prompt(tokens)
@@ -165,9 +170,9 @@ class ModelBatcher:
         self._finals.clear()
 
     def _schedule(self, seqs: list[Sequence]) -> list[Work]:
-        for seq in seqs:
+        for seq in seqs:  # a full context shifts, or ends the answer where shifting is not on
             if (seq.status == Status.GENERATING and seq.n_computed >= self.model.num_ctx
-                    and not self.kv.shift(seq)):
+                    and not (seq.shift and self.kv.shift(seq))):
                 self._finish(seq, "length")
         seqs = [s for s in seqs if s.job_id in self._seqs]
         self.kv.make_room(seqs)
@@ -238,15 +243,23 @@ class ModelBatcher:
                 self._accept(seq, token)
 
     def _sample(self, seq: Sequence, index: int) -> int | None:
-        """The sequence's next token, or None while its grammar's pass runs on a side thread."""
+        """The sequence's next token, or None while its grammar's pass runs on a side thread.
+        A sequence that asked for logprobs measures its logits row first (it is raw still)."""
         grammar, chain = seq.grammar, seq.chain
+        if grammar is None and seq.logprobs < 0:  # the common case: nothing to look at first
+            return llama.llama_sampler_sample(chain, self.model.ctx, index)
+        logits = self.model.logits(index)
+        if seq.logprobs >= 0:
+            seq.distribution = Distribution.of(logits, seq.logprobs)
         if grammar is None:
             return llama.llama_sampler_sample(chain, self.model.ctx, index)
-        logits = grammar.logits(self.model.ctx, index)
         token = grammar.try_token(chain, logits)
         if token is None:
             seq.status = Status.SAMPLING
             copied = logits.copy()  # the next decode overwrites the context's logits
+            if seq.distribution is not None:
+                seq.distribution = Distribution(copied, seq.distribution.log_norm,
+                                                seq.distribution.top)
             self._offload(seq.job_id, lambda: grammar.full_pass(chain, copied))
         return token
 
@@ -273,10 +286,14 @@ class ModelBatcher:
             return
         seq.generated.append(token)
         seq.unsent_tokens += 1
-        text = seq.text.push(model.piece(token))
+        piece = model.piece(token)
+        if seq.distribution is not None:
+            seq.unsent_logprobs.append((seq.distribution.entry(token, model.piece),
+                                        len(piece.decode(errors="ignore"))))
+            seq.distribution = None
+        text = seq.text.push(piece)
         if text:
-            self._texts.append([seq.job_id, text, seq.unsent_tokens])
-            seq.unsent_tokens = 0
+            self._emit(seq, text)
         context_full = (seq.opts["num_predict"] == FILL_CONTEXT
                         and seq.n_computed + 1 >= model.num_ctx)
         if seq.text.stopped:
@@ -287,12 +304,28 @@ class ModelBatcher:
             seq.tokens.append(token)
             seq.status = Status.GENERATING
 
+    def _emit(self, seq: Sequence, text: str, last: bool = False) -> None:
+        """Sends text; with it, the logprobs of the tokens whose text it completes (all that
+        are left, at the end): a token held back (a partial character, a possible stop) sends
+        its logprobs when its text goes, and one cut with a stop string never does."""
+        event: list[object] = [seq.job_id, text, seq.unsent_tokens]
+        seq.unsent_tokens = 0
+        if seq.logprobs >= 0:
+            chars, sent = len(text), 0
+            while sent < len(seq.unsent_logprobs) and (
+                    last or seq.unsent_logprobs[sent][1] <= chars):
+                chars -= seq.unsent_logprobs[sent][1]
+                sent += 1
+            event.append([entry for entry, _ in seq.unsent_logprobs[:sent]])
+            del seq.unsent_logprobs[:sent]
+        self._texts.append(event)
+
     def _finish(self, seq: Sequence, reason: str) -> None:
         assert seq.text is not None
         now = time.perf_counter_ns()
         tail = "" if seq.text.stopped else seq.text.flush()
         if tail:
-            self._texts.append([seq.job_id, tail, seq.unsent_tokens])
+            self._emit(seq, tail, last=True)
         self._release(seq)
         self._finals.append(protocol.Done(
             job_id=seq.job_id,

@@ -47,11 +47,6 @@ class Grammar:
             raise ValueError("the format could not be compiled into a grammar")
         self._ids = np.arange(n_vocab, dtype=np.int32)
 
-    def logits(self, ctx: llama.llama_context_p, index: int) -> np.ndarray:
-        """The logits of batch output `index`, as a view (valid until the next decode)."""
-        return np.ctypeslib.as_array(llama.llama_get_logits_ith(ctx, index),
-                                     shape=(len(self._ids),))
-
     def try_token(self, chain: llama.llama_sampler_p, logits: np.ndarray) -> int | None:
         """The chain's choice if the grammar allows it (then taken by both), else None."""
         token = self._apply(logits, chain)

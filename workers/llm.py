@@ -143,6 +143,11 @@ class LoadedModel:
             n = llama.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         return buf.raw[:n]
 
+    def logits(self, index: int) -> np.ndarray:
+        """The raw logits of batch output `index`, as a view (valid until the next decode)."""
+        return np.ctypeslib.as_array(llama.llama_get_logits_ith(self.ctx, index),
+                                     shape=(self.n_vocab,))
+
     def is_eog(self, token: int) -> bool:
         return bool(llama.llama_vocab_is_eog(self.vocab, token))
 

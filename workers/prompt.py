@@ -57,6 +57,9 @@ def build_tokens(spec: PromptSpec, render: Callable[[Sequence[ChatMessage]], str
     if spec["raw"] is not None:
         return context + tokenize(spec["raw"], not context), ""
     messages = spec["messages"]
+    if not spec.get("truncate", True):  # the whole history, or the request fails (batcher)
+        text = render(messages)
+        return context + tokenize(text, not context), text
     start = _first_message_that_fits(messages, render, tokenize, n_ctx - len(context))
     kept = [m for m in messages[:start] if m["role"] == "system"] + list(messages[start:])
     text = render(kept)

@@ -46,6 +46,7 @@ class PromptSpec(TypedDict):
     tools: NotRequired[list[dict[str, Any]]]  # function definitions for the template's .Tools
     think: NotRequired[bool | str | None]  # the request's `think`, for .Think/.IsThinkSet
     suffix: NotRequired[str]  # fill-in-the-middle: the text after the gap (the template's .Suffix)
+    truncate: NotRequired[bool]  # False: a prompt longer than the context fails (default True)
 
 
 # ---- front end -> worker -------------------------------------------------------------------
@@ -86,6 +87,8 @@ class Submit:
     options: RequestOptions
     want_context: bool
     format: OutputFormat = None
+    logprobs: int = -1  # -1: none; else each token's log-probability and this many of the top
+    shift: bool = True  # False: a sequence that fills its context ends there ("length")
 
 
 @dataclass(slots=True)
@@ -160,11 +163,23 @@ class Started:
 @dataclass(slots=True)
 class Chunk:
     """New text of one job. The front end's job queues carry these; on the wire they travel
-    inside Step as [job_id, text, token_count] triples."""
+    inside Step as [job_id, text, token_count] triples, or with a fourth item: the tokens'
+    logprobs (Logprob dicts), when the request asked for them."""
 
     job_id: int
     text: str
     token_count: int
+    logprobs: list[Logprob] | None = None
+
+
+class TokenLogprob(TypedDict):
+    token: str  # the token's text (an incomplete UTF-8 character as U+FFFD)
+    logprob: float  # log-softmax of the raw logits over the whole vocabulary
+    bytes: list[int]  # the token's own bytes
+
+
+class Logprob(TokenLogprob):
+    top_logprobs: NotRequired[list[TokenLogprob]]  # the most likely, when asked for
 
 
 @dataclass(slots=True)
@@ -173,7 +188,7 @@ class Step:
     message instead of one per sequence per token. Done/Failed of the step follow it."""
 
     model_id: str
-    texts: list[list[Any]]  # [job_id, text, tokens the text holds] per sequence with new text
+    texts: list[list[Any]]  # [job_id, text, tokens the text holds(, logprobs)] per sequence
     tokens: int  # tokens decoded in the batch
     sequences: int  # sequences that took part
     duration: int  # ns the step took

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import llama_cpp as llama
 
     from workers.grammar import Grammar
+    from workers.logprobs import Distribution
+    from workers.protocol import Logprob
     from workers.textstream import TextStream
 
 ALL = sys.maxsize  # Sequence.clean when no context shift has touched its cells
@@ -61,6 +63,12 @@ class Sequence:
     generated: list[int] = field(default_factory=list)
     unsent_tokens: int = 0  # tokens whose text is held back (partial character or stop)
     t_first: int = 0  # when the prompt was done and the first token sampled
+    truncate: bool = True  # False: a prompt longer than the context fails instead of being cut
+    shift: bool = True  # False: a full context ends the answer ("length") instead of shifting
+    logprobs: int = -1  # -1: not asked for; else how many top logprobs each token carries
+    distribution: Distribution | None = None  # the last logits row, measured for its logprobs
+    # The logprobs of tokens whose text is held back, each with its text's length in characters.
+    unsent_logprobs: list[tuple[Logprob, int]] = field(default_factory=list)
 
     @property
     def holds_cells(self) -> bool:

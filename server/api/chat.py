@@ -9,7 +9,7 @@ from aiohttp import web
 from server import errors, threads
 from server.answer import Parts, answer_for
 from server.api.generate import load_or_unload
-from server.generation import Body, Run, bodies, final_stats
+from server.generation import Body, Run, bodies, final_stats, with_logprobs
 from server.resolve import Prepared, prepare
 from server.schemas import ChatRequest, read_request
 from server.streaming import respond
@@ -28,12 +28,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
     run = await submit_chat(p, req)
 
     def chunk(parts: Parts) -> Body:
-        return {"model": req.model, "created_at": now_rfc3339(), "message": message(parts),
-                "done": False}
+        return with_logprobs({"model": req.model, "created_at": now_rfc3339(),
+                              "message": message(parts), "done": False}, parts)
 
     def final(parts: Parts, done: protocol.Done) -> Body:
-        return {"model": req.model, "created_at": now_rfc3339(), "message": message(parts),
-                "done": True, **final_stats(done, run.job.load_duration, started)}
+        return with_logprobs({"model": req.model, "created_at": now_rfc3339(),
+                              "message": message(parts), "done": True,
+                              **final_stats(done, run.job.load_duration, started)}, parts)
 
     return await respond(request, bodies(request, run, req.stream, chunk, final), req.stream)
 
@@ -48,10 +49,12 @@ async def submit_chat(p: Prepared, req: ChatRequest) -> Run:
     # Inferring thinking tags and the tool-call format parses the template: not on the loop.
     output = await threads.parse(answer_for, req.model, p.spec.template, req.think, req.tools)
     prompt: PromptSpec = {"raw": None, "messages": messages, "template": p.spec.template,
-                          "context": [], "tools": req.tools, "think": req.think}
+                          "context": [], "tools": req.tools, "think": req.think,
+                          "truncate": req.truncate}
     with errors.scheduler_errors():
         job = await p.scheduler.submit(p.ref, p.load, req.keep_alive, prompt, p.options,
-                                       want_context=False, output_format=req.format)
+                                       want_context=False, output_format=req.format,
+                                       logprobs=req.logprobs, shift=req.shift)
     return Run(job, output)
 
 

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from server import errors, threads
 from server.answer import Parts, answer_for
-from server.generation import Body, Run, bodies, final_stats
+from server.generation import Body, Run, bodies, final_stats, with_logprobs
 from server.resolve import Prepared, prepare
 from server.schemas import GenerateRequest, check_template, read_request
 from server.streaming import json_response, respond
@@ -27,7 +27,9 @@ async def generate(request: web.Request) -> web.StreamResponse:
 
     def body(parts: Parts) -> Body:
         reply = {"model": req.model, "created_at": now_rfc3339(), "response": parts.content}
-        return {**reply, "thinking": parts.thinking} if parts.thinking else reply
+        if parts.thinking:
+            reply["thinking"] = parts.thinking
+        return with_logprobs(reply, parts)
 
     def chunk(parts: Parts) -> Body:
         return {**body(parts), "done": False}
@@ -53,7 +55,7 @@ async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
     messages: list[ChatMessage] = []
     if req.raw:
         prompt: PromptSpec = {"raw": req.prompt, "messages": [], "template": "",
-                              "context": req.context}
+                              "context": req.context, "truncate": req.truncate}
     else:
         system = req.system or p.spec.system
         if system:
@@ -62,11 +64,13 @@ async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
             messages += [{"role": m["role"], "content": m["content"]} for m in p.spec.messages]
         messages.append({"role": "user", "content": req.prompt})
         prompt = {"raw": None, "messages": messages, "template": template,
-                  "context": req.context, "think": req.think, "suffix": req.suffix}
+                  "context": req.context, "think": req.think, "suffix": req.suffix,
+                  "truncate": req.truncate}
     output = await threads.parse(answer_for, req.model, "" if req.raw else template, req.think)
     with errors.scheduler_errors():
         job = await p.scheduler.submit(p.ref, p.load, req.keep_alive, prompt, p.options,
-                                       want_context=True, output_format=req.format)
+                                       want_context=True, output_format=req.format,
+                                       logprobs=req.logprobs, shift=req.shift)
     return Run(job, output)
 
 

@@ -21,7 +21,8 @@ from workers import protocol
 
 def _chat_request(body: dict[str, Any]) -> tuple[dict[str, Any], ChatRequest]:
     native = {**convert.common(body), "messages": _messages(body.get("messages")),
-              "format": convert.response_format(body)}
+              "format": convert.response_format(body), "logprobs": body.get("logprobs"),
+              "top_logprobs": body.get("top_logprobs")}
     if body.get("tools") and body.get("tool_choice") != "none":
         native["tools"] = body["tools"]
     req = ChatRequest.parse(native)
@@ -42,25 +43,27 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     def delta(parts: Parts) -> dict[str, Any]:
         out: dict[str, Any] = {"role": "assistant", "content": parts.content}
+        if parts.thinking:
+            out["reasoning"] = parts.thinking  # Ollama's name for it on /v1
         if parts.tool_calls:
             out["tool_calls"] = convert.tool_calls(parts)
         return out
 
+    def choice(parts: Parts, reason: str | None, key: str = "delta") -> dict[str, Any]:
+        return {"index": 0, key: delta(parts), "logprobs": convert.chat_logprobs(parts),
+                "finish_reason": reason}
+
     def chunk(parts: Parts) -> Body:
         nonlocal called
         called = called or bool(parts.tool_calls)
-        return envelope("chat.completion.chunk",
-                        {"index": 0, "delta": delta(parts), "finish_reason": None})
+        return envelope("chat.completion.chunk", choice(parts, None))
 
     def final(parts: Parts, done: protocol.Done) -> Bodies:
         reason = convert.finish_reason(done, called or bool(parts.tool_calls))
         if not req.stream:
-            message = delta(parts)
-            return {**envelope("chat.completion", {"index": 0, "message": message,
-                                                   "finish_reason": reason}),
+            return {**envelope("chat.completion", choice(parts, reason, "message")),
                     "usage": convert.usage(done)}
-        events = [envelope("chat.completion.chunk",
-                           {"index": 0, "delta": delta(parts), "finish_reason": reason})]
+        events = [envelope("chat.completion.chunk", choice(parts, reason))]
         if usage:
             events.append({**envelope("chat.completion.chunk", {}), "choices": [],
                            "usage": convert.usage(done)})
@@ -78,6 +81,9 @@ def _completion_request(body: dict[str, Any]) -> tuple[dict[str, Any], GenerateR
         raise errors.BadRequest("prompt must be a non-empty string")
     native = {**convert.common(body), "prompt": prompt, "suffix": body.get("suffix"),
               "format": convert.response_format(body)}
+    top = body.get("logprobs")  # the legacy API's: how many of the top tokens
+    if top is not None:
+        native.update(logprobs=True, top_logprobs=top)
     return body, GenerateRequest.parse(native)
 
 
@@ -91,14 +97,19 @@ async def completions(request: web.Request) -> web.StreamResponse:
                 "model": req.model, "system_fingerprint": convert.SYSTEM_FINGERPRINT,
                 "choices": choices}
 
-    def choice(text: str, reason: str | None) -> dict[str, Any]:
-        return {"text": text, "index": 0, "logprobs": None, "finish_reason": reason}
+    sent = 0  # characters of the answer sent so far: where each chunk's tokens start
+
+    def choice(parts: Parts, reason: str | None) -> dict[str, Any]:
+        nonlocal sent
+        logprobs = convert.completion_logprobs(parts, sent)
+        sent += len(parts.content)
+        return {"text": parts.content, "index": 0, "logprobs": logprobs, "finish_reason": reason}
 
     def chunk(parts: Parts) -> Body:
-        return envelope([choice(parts.content, None)])
+        return envelope([choice(parts, None)])
 
     def final(parts: Parts, done: protocol.Done) -> Bodies:
-        last = envelope([choice(parts.content, convert.finish_reason(done, False))])
+        last = envelope([choice(parts, convert.finish_reason(done, False))])
         if not req.stream:
             return {**last, "usage": convert.usage(done)}
         return [last, {**envelope([]), "usage": convert.usage(done)}] if usage else last

@@ -44,7 +44,48 @@ def common(body: dict[str, Any]) -> dict[str, Any]:
         options["num_predict"] = limit
     if body.get("stop") is not None:
         options["stop"] = body["stop"]
-    return {"model": body["model"], "stream": body.get("stream") is True, "options": options}
+    return {"model": body["model"], "stream": body.get("stream") is True, "options": options,
+            "think": think(body)}
+
+
+# OpenAI's reasoning effort (and Ollama's extra words) as the native `think`.
+_EFFORTS = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
+            "max": "max", "xhigh": "max", "ultra": "max"}
+
+
+def think(body: dict[str, Any]) -> bool | str | None:
+    """`reasoning.effort` (Responses style) or `reasoning_effort`, as Ollama maps them."""
+    reasoning = body.get("reasoning")
+    effort = reasoning.get("effort") if isinstance(reasoning, dict) else body.get(
+        "reasoning_effort")
+    if effort is None or effort == "":
+        return None
+    if not isinstance(effort, str) or effort not in _EFFORTS:
+        raise errors.BadRequest(f'invalid reasoning value: "{effort}" (must be "minimal", "low", '
+                                '"medium", "high", "xhigh", "ultra", "max", or "none")')
+    return _EFFORTS[effort]
+
+
+def chat_logprobs(parts: Parts) -> dict[str, Any] | None:
+    """A choice's `logprobs` as OpenAI writes them (every entry with its `top_logprobs`)."""
+    if not parts.logprobs:
+        return None
+    return {"content": [{"top_logprobs": [], **entry} for entry in parts.logprobs]}
+
+
+def completion_logprobs(parts: Parts, offset: int) -> dict[str, Any] | None:
+    """A legacy completion choice's `logprobs`; `offset`: where this text starts in the answer."""
+    if not parts.logprobs:
+        return None
+    offsets = []
+    for entry in parts.logprobs:
+        offsets.append(offset)
+        offset += len(entry["token"])
+    return {"tokens": [e["token"] for e in parts.logprobs],
+            "token_logprobs": [e["logprob"] for e in parts.logprobs],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in e.get("top_logprobs", [])}
+                             for e in parts.logprobs],
+            "text_offset": offsets}
 
 
 def include_usage(body: dict[str, Any]) -> bool:

@@ -241,7 +241,8 @@ VALID = [
     ("ChatCompletion", {"id": "chatcmpl-0123456789abcdef01234567", "object": "chat.completion",
                         "created": 1748779200, "model": "qwen3:0.6b",
                         "system_fingerprint": "fp_corral",
-                        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                        "choices": [{"index": 0, "finish_reason": "tool_calls", "logprobs": None,
+                                     "message": {
                             "role": "assistant", "content": "", "tool_calls": [
                                 {"index": 0, "id": "call_k3xq81ab", "type": "function",
                                  "function": {"name": "get_weather",
@@ -251,7 +252,10 @@ VALID = [
     ("ChatCompletionEvent", {"id": "chatcmpl-1", "object": "chat.completion.chunk",
                              "created": 1748779200, "model": "m", "system_fingerprint": "fp_corral",
                              "choices": [{"index": 0, "finish_reason": None,
-                                          "delta": {"role": "assistant", "content": "Hi"}}]}),
+                                          "delta": {"role": "assistant", "content": "Hi"},
+                                          "logprobs": {"content": [
+                                              {"token": "Hi", "logprob": -0.1, "bytes": [72, 105],
+                                               "top_logprobs": []}]}}]}),
     ("ChatCompletionEvent", {"id": "chatcmpl-1", "object": "chat.completion.chunk",
                              "created": 1748779200, "model": "m", "system_fingerprint": "fp_corral",
                              "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 1,
@@ -283,7 +287,8 @@ INVALID = [
     ("GenerateRequest", {"model": "m", "options": {"temperature": "hot"}}),
     ("GenerateRequest", {"model": "m", "options": {"not_an_option": 1}}),
     ("GenerateRequest", {"model": "m", "options": {"num_ctx": 0}}),
-    ("GenerateRequest", {"model": "m", "think": "max"}),
+    ("GenerateRequest", {"model": "m", "think": "huge"}),
+    ("GenerateRequest", {"model": "m", "logprobs": True, "top_logprobs": 21}),
     ("GenerateRequest", {"model": "m", "format": "yaml"}),
     ("GenerateRequest", {"model": "m", "context": [-1]}),
     ("ChatRequest", {"model": "m", "messages": [{"role": "robot", "content": "hi"}]}),
