@@ -109,14 +109,15 @@ class Scheduler:
     async def submit(self, ref: ModelRef, load: LoadOptions, keep_alive: float | None,
                      prompt: protocol.PromptSpec, options: RequestOptions,
                      want_context: bool, output_format: protocol.OutputFormat = None,
-                     logprobs: int = -1, shift: bool = True) -> Job[protocol.Done]:
+                     logprobs: int = -1, shift: bool = True,
+                     format_prefix: str = "") -> Job[protocol.Done]:
         """A generation: waits for a slot on a runner with these load options (loading the
         model first if needed) and hands the worker the prompt (protocol.Submit says what the
         other arguments mean)."""
         runner, waited = await self._acquire(ref, load, keep_alive)
         return self._start(runner, waited, protocol.Done, lambda job_id: protocol.Submit(
             job_id, runner.model_id, prompt, options, want_context, output_format, logprobs,
-            shift))
+            shift, format_prefix))
 
     async def embed(self, ref: ModelRef, load: LoadOptions, keep_alive: float | None,
                     inputs: list[str | list[int]], truncate: bool) -> Embeddings:

@@ -106,7 +106,8 @@ class Engine:
             return
         batcher.add(req)
         self.side.submit(PROMPT, req.job_id, prompt.preparation(
-            req.job_id, req.prompt, req.format, batcher.model, self.side.renderers))
+            req.job_id, req.prompt, req.format, req.format_prefix, batcher.model,
+            self.side.renderers))
 
     def _embed(self, req: protocol.Embed) -> None:
         embeddings = self.embeddings.get(req.model_id)

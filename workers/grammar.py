@@ -7,9 +7,11 @@ llama.cpp and applied beside the sequence's sampler chain.
 from __future__ import annotations
 
 import ctypes
+import re
 
 import llama_cpp as llama
 import numpy as np
+import orjson
 
 from workers.protocol import OutputFormat
 from workers.schema_grammar import JSON_GRAMMAR, SchemaError, schema_grammar
@@ -18,15 +20,25 @@ from workers.schema_grammar import JSON_GRAMMAR, SchemaError, schema_grammar
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
 
 
-def grammar_text(output_format: OutputFormat) -> str:
-    """GBNF for `format`: llama.cpp's JSON grammar for "json", else the JSON schema's grammar.
-    Raises ValueError naming what is wrong with a schema."""
+def grammar_text(output_format: OutputFormat, prefix: str = "") -> str:
+    """GBNF for `format`: llama.cpp's JSON grammar for "json", else the JSON schema's grammar;
+    with `prefix`, the answer starts with that text (a forced tool call's tag). Raises
+    ValueError naming what is wrong with a schema."""
     if output_format == "json":
-        return JSON_GRAMMAR
-    try:
-        return schema_grammar(output_format)  # type: ignore[arg-type]
-    except SchemaError as exc:
-        raise ValueError(f"invalid JSON schema in format: {exc}") from None
+        text = JSON_GRAMMAR
+    else:
+        try:
+            text = schema_grammar(output_format)  # type: ignore[arg-type]
+        except SchemaError as exc:
+            raise ValueError(f"invalid JSON schema in format: {exc}") from None
+    if not prefix:
+        return text
+    # The schema's root becomes a rule the new root puts after the literal prefix.
+    body = re.sub(r"^root ::=", f"{_FORMAT_ROOT} ::=", text, count=1, flags=re.MULTILINE)
+    return f"root ::= {orjson.dumps(prefix).decode()} {_FORMAT_ROOT}\n{body}"
+
+
+_FORMAT_ROOT = "format-root"  # a name the converter never writes (it has no such property)
 
 
 class GrammarDeadEnd(RuntimeError):

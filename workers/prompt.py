@@ -29,8 +29,8 @@ class Built:
     grammar: Grammar | None
 
 
-def preparation(job_id: int, spec: PromptSpec, output_format: OutputFormat, model: LoadedModel,
-                renderers: RenderPool) -> Callable[[], Built]:
+def preparation(job_id: int, spec: PromptSpec, output_format: OutputFormat, format_prefix: str,
+                model: LoadedModel, renderers: RenderPool) -> Callable[[], Built]:
     """The work a side thread does for a generation request."""
 
     def render(messages: Sequence[ChatMessage]) -> str:
@@ -42,7 +42,7 @@ def preparation(job_id: int, spec: PromptSpec, output_format: OutputFormat, mode
         tokens, text = build_tokens(spec, render, model.tokenize, model.num_ctx)
         thinking = bool(spec.get("think")) and analyze(spec["template"]).opens_thinking(text)
         grammar = None if output_format is None else Grammar(
-            model.vocab, grammar_text(output_format), model.n_vocab)
+            model.vocab, grammar_text(output_format, format_prefix), model.n_vocab)
         return Built(tokens, thinking, grammar)
 
     return work

@@ -89,6 +89,7 @@ class Submit:
     format: OutputFormat = None
     logprobs: int = -1  # -1: none; else each token's log-probability and this many of the top
     shift: bool = True  # False: a sequence that fills its context ends there ("length")
+    format_prefix: str = ""  # text the answer must start with, before the `format` (a tool-call tag)
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ from server.resolve import Prepared, prepare
 from server.schemas import ChatRequest, read_request
 from server.streaming import respond
 from server.timestamps import now_rfc3339
+from server.toolchoice import ForcedCall, call_format
 from workers import protocol
 from workers.protocol import ChatMessage, PromptSpec
 
@@ -39,8 +40,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return await respond(request, bodies(request, run, req.stream, chunk, final), req.stream)
 
 
-async def submit_chat(p: Prepared, req: ChatRequest) -> Run:
-    """The conversation (Modelfile messages and system first) handed to the scheduler."""
+async def submit_chat(p: Prepared, req: ChatRequest, call: ForcedCall | None = None) -> Run:
+    """The conversation (Modelfile messages and system first) handed to the scheduler; with
+    `call`, the answer is held to a call of those tools (server/toolchoice.py)."""
     p.require_completion(req.model, "chat")
     messages: list[ChatMessage] = [{"role": m["role"], "content": m["content"]}
                                    for m in p.spec.messages] + req.messages
@@ -51,10 +53,16 @@ async def submit_chat(p: Prepared, req: ChatRequest) -> Run:
     prompt: PromptSpec = {"raw": None, "messages": messages, "template": p.spec.template,
                           "context": [], "tools": req.tools, "think": req.think,
                           "truncate": req.truncate}
+    output_format, prefix = req.format, ""
+    if call is not None:
+        if req.format is not None:
+            raise errors.BadRequest("a response format and a forced tool call cannot be combined")
+        output_format, prefix = call_format(call, req.tools, p.spec.template)
     with errors.scheduler_errors():
         job = await p.scheduler.submit(p.ref, p.load, req.keep_alive, prompt, p.options,
-                                       want_context=False, output_format=req.format,
-                                       logprobs=req.logprobs, shift=req.shift)
+                                       want_context=False, output_format=output_format,
+                                       logprobs=req.logprobs, shift=req.shift,
+                                       format_prefix=prefix)
     return Run(job, output)
 
 

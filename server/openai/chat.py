@@ -16,24 +16,41 @@ from server.openai import convert
 from server.resolve import prepare
 from server.schemas import ChatRequest, GenerateRequest, read_request
 from server.streaming import SSE_FRAMING, respond
+from server.toolchoice import ForcedCall, forced
 from workers import protocol
 
 
-def _chat_request(body: dict[str, Any]) -> tuple[dict[str, Any], ChatRequest]:
+def _chat_request(body: dict[str, Any]) -> tuple[dict[str, Any], ChatRequest, ForcedCall | None]:
     native = {**convert.common(body), "messages": _messages(body.get("messages")),
               "format": convert.response_format(body), "logprobs": body.get("logprobs"),
               "top_logprobs": body.get("top_logprobs")}
-    if body.get("tools") and body.get("tool_choice") != "none":
+    choice = body.get("tool_choice")
+    if body.get("tools") and choice != "none":
         native["tools"] = body["tools"]
     req = ChatRequest.parse(native)
     if not req.messages:
         raise errors.BadRequest("messages must not be empty")
-    return body, req
+    return body, req, _forced_call(choice, req.tools)
+
+
+def _forced_call(choice: Any, tools: list[dict[str, Any]]) -> ForcedCall | None:
+    """OpenAI's tool_choice: "none" and "auto" leave the model free (without tools, or with
+    them); "required" and a named function hold it to a call (server/toolchoice.py)."""
+    if choice in (None, "none", "auto"):
+        return None
+    if choice == "required":
+        return forced(tools, None)
+    function = choice.get("function") if isinstance(choice, dict) else None
+    if (isinstance(choice, dict) and choice.get("type") == "function"
+            and isinstance(function, dict) and isinstance(function.get("name"), str)):
+        return forced(tools, function["name"])
+    raise errors.BadRequest('tool_choice must be "none", "auto", "required" or '
+                            '{"type": "function", "function": {"name": ...}}')
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body, req = await read_request(request, _chat_request)
-    run = await submit_chat(await prepare(request, req.model, req.options), req)
+    body, req, call = await read_request(request, _chat_request)
+    run = await submit_chat(await prepare(request, req.model, req.options), req, call)
     reply_id, created, usage = convert.new_id("chatcmpl"), convert.now(), convert.include_usage(body)
     called = False  # whether a tool call went out, for the finish reason
 

@@ -24,3 +24,9 @@ def test_integer_bounds_reach_the_grammar() -> None:
 def test_an_invalid_schema_is_a_value_error_naming_format(schema: dict) -> None:
     with pytest.raises(ValueError, match="invalid JSON schema in format"):
         grammar_text(schema)
+
+
+def test_a_prefix_comes_before_the_formats_answer() -> None:
+    text = grammar_text({"type": "boolean"}, prefix='<tool_call "x">')
+    assert text.splitlines()[0] == 'root ::= "<tool_call \\"x\\">" format-root'
+    assert "\nformat-root ::= " in text and text.count("root ::=") == 2  # format-root and root
