@@ -18,8 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-UBATCH = 512  # the worker's n_ubatch (workers/llm.py BATCH_TOKENS)
+UBATCH = 512  # the worker's n_ubatch at most (workers/llm.py batch_tokens, num_batch's default)
 FLOAT = 4
+# OLLAMA_KV_CACHE_TYPE: bytes per element of the K and V caches (ggml's block sizes: q8_0 is 34
+# bytes per 32 elements, q4_0 18); the same memory holds 1.9x (q8_0) or 3.6x (q4_0) the cells.
+KV_CACHE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+
+def kv_cell_scale(cache_type: str) -> float:
+    """A cell's size in this cache type, against f16's."""
+    return KV_CACHE_BYTES[cache_type] / KV_CACHE_BYTES["f16"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,7 @@ class ModelMemory:
     input_bytes: int  # token embeddings
     output_bytes: int  # the output head and final norm
     tied_output: bool  # the head is the token embeddings: a GPU holding it gets a copy of them
-    kv_bytes_per_cell: int  # over all layers, at f16
+    kv_bytes_per_cell: int  # over all layers, in the server's KV cache type
     n_embd: int
     n_head: int
     n_vocab: int

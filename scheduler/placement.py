@@ -69,18 +69,31 @@ AUTO_MIN_SLOTS, AUTO_MAX_SLOTS = 16, 64
 AUTO_CELLS_PER_SLOT = 512
 
 
-def kv_plan(num_ctx: int, parallel: int, batch_invariant: bool = False) -> tuple[int, int]:
+def kv_plan(num_ctx: int, parallel: int, batch_invariant: bool = False,
+            cell_scale: float = 1.0) -> tuple[int, int]:
     """(slots, KV cells) of a runner. A set OLLAMA_NUM_PARALLEL gives each slot a whole context.
-    Auto (0) reserves AUTO_CONTEXTS contexts of cells and shares them among more slots: the
-    worker admits a sequence while free cells allow, so short requests run 16+ at once in the
-    memory four long ones would take. Batch-invariant mode runs one sequence at a time: even
-    decoded in calls of their own, interleaved sequences changed each other's last bits."""
+    Auto (0) reserves the memory of AUTO_CONTEXTS contexts of f16 cells (more cells, for a
+    quantized cache: `cell_scale` is a cell's size against f16's) and shares them among more
+    slots: the worker admits a sequence while free cells allow, so short requests run 16+ at
+    once in the memory four long ones would take. Batch-invariant mode runs one sequence at a
+    time: even decoded in calls of their own, interleaved sequences changed each other's last
+    bits."""
     if batch_invariant:
         return 1, num_ctx
     if parallel:
         return parallel, num_ctx * parallel
-    cells = num_ctx * AUTO_CONTEXTS
+    cells = int(num_ctx * AUTO_CONTEXTS / cell_scale)
     return min(AUTO_MAX_SLOTS, max(AUTO_MIN_SLOTS, cells // AUTO_CELLS_PER_SLOT)), cells
+
+
+# OLLAMA_CONTEXT_LENGTH unset: the default num_ctx by the GPUs' memory in all, as Ollama picks
+# it (its thresholds sit a little under 48 and 24 GiB, so that those cards qualify).
+AUTO_CONTEXT_LENGTHS = ((47 << 30, 262144), (23 << 30, 32768), (0, 4096))
+
+
+def auto_context_length(devices: Sequence[Device], gpu_overhead: int) -> int:
+    vram = sum(max(0, d.total_memory - gpu_overhead) for d in devices if d.is_gpu)
+    return next(n for least, n in AUTO_CONTEXT_LENGTHS if vram >= least)
 
 
 def auto_max_loaded(devices: Sequence[Device]) -> int:

@@ -28,7 +28,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from scheduler import placement
+from scheduler import memory, placement
 from scheduler.devices import Device, Inventory
 from scheduler.errors import QueueFull, SchedulerError
 from scheduler.job import Embeddings, Final, Job
@@ -57,6 +57,9 @@ class Config:
     replica_idle: float = 10.0  # seconds a surplus replica may sit idle
     batch_invariant: bool = False
     n_threads: int = 1
+    flash_attention: bool | None = None  # OLLAMA_FLASH_ATTENTION; None: auto
+    kv_cache_type: str = "f16"  # OLLAMA_KV_CACHE_TYPE
+    load_timeout: float = math.inf  # OLLAMA_LOAD_TIMEOUT: seconds
     debug: bool = False
 
 
@@ -324,7 +327,8 @@ class Scheduler:
                   replica: bool) -> None:
         """Books a new runner where plan.py puts it and starts loading it in the background."""
         slots, kv_cells = placement.kv_plan(load["num_ctx"], self._config.slots,
-                                            self._config.batch_invariant)
+                                            self._config.batch_invariant,
+                                            memory.kv_cell_scale(self._config.kv_cache_type))
         taken = frozenset(d for r in self._runners.get(ref.digest, []) for d in r.plan.devices)
         where = plan(Wanted(ref.memory, slots, kv_cells, load["num_gpu"],
                             replica_of=taken if replica else None), self._room())
@@ -353,7 +357,8 @@ class Scheduler:
                     limits=placement.Limits(self._max_loaded, self._config.gpu_overhead),
                     offloading=self._pool.offloading(), workers_up=self._pool.all_up(),
                     spread=self._config.spread,
-                    flash_attention=not self._config.batch_invariant)
+                    flash_attention=self._config.flash_attention is not False
+                    and not self._config.batch_invariant)
 
     def _books(self) -> list[placement.LoadedModel]:
         return [placement.LoadedModel(r.model_id, r.ref.digest, r.plan.memory,
@@ -367,13 +372,23 @@ class Scheduler:
         options = runner.options
         try:
             await self._pool.started(runner.worker)  # a split's worker starts on demand
-            reply = await runner.worker.request(protocol.Load(
+            timeout = self._config.load_timeout
+            reply = await asyncio.wait_for(runner.worker.request(protocol.Load(
                 runner.model_id, runner.ref.path, runner.num_ctx, runner.slots,
                 runner.plan.n_gpu_layers, list(runner.ref.adapters), runner.kv_cells,
                 self._config.batch_invariant, list(runner.plan.shares),
                 num_batch=options["num_batch"], main_gpu=options["main_gpu"],
-                n_threads=options["num_thread"], use_mmap=options["use_mmap"]))
-        except (WorkerDied, asyncio.TimeoutError) as exc:
+                n_threads=options["num_thread"], use_mmap=options["use_mmap"],
+                flash_attention=self._config.flash_attention,
+                kv_cache_type=self._config.kv_cache_type)),
+                None if math.isinf(timeout) else timeout)
+        except asyncio.TimeoutError:
+            # Stuck in llama.cpp's load: only a new worker process gets the device back.
+            log.error("loading %s took longer than OLLAMA_LOAD_TIMEOUT: restarting its worker",
+                      runner.ref.name)
+            runner.worker.kill()
+            reply = protocol.LoadFailed(runner.model_id, "timed out waiting for the model to load")
+        except WorkerDied as exc:
             reply = protocol.LoadFailed(runner.model_id, str(exc) or "worker did not start")
         if runner.ready.done():
             pass  # the worker died meanwhile and _drop has already failed this load

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from aiohttp import web
 
+from scheduler.placement import auto_context_length
 from scheduler.scheduler import Scheduler
 from server import security
 from server.api import (blobs, chat, create, embed, generate, metrics, models, openapi, ps,
@@ -28,6 +31,9 @@ def build_app(settings: Settings, store: Store, scheduler: Scheduler) -> web.App
                                        *security.middlewares(settings), error_middleware],
                           client_max_size=MAX_JSON_BODY)
     security.install(app, settings)
+    if not settings.context_length:  # Ollama's automatic default, by the GPUs' memory
+        settings = replace(settings, context_length=auto_context_length(
+            scheduler.devices(), settings.gpu_overhead))
     app[SETTINGS] = settings
     app[STORE] = store
     app[models.TAGS] = models.TagsCache(store)

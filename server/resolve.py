@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from scheduler.memory import ModelMemory
+from scheduler.memory import ModelMemory, kv_cell_scale
 from scheduler.runner import ModelRef
 from scheduler.scheduler import Scheduler
 from server import errors
@@ -42,10 +42,12 @@ async def prepare(request: web.Request, model: str, request_options: dict[str, A
     """The model resolved (its manifest, layers and GGUF header read off the event loop) and
     the options merged."""
     request[MODEL] = model
-    spec, ref, capabilities = await asyncio.to_thread(_resolved, request.app[STORE], model)
+    settings = request.app[SETTINGS]
+    spec, ref, capabilities = await asyncio.to_thread(_resolved, request.app[STORE], model,
+                                                      settings.kv_cache_type)
     try:
         per_request, load = options.merge(spec.params, request_options,
-                                          request.app[SETTINGS].context_length)
+                                          settings.context_length)
     except options.InvalidOption as exc:
         raise errors.BadRequest(str(exc)) from None
     # As Ollama does: never allocate more context than the model was trained for.
@@ -53,14 +55,15 @@ async def prepare(request: web.Request, model: str, request_options: dict[str, A
     return Prepared(spec, ref, per_request, load, request.app[SCHEDULER], capabilities)
 
 
-def _resolved(store: Store, model: str) -> tuple[ModelSpec, ModelRef, list[str]]:
+def _resolved(store: Store, model: str,
+              kv_cache_type: str) -> tuple[ModelSpec, ModelRef, list[str]]:
     spec = resolve(store, model)
     metadata = cached_info(str(spec.model_path)).metadata
-    return spec, model_ref(spec), capabilities(spec.template, metadata)
+    return spec, model_ref(spec, kv_cache_type), capabilities(spec.template, metadata)
 
 
-def model_ref(spec: ModelSpec) -> ModelRef:
-    """What the scheduler needs to know of a stored model."""
+def model_ref(spec: ModelSpec, kv_cache_type: str = "f16") -> ModelRef:
+    """What the scheduler needs to know of a stored model, its KV cells in the server's type."""
     info = cached_info(str(spec.model_path))
     adapters = tuple(str(p) for p in spec.adapter_paths)
     return ModelRef(
@@ -69,7 +72,7 @@ def model_ref(spec: ModelSpec) -> ModelRef:
         digest="+".join([spec.digest, *(p.name for p in spec.adapter_paths)]),
         manifest_digest=spec.manifest.digest,
         path=str(spec.model_path),
-        memory=model_memory(info),
+        memory=model_memory(info, kv_cell_scale(kv_cache_type)),
         context_length=info.context_length,
         n_vocab=info.n_vocab,
         details=details(spec.config),
@@ -77,7 +80,7 @@ def model_ref(spec: ModelSpec) -> ModelRef:
     )
 
 
-def model_memory(info: GGUFInfo) -> ModelMemory:
+def model_memory(info: GGUFInfo, kv_scale: float = 1.0) -> ModelMemory:
     """The sizes the scheduler's memory estimate starts from (scheduler/memory.py)."""
     tensors = info.tensor_bytes
     return ModelMemory(
@@ -85,7 +88,7 @@ def model_memory(info: GGUFInfo) -> ModelMemory:
         input_bytes=tensors.token_embd,
         output_bytes=tensors.rest,
         tied_output=tensors.tied_output,
-        kv_bytes_per_cell=info.kv_bytes_per_token,
+        kv_bytes_per_cell=round(info.kv_bytes_per_token * kv_scale),
         n_embd=info.embedding_length,
         n_head=info.head_count,
         n_vocab=info.n_vocab,

@@ -6,12 +6,14 @@ prints that one line and exits, so a misconfigured systemd unit fails loudly and
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
+from scheduler.memory import KV_CACHE_BYTES
 from server.durations import parse_duration
 
 
@@ -34,7 +36,10 @@ class Settings:
     max_replicas: int  # CORRAL_MAX_REPLICAS; 0 = auto: one per device
     sched_spread: bool  # OLLAMA_SCHED_SPREAD: split every model over all GPUs
     gpu_overhead: int  # OLLAMA_GPU_OVERHEAD: bytes of every GPU left alone
-    context_length: int
+    context_length: int  # 0: by the GPUs' memory (placement.auto_context_length)
+    flash_attention: bool | None  # OLLAMA_FLASH_ATTENTION; None: llama.cpp decides (auto)
+    kv_cache_type: str  # OLLAMA_KV_CACHE_TYPE: f16, q8_0 or q4_0
+    load_timeout: float  # OLLAMA_LOAD_TIMEOUT: seconds a load may take; inf: no limit
     debug: bool
     body_idle_timeout: float  # seconds a request body may stall before the request fails
     idle_timeout: float  # seconds a connection may take to send a whole request head
@@ -79,8 +84,18 @@ VARIABLES: tuple[_Var, ...] = (
          "slots of a model are busy, requests wait and another device has free memory; each "
          "request goes to the replica with the most free slots, and a replica left idle while "
          "another remains is unloaded. auto: one per device."),
-    _Var("OLLAMA_CONTEXT_LENGTH", "4096",
-         "Default context window (num_ctx) per sequence when neither model nor request sets one."),
+    _Var("OLLAMA_CONTEXT_LENGTH", "0",
+         "Default context window (num_ctx) per sequence when neither model nor request sets one; "
+         "0: by the GPUs' memory, as Ollama: 4096 under 24 GiB, 32768 under 48 GiB, else 262144 "
+         "(never more than the model was trained for)."),
+    _Var("OLLAMA_FLASH_ATTENTION", "auto",
+         "Flash attention: true, false, or auto (llama.cpp uses it where the device has it)."),
+    _Var("OLLAMA_KV_CACHE_TYPE", "f16",
+         "The KV cache's type: f16, q8_0 (half the memory: ~1.9x the cells) or q4_0 (~3.6x); "
+         "the quantized ones need flash attention."),
+    _Var("OLLAMA_LOAD_TIMEOUT", "5m",
+         "How long a model load may take before it fails (and its worker is restarted); 0 or "
+         "negative: no limit."),
     _Var("OLLAMA_DEBUG", "false", "Log debug detail (1/true/yes)."),
     _Var("OLLAMA_ORIGINS", "",
          "Extra browser origins allowed to call the API, comma-separated (wildcards: "
@@ -133,7 +148,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
             raise SettingsError(f"{name}={raw!r} is invalid: {exc}") from None
 
     host, port = get("OLLAMA_HOST", parse_host)  # type: ignore[misc]
-    return Settings(
+    settings = Settings(
         host=host,
         port=port,
         # Absolute, so that the paths /api/show prints (FROM a blob) read back as paths.
@@ -145,7 +160,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         max_replicas=get("CORRAL_MAX_REPLICAS", _auto_count),  # type: ignore[arg-type]
         sched_spread=get("OLLAMA_SCHED_SPREAD", _boolean),  # type: ignore[arg-type]
         gpu_overhead=get("OLLAMA_GPU_OVERHEAD", _bytes),  # type: ignore[arg-type]
-        context_length=get("OLLAMA_CONTEXT_LENGTH", _positive_int),  # type: ignore[arg-type]
+        context_length=get("OLLAMA_CONTEXT_LENGTH", _count),  # type: ignore[arg-type]
+        flash_attention=get("OLLAMA_FLASH_ATTENTION", _auto_boolean),  # type: ignore[arg-type]
+        kv_cache_type=get("OLLAMA_KV_CACHE_TYPE", _kv_cache_type),  # type: ignore[arg-type]
+        load_timeout=get("OLLAMA_LOAD_TIMEOUT", _timeout),  # type: ignore[arg-type]
         debug=get("OLLAMA_DEBUG", _boolean),  # type: ignore[arg-type]
         body_idle_timeout=get("CORRAL_BODY_IDLE_TIMEOUT", _positive_duration),  # type: ignore[arg-type]
         idle_timeout=get("CORRAL_IDLE_TIMEOUT", _positive_duration),  # type: ignore[arg-type]
@@ -157,6 +175,10 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         batch_invariant=get("CORRAL_BATCH_INVARIANT", _boolean),  # type: ignore[arg-type]
         ray_address=get("CORRAL_RAY_ADDRESS", str),  # type: ignore[arg-type]
     )
+    if settings.kv_cache_type != "f16" and settings.flash_attention is False:
+        raise SettingsError(f"OLLAMA_KV_CACHE_TYPE={settings.kv_cache_type} needs flash attention: "
+                            "leave OLLAMA_FLASH_ATTENTION unset (auto) or set it true")
+    return settings
 
 
 def parse_host(raw: str) -> tuple[str, int]:
@@ -219,6 +241,29 @@ def _paths(raw: str) -> tuple[Path, ...]:
 
 def _optional_path(raw: str) -> Path | None:
     return Path(raw).expanduser() if raw else None
+
+
+def _count(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _auto_boolean(raw: str) -> bool | None:
+    return None if raw.lower() == "auto" else _boolean(raw)
+
+
+def _kv_cache_type(raw: str) -> str:
+    value = raw.lower()
+    if value not in KV_CACHE_BYTES:
+        raise ValueError(f"must be one of {', '.join(KV_CACHE_BYTES)}")
+    return value
+
+
+def _timeout(raw: str) -> float:
+    value = parse_duration(raw)
+    return math.inf if value <= 0 else value
 
 
 def _boolean(raw: str) -> bool:

@@ -18,6 +18,9 @@ from workers.kvcache import LlamaMemory
 from workers.protocol import Load
 
 
+_FLASH = {None: llama.LLAMA_FLASH_ATTN_TYPE_AUTO, True: llama.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+          False: llama.LLAMA_FLASH_ATTN_TYPE_DISABLED}
+_KV_TYPES = {"f16": llama.GGML_TYPE_F16, "q8_0": llama.GGML_TYPE_Q8_0, "q4_0": llama.GGML_TYPE_Q4_0}
 # Inputs one encoder decode holds at most: a power of two, as llama.cpp needs the context to
 # be a multiple of it; short inputs (a sentence each) then share a decode.
 ENCODER_SEQUENCES = 16
@@ -34,6 +37,8 @@ class LoadedModel:
         self.num_ctx = req.num_ctx
         self.slots = req.slots
         self.n_threads = req.n_threads or n_threads
+        self._flash_attention = req.flash_attention
+        self._kv_cache_type = req.kv_cache_type
         # Tokens one llama_decode takes: `num_batch`, but never fewer than one per slot, since
         # every generating sequence adds its token to each step.
         self.batch_tokens = max(req.num_batch, req.slots)
@@ -89,10 +94,12 @@ class LoadedModel:
         if embeddings:
             cparams.pooling_type = (llama.LLAMA_POOLING_TYPE_UNSPECIFIED if self.pooling_declared
                                     else llama.LLAMA_POOLING_TYPE_MEAN)
-        # Flash attention wherever llama.cpp has it (faster, as llama-server and Ollama run).
-        # Batch-invariant mode keeps it: one sequence at a time in an emptied cache is what
-        # makes the numbers independent of other requests, with or without it.
-        cparams.flash_attn_type = -1
+        # Flash attention wherever llama.cpp has it unless OLLAMA_FLASH_ATTENTION says otherwise
+        # (faster, as llama-server and Ollama run). Batch-invariant mode keeps it: one sequence
+        # at a time in an emptied cache makes the numbers independent of other requests.
+        cparams.flash_attn_type = _FLASH[self._flash_attention]
+        if not embeddings:
+            cparams.type_k = cparams.type_v = _KV_TYPES[self._kv_cache_type]
         ctx = llama.llama_init_from_model(self.model, cparams)
         if not ctx:
             raise LoadError("unable to create llama.cpp context (out of memory?)")

@@ -68,6 +68,8 @@ class Load:
     main_gpu: int = 0  # the `main_gpu` option
     n_threads: int = 0  # the `num_thread` option; 0: the worker's own count
     use_mmap: bool | None = None  # the `use_mmap` option; None: llama.cpp's default
+    flash_attention: bool | None = None  # OLLAMA_FLASH_ATTENTION; None: llama.cpp's auto
+    kv_cache_type: str = "f16"  # OLLAMA_KV_CACHE_TYPE: f16, q8_0 or q4_0
 
 
 @dataclass(slots=True)

@@ -7,7 +7,9 @@ from typing import Sequence
 import pytest
 
 from scheduler.devices import Device
-from scheduler.placement import (LoadedModel, Limits, Need, Placement, Replica, auto_max_loaded,
+from scheduler.memory import kv_cell_scale
+from scheduler.placement import (LoadedModel, Limits, Need, Placement, Replica, auto_context_length,
+                                 auto_max_loaded,
                                  free_memory, kv_plan, pick_replica, place, place_split,
                                  want_replica)
 
@@ -216,3 +218,23 @@ def test_batch_invariant_mode_runs_one_sequence_at_a_time_whatever_parallel_says
 def test_auto_parallel_shares_four_contexts_of_cells_among_16_to_64_slots(
         num_ctx: int, slots: int) -> None:
     assert kv_plan(num_ctx, parallel=0) == (slots, 4 * num_ctx)
+
+
+@pytest.mark.parametrize("cache_type,slots,cells", [("f16", 32, 16384), ("q8_0", 60, 30840),
+                                                     ("q4_0", 64, 58254)])
+def test_a_quantized_kv_cache_holds_more_cells_in_the_same_memory(
+        cache_type: str, slots: int, cells: int) -> None:
+    assert kv_plan(4096, parallel=0, cell_scale=kv_cell_scale(cache_type)) == (slots, cells)
+
+
+def test_a_set_parallel_keeps_a_whole_context_per_slot_whatever_the_cache_type() -> None:
+    assert kv_plan(2048, parallel=3, cell_scale=kv_cell_scale("q4_0")) == (3, 6144)
+
+
+@pytest.mark.parametrize("devices,overhead_gb,expected", [
+    (cpu(8, 8), 0, 4096), (gpus(16), 0, 4096), (gpus(24), 0, 32768), (gpus(24, 24), 0, 262144),
+    (gpus(80), 0, 262144), (gpus(48), 2, 32768),
+], ids=["cpu only", "16 GB", "24 GB", "two 24 GB", "80 GB", "48 GB less 2 GB of overhead"])
+def test_the_automatic_context_length_follows_the_gpus_memory_as_ollama(
+        devices: list[Device], overhead_gb: int, expected: int) -> None:
+    assert auto_context_length(devices, overhead_gb * GB) == expected

@@ -383,6 +383,15 @@ async def test_every_waiter_shares_a_failed_first_load() -> None:
     assert [str(r) for r in results] == ["unable to load model: bad file"] * 3
 
 
+
+async def test_a_load_past_the_load_timeout_fails_and_its_worker_is_killed() -> None:
+    sched, worker = await make(load_timeout=0.05)
+    worker.hold_loads = asyncio.Event()  # llama.cpp never returns from the load
+    with pytest.raises(SchedulerError, match="timed out waiting for the model to load"):
+        await submit(sched, "a")
+    assert worker.killed
+
+
 # ---- devices and placement -------------------------------------------------------------------
 
 async def test_the_model_limit_defaults_to_three_per_device() -> None:

@@ -15,7 +15,8 @@ def test_defaults() -> None:
     assert (s.host, s.port) == ("127.0.0.1", 11434)
     assert s.models_dir == Path("~/.ollama/models").expanduser()
     assert s.keep_alive == 300 and s.num_parallel == 0 and s.max_queue == 512
-    assert s.context_length == 4096 and s.debug is False
+    assert s.context_length == 0 and s.debug is False  # 0: by the GPUs' memory
+    assert (s.flash_attention, s.kv_cache_type, s.load_timeout) == (None, "f16", 300)
 
 
 @pytest.mark.parametrize("raw,expected", [
@@ -71,3 +72,22 @@ def test_gpu_overhead_is_bytes_and_spread_a_switch() -> None:
     assert (s.gpu_overhead, s.sched_spread) == (1 << 30, True)
     with pytest.raises(SettingsError, match="OLLAMA_GPU_OVERHEAD"):
         load({"OLLAMA_GPU_OVERHEAD": "-1"})
+
+
+@pytest.mark.parametrize("raw,expected", [("true", True), ("0", False), ("auto", None)])
+def test_flash_attention_is_on_off_or_auto(raw: str, expected: bool | None) -> None:
+    assert load({"OLLAMA_FLASH_ATTENTION": raw}).flash_attention is expected
+
+
+def test_an_unknown_kv_cache_type_stops_the_start_naming_the_choices() -> None:
+    with pytest.raises(SettingsError, match="must be one of f16, q8_0, q4_0"):
+        load({"OLLAMA_KV_CACHE_TYPE": "q5_1"})
+
+
+def test_a_quantized_kv_cache_without_flash_attention_stops_the_start() -> None:
+    with pytest.raises(SettingsError, match="needs flash attention"):
+        load({"OLLAMA_KV_CACHE_TYPE": "Q8_0", "OLLAMA_FLASH_ATTENTION": "false"})
+
+
+def test_a_load_timeout_of_zero_is_no_limit() -> None:
+    assert load({"OLLAMA_LOAD_TIMEOUT": "0"}).load_timeout == math.inf
