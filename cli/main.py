@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--think", nargs="?", const="true", default=None,
                      help="thinking: true/false or high/medium/low for models that think")
     run.add_argument("--hidethinking", action="store_true", help="hide thinking output")
+    run.add_argument("--truncate", nargs="?", const="true", default=None, metavar="BOOL",
+                     help="for embedding models: truncate inputs past the context length "
+                          "(default: true); --truncate=false to get an error instead")
+    run.add_argument("--dimensions", type=int, default=0,
+                     help="truncate output embeddings to this dimension (embedding models only)")
     run.add_argument("--insecure", action="store_true", help=argparse.SUPPRESS)
 
     stop = command("stop", "Stop a running model")

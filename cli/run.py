@@ -43,7 +43,7 @@ async def run_command(args: argparse.Namespace) -> int:
         opts.parent_model = str((info.get("details") or {}).get("parent_model") or "")
         opts.loaded_messages = list(info.get("messages") or [])
         if "embedding" in capabilities:
-            return await _embed(client, opts)
+            return await _embed(client, opts, parse_truncate(args.truncate), args.dimensions)
         if interactive:
             from cli.repl import interactive as repl  # noqa: PLC0415 - prompt_toolkit: REPL only
 
@@ -52,13 +52,31 @@ async def run_command(args: argparse.Namespace) -> int:
         return await generate_once(client, opts)
 
 
-async def _embed(client: Client, opts: RunOptions) -> int:
+def parse_truncate(value: str | None) -> bool | None:
+    """--truncate's value as Go's strconv.ParseBool reads it; None: not given (the server's
+    default, true)."""
+    if value is None:
+        return None
+    if value in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if value in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise CLIError(f'invalid argument "{value}" for "--truncate" flag: strconv.ParseBool: '
+                   f'parsing "{value}": invalid syntax')
+
+
+async def _embed(client: Client, opts: RunOptions, truncate: bool | None, dimensions: int) -> int:
+    """As Ollama's generateEmbedding: the flags go into /api/embed only when set."""
     if not opts.prompt:
         raise CLIError("embedding models require input text. Usage: corral run "
                        f'{opts.model} "your text here"')
     body: dict[str, Any] = {"model": opts.model, "input": opts.prompt}
     if opts.keep_alive is not None:
         body["keep_alive"] = opts.keep_alive
+    if truncate is not None:
+        body["truncate"] = truncate
+    if dimensions > 0:
+        body["dimensions"] = dimensions
     resp = await client.call("POST", "/api/embed", body) or {}
     for embedding in resp.get("embeddings") or []:
         sys.stdout.write(orjson.dumps(embedding).decode() + "\n")

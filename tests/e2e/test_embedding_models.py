@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import orjson
 import pytest
 
 from tests.bert_files import LlamaEmbedder, extract_minilm, llama_embedder
 from tests.e2e.server import Server
+from tests.e2e.test_cli import corral, one_error_line
 
 MODEL = "minilm:test"
 SHORT = ["A man is playing a guitar.", "Someone plays the guitar.",
@@ -112,3 +114,18 @@ def test_an_embedding_model_does_not_generate(server: Server, created: list[dict
                                               body: dict, endpoint: str) -> None:
     reply = server.post(path, {"model": MODEL, **body})
     assert reply.status == 400 and reply.json()["error"] == f'"{MODEL}" does not support {endpoint}'
+
+
+def test_corral_run_prints_the_embedding_cut_to_dimensions(server: Server,
+                                                          created: list[dict]) -> None:
+    result = corral(server.base, "run", MODEL, SHORT[0], "--dimensions", "8")
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    [expected] = embed(server, [SHORT[0]], dimensions=8)
+    assert np.allclose(orjson.loads(line), expected)
+
+
+def test_corral_run_truncate_false_refuses_an_input_past_the_models_positions(
+        server: Server, created: list[dict]) -> None:
+    result = corral(server.base, "run", MODEL, " ".join(["word"] * 700), "--truncate=false")
+    assert "exceeds the context length" in one_error_line(result)

@@ -15,6 +15,7 @@ from cli.display import Display
 from cli.format import (eta, go_duration, go_g, human_bytes, human_duration, human_number,
                         human_time, metadata_value, metrics_summary, parse_time, processor, table)
 from cli.repl import ParameterError, parse_parameter
+from cli.run import parse_truncate
 from cli.session import parse_think
 from cli.show import show_info
 
@@ -187,6 +188,18 @@ def test_think_flag_values() -> None:
     assert parse_think("false") is False and parse_think("high") == "high"
     with pytest.raises(CLIError):
         parse_think("maybe")
+    assert parse_think("max") == "max"
+
+
+@pytest.mark.parametrize("raw,expected", [(None, None), ("true", True), ("1", True),
+                                          ("false", False), ("F", False)])
+def test_truncate_flag_reads_as_gos_parse_bool(raw: str | None, expected: bool | None) -> None:
+    assert parse_truncate(raw) is expected
+
+
+def test_a_truncate_flag_go_cannot_read_is_refused_as_ollama_refuses_it() -> None:
+    with pytest.raises(CLIError, match='invalid argument "yes" for "--truncate" flag'):
+        parse_truncate("yes")
 
 
 def test_ollama_host_is_read_as_the_server_reads_it() -> None:
