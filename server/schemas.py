@@ -7,7 +7,7 @@ a half-valid request and the client always learns what to fix.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Collection, TypeVar
 
 import orjson
 from aiohttp import web
@@ -70,6 +70,43 @@ def _typed(body: dict[str, Any], key: str, kind: type | tuple[type, ...], defaul
         want = _KIND_NAMES.get(kind, "valid") if isinstance(kind, type) else "valid"
         raise errors.BadRequest(f'"{key}" must be {want}')
     return value
+
+
+def refuse_unknown(value: dict[str, Any], known: Collection[str], where: str = "") -> None:
+    """400 naming the first field corral does not read: a client that sends a field expects its
+    effect (Ollama drops unknown fields silently). A null field is as good as an absent one
+    (clients write out their unset options)."""
+    for key, item in value.items():
+        if key not in known and item is not None:
+            raise errors.BadRequest(f'"{where}{key}" is not supported')
+
+
+# The fields of Ollama's requests (api/types.go, 0.33) corral reads, by route; "name" is the
+# older spelling of "model". Ollama's `_debug_render_only` is not among them: it is refused.
+_INFERENCE_FIELDS = frozenset({"model", "name", "stream", "options", "keep_alive", "format",
+                               "think", "logprobs", "top_logprobs", "truncate", "shift"})
+GENERATE_FIELDS = _INFERENCE_FIELDS | {"prompt", "suffix", "system", "template", "context", "raw",
+                                       "images"}
+CHAT_FIELDS = _INFERENCE_FIELDS | {"messages", "tools"}
+MESSAGE_FIELDS = frozenset({"role", "content", "thinking", "images", "tool_calls", "tool_name",
+                            "tool_call_id"})
+EMBED_FIELDS = frozenset({"model", "name", "input", "keep_alive", "truncate", "dimensions",
+                          "options"})
+EMBEDDINGS_FIELDS = frozenset({"model", "name", "prompt", "keep_alive", "options"})
+
+
+def only(known: Collection[str],
+         parse: Callable[[dict[str, Any]], T]) -> Callable[[dict[str, Any]], T]:
+    """`parse`, then the check that a native request holds only `known` fields (and, for a
+    chat, its messages only Ollama's message fields): what the request does say is checked
+    first, so a missing model is still "model is required"."""
+    def checked(body: dict[str, Any]) -> T:
+        parsed = parse(body)
+        refuse_unknown(body, known)
+        for i, message in enumerate(body.get("messages") or [] if "messages" in known else []):
+            refuse_unknown(message, MESSAGE_FIELDS, f"messages[{i}].")
+        return parsed
+    return checked
 
 
 def _keep_alive(body: dict[str, Any]) -> float | None:

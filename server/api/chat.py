@@ -11,7 +11,7 @@ from server.answer import Parts, answer_for
 from server.api.generate import load_or_unload
 from server.generation import Body, Run, bodies, final_stats, with_logprobs
 from server.resolve import Prepared, prepare
-from server.schemas import ChatRequest, read_request
+from server.schemas import CHAT_FIELDS, ChatRequest, only, read_request
 from server.streaming import respond
 from server.timestamps import now_rfc3339
 from server.toolchoice import ForcedCall, call_format
@@ -21,7 +21,7 @@ from workers.protocol import ChatMessage, PromptSpec
 
 async def chat(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter_ns()
-    req = await read_request(request, ChatRequest.parse)
+    req = await read_request(request, only(CHAT_FIELDS, ChatRequest.parse))
     p = await prepare(request, req.model, req.options)
     if not req.messages:
         return await load_or_unload(p, req.model, req.keep_alive,

@@ -12,7 +12,8 @@ from server import errors
 from server.accesslog import TOKENS
 from server.metrics import METRICS
 from server.resolve import prepare
-from server.schemas import EmbedRequest, read_json, read_request
+from server.schemas import (EMBED_FIELDS, EMBEDDINGS_FIELDS, EmbedRequest, only, read_json,
+                            read_request, refuse_unknown)
 from server.streaming import json_response
 
 
@@ -40,7 +41,7 @@ def normalized(vectors: list[list[float]], dimensions: int) -> list[list[float]]
 
 async def embed(request: web.Request) -> web.Response:
     started = time.perf_counter_ns()
-    req = await read_request(request, EmbedRequest.parse)
+    req = await read_request(request, only(EMBED_FIELDS, EmbedRequest.parse))
     result = await run_embed(request, req)
     return json_response({
         "model": req.model,
@@ -53,9 +54,10 @@ async def embed(request: web.Request) -> web.Response:
 
 async def embeddings(request: web.Request) -> web.Response:
     body = await read_json(request)
-    prompt = body.get("prompt", "")
+    prompt = body.pop("prompt", "")
     if not isinstance(prompt, str):
         raise errors.BadRequest('"prompt" must be a string')
     req = EmbedRequest.parse({**body, "input": [prompt] if prompt else []})
+    refuse_unknown(body, EMBEDDINGS_FIELDS)
     vectors = (await run_embed(request, req)).vectors
     return json_response({"embedding": vectors[0] if vectors else []})

@@ -10,7 +10,8 @@ from server import errors, threads
 from server.answer import Parts, answer_for
 from server.generation import Body, Run, bodies, final_stats, with_logprobs
 from server.resolve import Prepared, prepare
-from server.schemas import GenerateRequest, check_template, read_request
+from server.schemas import (GENERATE_FIELDS, GenerateRequest, check_template, only,
+                            read_request)
 from server.streaming import json_response, respond
 from server.timestamps import now_rfc3339
 from workers import protocol
@@ -19,7 +20,7 @@ from workers.protocol import ChatMessage, PromptSpec
 
 async def generate(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter_ns()
-    req = await read_request(request, GenerateRequest.parse)
+    req = await read_request(request, only(GENERATE_FIELDS, GenerateRequest.parse))
     p = await prepare(request, req.model, req.options)
     if not req.prompt and not req.context:
         return await load_or_unload(p, req.model, req.keep_alive, {"response": ""})

@@ -12,7 +12,7 @@ from server.answer import Parts
 from server.api.chat import submit_chat
 from server.api.generate import submit_generate
 from server.generation import Bodies, Body, bodies
-from server.openai import convert
+from server.openai import convert, fields
 from server.resolve import prepare
 from server.schemas import ChatRequest, GenerateRequest, read_request
 from server.streaming import SSE_FRAMING, respond
@@ -21,6 +21,7 @@ from workers import protocol
 
 
 def _chat_request(body: dict[str, Any]) -> tuple[dict[str, Any], ChatRequest, ForcedCall | None]:
+    fields.check(body, fields.CHAT)
     native = {**convert.common(body), "messages": _messages(body.get("messages")),
               "format": convert.response_format(body), "logprobs": body.get("logprobs"),
               "top_logprobs": body.get("top_logprobs")}
@@ -91,6 +92,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 def _completion_request(body: dict[str, Any]) -> tuple[dict[str, Any], GenerateRequest]:
+    fields.check(body, fields.COMPLETIONS)
     if body.get("echo"):
         raise errors.BadRequest("echo is not supported")
     prompt = body.get("prompt")

@@ -10,12 +10,14 @@ from aiohttp import web
 
 from server import errors
 from server.api.embed import normalized, run_embed
+from server.openai import fields
 from server.schemas import EmbedRequest, read_json
 from server.streaming import json_response
 
 
 async def embeddings(request: web.Request) -> web.Response:
     body = await read_json(request)
+    fields.check(body, fields.EMBEDDINGS)
     if body.get("input") in (None, "", []):
         raise errors.BadRequest("input must not be empty")
     encoding = body.get("encoding_format") or "float"

@@ -23,12 +23,37 @@ def test_missing_model_is_400(server: Server, path: str) -> None:
     assert reply.json() == {"error": "model is required"}
 
 
+# The least body of each route: the model and what it takes as input.
+ASKS = {"/api/generate": {"prompt": "hi"}, "/api/chat": {"messages": [{"role": "user",
+                                                                      "content": "hi"}]},
+        "/api/embed": {"input": "hi"}, "/api/embeddings": {"prompt": "hi"}}
+
+
 @pytest.mark.parametrize("path", ["/api/generate", "/api/chat", "/api/embed"])
 def test_unknown_model_is_404_with_ollamas_message(server: Server, path: str) -> None:
-    reply = server.post(path, {"model": "nope:1b", "prompt": "hi",
-                               "messages": [{"role": "user", "content": "hi"}], "input": "hi"})
+    reply = server.post(path, {"model": "nope:1b", **ASKS[path]})
     assert reply.status == 404
     assert reply.json() == {"error": 'model "nope:1b" not found, try pulling it first'}
+
+
+@pytest.mark.parametrize("path", list(ASKS))
+def test_a_field_corral_does_not_implement_is_400_naming_it(server: Server, path: str) -> None:
+    reply = server.post(path, {"model": MODEL, **ASKS[path], "_debug_render_only": True})
+    assert reply.status == 400
+    assert reply.json() == {"error": '"_debug_render_only" is not supported'}
+
+
+def test_a_message_field_ollama_does_not_have_is_400_naming_it(server: Server) -> None:
+    reply = server.post("/api/chat", {"model": MODEL, "messages": [
+        {"role": "user", "content": "hi", "name": "bob"}]})
+    assert reply.status == 400
+    assert reply.json() == {"error": '"messages[0].name" is not supported'}
+
+
+def test_a_null_field_counts_as_absent(server: Server) -> None:
+    reply = server.post("/api/generate", {"model": MODEL, "prompt": "hi", "stream": False,
+                                          "options": QUICK, "_debug_render_only": None})
+    assert reply.status == 200, reply.body
 
 
 def test_wrong_option_type_is_400_naming_the_option(server: Server) -> None:

@@ -92,6 +92,32 @@ def test_image_parts_are_refused_for_a_text_model(client: openai.OpenAI) -> None
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
 
 
+@pytest.mark.parametrize("field", [{"logit_bias": {"42": 5}}, {"audio": {"voice": "alloy"}},
+                                   {"prediction": {"type": "content", "content": "x"}}],
+                         ids=["logit_bias", "audio", "prediction"])
+def test_a_field_corral_does_not_implement_is_a_400_naming_it(client: openai.OpenAI,
+                                                             field: dict) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=ASK, **field)
+    [name] = field
+    assert info.value.body["message"] == f'"{name}" is not supported'
+
+
+def test_fields_without_effect_here_are_accepted(client: openai.OpenAI) -> None:
+    reply = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=2, user="u-1",
+                                           metadata={"run": "7"}, store=False,
+                                           service_tier="auto", parallel_tool_calls=True)
+    assert reply.choices[0].message.content
+
+
+def test_a_completion_or_embedding_field_corral_does_not_implement_is_a_400(
+        client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match='"best_of" is not supported'):
+        client.completions.create(model=MODEL, prompt="x", best_of=2)
+    with pytest.raises(openai.BadRequestError, match='"extra" is not supported'):
+        client.embeddings.create(model=MODEL, input="x", extra_body={"extra": 1})
+
+
 def test_an_unknown_model_is_a_404_in_openais_shape(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="missing:1", messages=ASK)
