@@ -12,6 +12,7 @@ from server import security
 from server.api import (blobs, chat, create, embed, generate, metrics, models, openapi, ps,
                         registry, system)
 from server.accesslog import access_log
+from server.anthropic import messages as anthropic_messages
 from server.bodies import MAX_JSON_BODY
 from server.context import SCHEDULER, SETTINGS, STORE
 from server.errors import error_middleware
@@ -19,6 +20,7 @@ from server.metrics import METRICS, Metrics, count_requests
 from server.openai import chat as openai_chat
 from server.openai import embeddings as openai_embeddings
 from server.openai import models as openai_models
+from server.openai import responses as openai_responses
 from server.settings import Settings
 from store.store import Store
 
@@ -61,8 +63,10 @@ def build_app(settings: Settings, store: Store, scheduler: Scheduler) -> web.App
     app.router.add_post("/v1/chat/completions", openai_chat.chat_completions)
     app.router.add_post("/v1/completions", openai_chat.completions)
     app.router.add_post("/v1/embeddings", openai_embeddings.embeddings)
+    app.router.add_post("/v1/responses", openai_responses.responses)
     app.router.add_get("/v1/models", openai_models.list_models)
     app.router.add_get("/v1/models/{model:.+}", openai_models.retrieve_model)
+    app.router.add_post("/v1/messages", anthropic_messages.messages)
 
     async def stop_admitting(app: web.Application) -> None:
         await app[SCHEDULER].stop_admitting()

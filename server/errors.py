@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from scheduler.errors import JobFailed, QueueFull, SchedulerError
+from server.anthropic.errors import error_body as anthropic_error, is_anthropic
 from store import errors as store_errors
 
 log = logging.getLogger("corral.http")
@@ -71,10 +72,14 @@ _OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error",
 
 
 def json_error(path: str, status: int, message: str, code: str | None = None) -> web.Response:
-    """An error in the shape of the API being called: `{"error": "..."}` for Ollama's, and
-    OpenAI's `{"error": {"message", "type", "param", "code"}}` under /v1/ (its SDKs read that)."""
+    """An error in the shape of the API being called: `{"error": "..."}` for Ollama's,
+    Anthropic's `{"type": "error", "error": {"type", "message"}}` under /v1/messages, and
+    OpenAI's `{"error": {"message", "type", "param", "code"}}` elsewhere under /v1/ (their SDKs
+    read these)."""
     body: dict[str, Any] = {"error": message}
-    if path.startswith(OPENAI_PREFIX):
+    if is_anthropic(path):
+        body = anthropic_error(status, message)
+    elif path.startswith(OPENAI_PREFIX):
         body = {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "api_error"),
                           "param": None, "code": code}}
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")

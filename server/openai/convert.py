@@ -26,8 +26,10 @@ def now() -> int:
     return int(time.time())
 
 
-def common(body: dict[str, Any]) -> dict[str, Any]:
-    """The native fields every generating /v1 request maps to: model, stream and options."""
+def common(body: dict[str, Any],
+           limits: tuple[str, ...] = ("max_completion_tokens", "max_tokens")) -> dict[str, Any]:
+    """The native fields every generating /v1 request maps to: model, stream and options.
+    `limits`: the fields that may give num_predict, the first one set winning."""
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise errors.BadRequest("model is required")
     n = body.get("n")
@@ -36,11 +38,11 @@ def common(body: dict[str, Any]) -> dict[str, Any]:
     options = {native: body[name] for name, native in _OPTIONS.items()
                if body.get(name) is not None}
     # max_completion_tokens replaces max_tokens; a null one is no limit of its own.
-    limit = next((body[k] for k in ("max_completion_tokens", "max_tokens")
-                  if body.get(k) is not None), None)
-    if limit is not None:
+    key = next((k for k in limits if body.get(k) is not None), None)
+    if key is not None:
+        limit = body[key]
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise errors.BadRequest("max_tokens must be a positive integer")
+            raise errors.BadRequest(f"{key} must be a positive integer")
         options["num_predict"] = limit
     if body.get("stop") is not None:
         options["stop"] = body["stop"]
