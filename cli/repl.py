@@ -20,6 +20,7 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
+from cli.attachments import extract_images
 from cli.client import APIError, CLIError, Client
 from cli.format import go_value, metrics_summary, table
 from cli.display import Answer, Display, cancellable, stream_answer
@@ -290,7 +291,12 @@ def _set_system(opts: RunOptions, value: str) -> None:
 
 
 async def _chat(client: Client, opts: RunOptions, content: str) -> None:
-    opts.messages.append({"role": "user", "content": content})
+    message: dict[str, Any] = {"role": "user", "content": content}
+    if opts.multimodal:
+        message["content"], images = extract_images(content)
+        if images:
+            message["images"] = images
+    opts.messages.append(message)
     body = request_body(opts, messages=opts.messages)
     answer = Answer()
     try:

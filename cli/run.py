@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from cli.attachments import extract_images
 from cli.client import CLIError, Client
 from cli.display import cancellable, isatty, stream_answer
 from cli.format import metrics_summary
@@ -40,6 +41,7 @@ async def run_command(args: argparse.Namespace) -> int:
     async with Client() as client:
         info = await client.show(opts.model)
         capabilities = info.get("capabilities") or []
+        opts.multimodal = "vision" in capabilities
         opts.parent_model = str((info.get("details") or {}).get("parent_model") or "")
         opts.loaded_messages = list(info.get("messages") or [])
         if "embedding" in capabilities:
@@ -84,7 +86,10 @@ async def _embed(client: Client, opts: RunOptions, truncate: bool | None, dimens
 
 
 async def generate_once(client: Client, opts: RunOptions) -> int:
-    body = request_body(opts, prompt=opts.prompt)
+    prompt, images = extract_images(opts.prompt) if opts.multimodal else (opts.prompt, [])
+    body = request_body(opts, prompt=prompt)
+    if images:
+        body["images"] = images
     if opts.system:
         body["system"] = opts.system
     interrupted, answer = await cancellable(

@@ -26,6 +26,7 @@ class RunOptions:
     think: bool | str | None = None
     hide_thinking: bool = False
     verbose: bool = False
+    multimodal: bool = False  # the model takes images: image paths in a prompt are attached
 
 
 def parse_think(value: str | None) -> bool | str | None:

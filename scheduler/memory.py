@@ -42,6 +42,7 @@ class ModelMemory:
     n_embd: int
     n_head: int
     n_vocab: int
+    projector_bytes: int = 0  # a vision projector's weights, on the GPU with the layers
 
     @property
     def all_layers(self) -> int:
@@ -90,9 +91,12 @@ def estimate(model: ModelMemory, kv_cells: int, slots: int, gpu_layers: int,
     layer_kv = model.kv_bytes_per_cell * kv_cells // n if n else 0
     compute = compute_bytes(model, kv_cells, flash_attention)
     head = model.output_bytes + (model.input_bytes if model.tied_output else 0)
-    weights_gpu = sum(model.layers[n - on_gpu:]) + (head if head_on_gpu else 0)
+    # The worker loads the projector on the GPU whenever any layer is there (workers/llm.py).
+    projector_gpu = model.projector_bytes if gpu_layers else 0
+    weights_gpu = sum(model.layers[n - on_gpu:]) + (head if head_on_gpu else 0) + projector_gpu
     weights_ram = (model.input_bytes + sum(model.layers[:n - on_gpu])
-                   + (0 if head_on_gpu else model.output_bytes))
+                   + (0 if head_on_gpu else model.output_bytes)
+                   + model.projector_bytes - projector_gpu)
     return Estimate(
         gpu_layers=gpu_layers,
         weights_gpu=weights_gpu,

@@ -31,6 +31,7 @@ class ModelRef:
     n_vocab: int  # tokenizer vocabulary size from the GGUF (0 if unknown)
     details: dict
     adapters: tuple[str, ...] = ()  # LoRA adapter files applied on top of the weights
+    projector: str = ""  # the vision projector (mmproj) file; "": the model takes no images
 
 
 @dataclass(eq=False)

@@ -380,7 +380,7 @@ class Scheduler:
                 num_batch=options["num_batch"], main_gpu=options["main_gpu"],
                 n_threads=options["num_thread"], use_mmap=options["use_mmap"],
                 flash_attention=self._config.flash_attention,
-                kv_cache_type=self._config.kv_cache_type)),
+                kv_cache_type=self._config.kv_cache_type, projector=runner.ref.projector)),
                 None if math.isinf(timeout) else timeout)
         except asyncio.TimeoutError:
             # Stuck in llama.cpp's load: only a new worker process gets the device back.

@@ -18,9 +18,11 @@ from server.accesslog import MODEL
 from server.context import SCHEDULER, SETTINGS, STORE
 from store.gguf import GGUFInfo, cached_info
 from store.model import ModelSpec, capabilities, details, resolve
+from store.projector import check_projector
 from store.store import Store
 from workers import options
 from workers.options import LoadOptions, RequestOptions
+from workers.protocol import ChatMessage
 
 
 @dataclass
@@ -36,6 +38,11 @@ class Prepared:
         """400 for generating with a model that only embeds (Ollama's words)."""
         if "completion" not in self.capabilities:
             raise errors.BadRequest(f'"{model}" does not support {endpoint}')
+
+    def require_vision(self, model: str, messages: list[ChatMessage]) -> None:
+        """400 for images to a model without a projector."""
+        if not self.ref.projector and any(m.get("images") for m in messages):
+            raise errors.BadRequest(f'"{model}" does not support images')
 
 
 async def prepare(request: web.Request, model: str, request_options: dict[str, Any]) -> Prepared:
@@ -59,28 +66,36 @@ def _resolved(store: Store, model: str,
               kv_cache_type: str) -> tuple[ModelSpec, ModelRef, list[str]]:
     spec = resolve(store, model)
     metadata = cached_info(str(spec.model_path)).metadata
-    return spec, model_ref(spec, kv_cache_type), capabilities(spec.template, metadata)
+    if spec.projector_path is not None:  # a pulled one was never checked, and llama.cpp aborts
+        # the worker on a key of a type it does not expect
+        check_projector(cached_info(str(spec.projector_path)), spec.name.display)
+    return spec, model_ref(spec, kv_cache_type), capabilities(
+        spec.template, metadata, projector=spec.projector_path is not None)
 
 
 def model_ref(spec: ModelSpec, kv_cache_type: str = "f16") -> ModelRef:
     """What the scheduler needs to know of a stored model, its KV cells in the server's type."""
     info = cached_info(str(spec.model_path))
     adapters = tuple(str(p) for p in spec.adapter_paths)
+    projector = spec.projector_path
     return ModelRef(
         name=spec.name.display,
         # Weights with other adapters are another model: they must not share a runner.
-        digest="+".join([spec.digest, *(p.name for p in spec.adapter_paths)]),
+        digest="+".join([spec.digest, *(p.name for p in spec.adapter_paths),
+                         *([projector.name] if projector else [])]),
         manifest_digest=spec.manifest.digest,
         path=str(spec.model_path),
-        memory=model_memory(info, kv_cell_scale(kv_cache_type)),
+        memory=model_memory(info, kv_cell_scale(kv_cache_type),
+                            projector.stat().st_size if projector else 0),
         context_length=info.context_length,
         n_vocab=info.n_vocab,
         details=details(spec.config),
         adapters=adapters,
+        projector=str(projector or ""),
     )
 
 
-def model_memory(info: GGUFInfo, kv_scale: float = 1.0) -> ModelMemory:
+def model_memory(info: GGUFInfo, kv_scale: float = 1.0, projector_bytes: int = 0) -> ModelMemory:
     """The sizes the scheduler's memory estimate starts from (scheduler/memory.py)."""
     tensors = info.tensor_bytes
     return ModelMemory(
@@ -89,6 +104,7 @@ def model_memory(info: GGUFInfo, kv_scale: float = 1.0) -> ModelMemory:
         output_bytes=tensors.rest,
         tied_output=tensors.tied_output,
         kv_bytes_per_cell=round(info.kv_bytes_per_token * kv_scale),
+        projector_bytes=projector_bytes,
         n_embd=info.embedding_length,
         n_head=info.head_count,
         n_vocab=info.n_vocab,

@@ -6,6 +6,8 @@ a half-valid request and the client always learns what to fix.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, TypeVar
 
@@ -20,6 +22,7 @@ from store.modelfile import parse as parse_modelfile
 from store.modelfile import parse_requires
 from store.modelfile import to_create_spec
 from workers import options
+from workers.images import ImageError, check_image
 from workers.logprobs import MAX_TOP_LOGPROBS
 from workers.template.render import TemplateError, check_go_template
 from workers.protocol import ChatMessage, OutputFormat
@@ -159,9 +162,7 @@ def _model(body: dict[str, Any]) -> str:
 
 def _inference_fields(body: dict[str, Any]) -> dict[str, Any]:
     """What generate and chat requests share: model, stream, options, keep_alive."""
-    model = _model(body)
-    _unsupported(body, model)
-    return {"model": model, "stream": _typed(body, "stream", bool, True),
+    return {"model": _model(body), "stream": _typed(body, "stream", bool, True),
             "options": _options(body), "keep_alive": _keep_alive(body),
             "format": _output_format(body), "think": _think(body),
             "logprobs": _logprobs(body), "truncate": _typed(body, "truncate", bool, True),
@@ -186,10 +187,28 @@ def _output_format(body: dict[str, Any]) -> OutputFormat:
     raise errors.BadRequest('invalid format: expected "json" or a JSON schema object')
 
 
-def _unsupported(body: dict[str, Any], model: str) -> None:
-    """Features of later milestones fail clearly instead of being silently ignored."""
-    if body.get("images"):
-        raise errors.BadRequest(f'"{model}" does not support images')
+def parse_images(value: Any, where: str) -> list[str]:
+    """`images`: base64 image files (PNG, JPEG, WebP or GIF), each checked by its header; they
+    travel on in base64 (the worker's pipe carries JSON)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise errors.BadRequest(f'"{where}" must be a list of base64-encoded images')
+    for i, text in enumerate(value):
+        _check_image(text, f"{where}[{i}]")
+    return value
+
+
+def _check_image(text: str, where: str) -> None:
+    """400 naming `where` unless `text` is the base64 of a usable image file."""
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise errors.BadRequest(f"{where}: illegal base64 data") from None
+    try:
+        check_image(data)
+    except ImageError as exc:
+        raise errors.BadRequest(f"{where}: {exc}") from None
 
 
 THINK_LEVELS = ("high", "medium", "low", "max")
@@ -240,6 +259,7 @@ class GenerateRequest(InferenceRequest):
     raw: bool
     context: list[int]
     suffix: str
+    images: list[str]  # base64
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> "GenerateRequest":
@@ -249,7 +269,8 @@ class GenerateRequest(InferenceRequest):
             raise errors.BadRequest('"context" must be a list of token ids')
         return cls(prompt=_typed(body, "prompt", str, ""), system=_typed(body, "system", str, ""),
                    template=_template(body, ""), raw=_typed(body, "raw", bool, False),
-                   context=context, suffix=_typed(body, "suffix", str, ""), **common)
+                   context=context, suffix=_typed(body, "suffix", str, ""),
+                   images=parse_images(body.get("images"), "images"), **common)
 
 
 @dataclass
@@ -276,9 +297,10 @@ def parse_messages(raw: list[Any]) -> list[ChatMessage]:
             content = ""
         if not isinstance(content, str):
             raise errors.BadRequest(f"messages[{i}].content must be a string")
-        if msg.get("images"):
-            raise errors.BadRequest("this model does not support images")
         message: ChatMessage = {"role": role, "content": content}
+        images = parse_images(msg.get("images"), f"messages[{i}].images")
+        if images:
+            message["images"] = images
         for key, kind in (("thinking", str), ("tool_name", str), ("tool_call_id", str),
                           ("tool_calls", list)):
             value = msg.get(key)

@@ -1,5 +1,7 @@
 """Creating a model: from a GGUF blob (`files`) or from another model (`from`), plus Modelfile
-layers (template, system, parameters, license, messages).
+layers (template, system, parameters, license, messages). Beside the weights a model may carry a
+projector (mmproj) GGUF, its own layer: `files` naming two GGUFs, or a Modelfile with two FROM
+paths, take the one Ollama's rule calls a projector (store/projector.py) as that layer.
 
 Everything is validated before the first status is produced, so a bad request fails whole and
 writes nothing; then layers are stored, the config blob is written and the manifest replaces the
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -28,9 +31,10 @@ from store.gguf import GGUFInfo, human_number, validate_gguf
 from store.gojson import config_blob, messages_blob, params_blob
 from store.model import ModelSpec, name_field, resolve
 from store.names import ModelName
+from store.projector import check_projector, is_projector
 from store.store import (ADAPTER_MEDIA, CONFIG_MEDIA_TYPE, CONVERT_PREFIX, LICENSE_MEDIA,
-                         MESSAGES_MEDIA, MODEL_MEDIA, PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA,
-                         Layer, Store, normalize_digest)
+                         MESSAGES_MEDIA, MODEL_MEDIA, PARAMS_MEDIA, PROJECTOR_MEDIA, SYSTEM_MEDIA,
+                         TEMPLATE_MEDIA, Layer, Store, normalize_digest)
 from store.templates import NamedTemplate, detect
 
 _BLOB_NAME = re.compile(r"sha256-[0-9a-f]{64}")
@@ -46,6 +50,8 @@ class CreateSpec:
 
     model: str
     from_: str = ""
+    # A Modelfile's FROM paths when it has several (the weights and a projector), unresolved.
+    from_paths: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     template: str | None = None
     system: str | None = None
@@ -62,6 +68,16 @@ class CreateSpec:
 
 
 @dataclass
+class _GGUFFile:
+    """A GGUF a create reads: an uploaded blob or a server-side file."""
+
+    name: str  # the file name the request gives it, or the FROM text
+    path: Path
+    digest: str | None  # None: a server-side file, copied in once every check passed
+    media_type: str = MODEL_MEDIA  # or PROJECTOR_MEDIA
+
+
+@dataclass
 class _Base:
     """The validated starting point: layers kept from the source, its config and parameters."""
 
@@ -72,6 +88,7 @@ class _Base:
     quantize: tuple[str, str] | None = None  # (source type, target type)
     detected: NamedTemplate | None = None  # our template for a bare GGUF's chat template
     copied: bool = False  # the weights were copied in from a path by this create
+    files: list[_GGUFFile] = field(default_factory=list)  # their layers lead, in this order
 
 
 Status = str | dict[str, Any]  # a status line, or {"status", "total", "completed"} progress
@@ -115,9 +132,8 @@ async def _build(store: Store, spec: CreateSpec, name: ModelName,
         layer = await asyncio.to_thread(store.add_blob_bytes, base.detected.template.encode(),
                                         TEMPLATE_MEDIA)
         yield f"using autodetected template {base.detected.name}"
-        # Ollama adds it with the weights, so it comes before the adapters
-        layers.insert(next(i for i, lay in enumerate(layers) if lay.media_type == MODEL_MEDIA) + 1,
-                      layer)
+        # Ollama adds it after the files' layers (weights, projector), before the adapters
+        layers.insert(len(base.files), layer)
     for data, media_type in _new_contents(spec, {**base.params, **spec.parameters}):
         existed = store.has_blob(f"sha256:{hashlib.sha256(data).hexdigest()}")
         layer = await asyncio.to_thread(store.add_blob_bytes, data, media_type)
@@ -133,21 +149,21 @@ async def _build(store: Store, spec: CreateSpec, name: ModelName,
 def _base(store: Store, spec: CreateSpec) -> _Base:
     """Everything the new model starts from, checked; nothing is written before every check
     passed (copies of server-side files come last)."""
-    to_copy: Path | None = None
     if spec.files and any(f.endswith(".safetensors") for f in spec.files):
         layer = _converted(store, spec.files)
         base = _from_gguf(validate_gguf(store.blob_path(layer.digest)), [layer])
         base.first_status = "converting model"
     elif spec.files:
-        layer = _from_files(store, spec.files)
-        base = _from_gguf(validate_gguf(store.blob_path(layer.digest)), [layer])
-    elif spec.from_ and _is_path(spec.from_):
-        path, digest = _import_path(store, spec.from_, spec.import_dirs)
-        base = _from_gguf(validate_gguf(path), [])
-        if digest is None:
-            to_copy = path
-        else:
-            base.layers = [_model_layer(store, digest, spec.from_)]
+        base = _from_files([_GGUFFile(name, _uploaded(store, name, digest),
+                                      normalize_digest(digest))
+                            for name, digest in spec.files.items()])
+    elif spec.from_paths or (spec.from_ and is_path(spec.from_)):
+        texts = spec.from_paths or [spec.from_]
+        found = [(text, *_import_path(store, text, spec.import_dirs)) for text in texts]
+        names = _client_names([text for text, _, _ in found])
+        # One file named twice is one file, as in the map of files Ollama's client sends.
+        base = _from_files(list({names[text]: _GGUFFile(names[text], path, digest)
+                                 for text, path, digest in found}.values()))
     elif spec.from_:
         base = _from_model(_resolve_from(store, spec.from_), spec)
     else:
@@ -159,9 +175,9 @@ def _base(store: Store, spec: CreateSpec) -> _Base:
     if spec.adapters or spec.adapter_paths:  # the request's adapters replace the base model's
         adapters = _adapter_layers(store, spec, str(base.config.get("model_family", "")))
         base.layers = [lay for lay in base.layers if lay.media_type != ADAPTER_MEDIA] + adapters
-    if to_copy is not None:
-        layer = _model_layer(store, store.add_blob_file(to_copy), spec.from_)
-        base.layers, base.copied = [layer, *base.layers], True
+    if base.files:  # server-side files are copied in only now
+        base.copied = any(f.digest is None for f in base.files if f.media_type == MODEL_MEDIA)
+        base.layers = [_file_layer(store, f) for f in base.files] + base.layers
     return base
 
 
@@ -246,12 +262,46 @@ def _resolve_from(store: Store, text: str) -> ModelSpec:
         raise NotFound(f'base model "{text}" not found') from None
 
 
-def _from_files(store: Store, files: dict[str, str]) -> Layer:
-    if len(files) != 1:
-        raise InvalidInput("exactly one GGUF file is required")
-    (filename, digest), = files.items()
-    _uploaded(store, filename, digest)
-    return _model_layer(store, normalize_digest(digest), filename)
+def _from_files(files: list[_GGUFFile]) -> _Base:
+    """A model made from GGUF files, taken in order of their names as Ollama's create takes
+    them: each checked, the one Ollama's rule calls a projector (with metadata llama.cpp can
+    read) as the projector; exactly one must be the weights."""
+    files = sorted(files, key=lambda f: f.name)
+    weights: list[GGUFInfo] = []  # each file's header that is not a projector's
+    projectors = []
+    for file in files:
+        _check_magic(file.path, file.name)
+        info = validate_gguf(file.path)
+        if is_projector(info):
+            check_projector(info, file.name)
+            file.media_type = PROJECTOR_MEDIA
+            projectors.append(file)
+        else:
+            weights.append(info)
+    if len(projectors) > 1:
+        raise InvalidInput(f"only one projector is supported, not {len(projectors)} "
+                           f"({', '.join(f.name for f in projectors)})")
+    if len(weights) != 1:
+        raise InvalidInput("exactly one GGUF model file is required besides a projector, "
+                           f"not {len(weights)}")
+    base = _from_gguf(weights[0], [])
+    base.files = files
+    return base
+
+
+def _client_names(texts: list[str]) -> dict[str, str]:
+    """The names Ollama's client gives FROM files in the `files` it sends: each file's path
+    from the folder all of them are in (just the file name for one file)."""
+    paths = {text: os.path.abspath(os.path.expanduser(text)) for text in texts}
+    if len(set(paths.values())) < 2:
+        return {text: os.path.basename(path) for text, path in paths.items()}
+    root = os.path.commonpath([os.path.dirname(path) for path in paths.values()])
+    return {text: os.path.relpath(path, root) for text, path in paths.items()}
+
+
+def _file_layer(store: Store, file: _GGUFFile) -> Layer:
+    digest = file.digest or store.add_blob_file(file.path)
+    return Layer(file.media_type, digest, store.blob_path(digest).stat().st_size)
 
 
 def _converted(store: Store, files: dict[str, str]) -> Layer:
@@ -281,7 +331,8 @@ def _uploaded(store: Store, filename: str, digest: str) -> Path:
     return store.blob_path(digest)
 
 
-def _is_path(text: str) -> bool:
+def is_path(text: str) -> bool:
+    """Whether a FROM names a file (else a model)."""
     return text.startswith(("/", "./", "../", "~"))
 
 

@@ -24,6 +24,9 @@ MAGIC = b"GGUF"
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
             10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
+# GGUF value types by number, as llama.cpp's gguf_type_name spells them.
+TYPE_NAMES = {0: "u8", 1: "i8", 2: "u16", 3: "i16", 4: "u32", 5: "i32", 6: "f32", 7: "bool",
+              8: "str", 9: "arr", 10: "u64", 11: "i64", 12: "f64"}
 _MAX_DIMS = 4  # GGML_MAX_DIMS
 # Arrays longer than this (tokenizer vocabularies, merges) are only kept when asked for.
 _SHORT_ARRAY = 16
@@ -57,6 +60,8 @@ class GGUFInfo:
     long_arrays: dict[str, int] = field(default_factory=dict)  # key -> length, when not kept
     blocks_with_tensors: int = 0  # distinct N among tensors named blk.N.*
     tensor_bytes: TensorBytes = field(default_factory=lambda: TensorBytes({}, 0, 0, False))
+    # Each key's GGUF value type as TYPE_NAMES spells it; an array's as "arr[<item type>]".
+    types: dict[str, str] = field(default_factory=dict)
 
     @property
     def architecture(self) -> str:
@@ -140,6 +145,8 @@ class _Parser:
         self.size = file_size
         self.keep_long = keep_long_arrays
         self.long_arrays: dict[str, int] = {}
+        self.types: dict[str, str] = {}
+        self._item_type = ""  # the item type of the array last read
 
     def parse(self) -> GGUFInfo:
         if self.f.read(4) != MAGIC:
@@ -152,7 +159,9 @@ class _Parser:
         metadata: dict[str, Any] = {}
         for _ in range(n_kv):
             key = self._string()
-            metadata[key] = self._value(key, self._scalar(4))
+            vtype = self._scalar(4)
+            metadata[key] = self._value(key, vtype)
+            self.types[key] = f"arr[{self._item_type}]" if vtype == _ARRAY else TYPE_NAMES[vtype]
         alignment = metadata.get("general.alignment", 32)
         if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
             raise NotGGUF(f"invalid GGUF alignment {alignment!r}")
@@ -173,7 +182,8 @@ class _Parser:
         for name, offset, nbytes in extents:
             if data_start + offset + nbytes > self.size:
                 raise NotGGUF(f"truncated GGUF file: data of tensor {name} lies past its end")
-        return GGUFInfo(metadata, params, self.long_arrays, len(blocks), sizes.result())
+        return GGUFInfo(metadata, params, self.long_arrays, len(blocks), sizes.result(),
+                        self.types)
 
     def _tensor_shape(self, name: str) -> tuple[int, int]:
         """(element count, data bytes) of one tensor info record."""
@@ -226,6 +236,7 @@ class _Parser:
         item_type = self._scalar(4)
         if item_type not in _SCALARS and item_type != _STRING:
             raise NotGGUF(f"unsupported GGUF array type {item_type} for {key}")
+        self._item_type = TYPE_NAMES[item_type]
         item_bytes = struct.calcsize(_SCALARS[item_type]) if item_type in _SCALARS else 8
         count = self._count(self._scalar(10), item_bytes, f"array length for {key}")
         if count <= _SHORT_ARRAY or self.keep_long:

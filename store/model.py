@@ -1,4 +1,5 @@
-"""A stored model, resolved from its name: the weights path plus Modelfile layers.
+"""A stored model, resolved from its name: the weights path (and its projector's, if it has
+one) plus Modelfile layers.
 
 This is what the front end reads on each request, so a re-created model takes effect on the
 next request without a restart.
@@ -15,7 +16,8 @@ import orjson
 from store.errors import InvalidName, model_not_found
 from store.names import ModelName, parse_name
 from store.store import (ADAPTER_MEDIA, CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA,
-                         MODEL_MEDIA, PARAMS_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA, Manifest, Store)
+                         MODEL_MEDIA, PARAMS_MEDIA, PROJECTOR_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA,
+                         Manifest, Store)
 from workers.template.analysis import analyze
 
 
@@ -31,6 +33,7 @@ class ModelSpec:
     licenses: list[str]
     config: dict[str, Any]
     adapter_paths: list[Path]  # LoRA adapters applied on top of the weights
+    projector_path: Path | None = None  # the vision projector (mmproj) GGUF, if the model has one
 
     @property
     def digest(self) -> str:
@@ -54,7 +57,9 @@ def resolve(store: Store, text: Any) -> ModelSpec:
     if manifest is None:
         raise model_not_found(str(text))
     model_layer = manifest.layer(MODEL_MEDIA)
-    if model_layer is None or not store.has_blob(model_layer.digest):
+    projector = manifest.layer(PROJECTOR_MEDIA)
+    if model_layer is None or not all(store.has_blob(layer.digest)
+                                      for layer in (model_layer, projector) if layer):
         raise model_not_found(str(text))
 
     def text_of(media: str) -> str:
@@ -78,19 +83,21 @@ def resolve(store: Store, text: Any) -> ModelSpec:
         config=read_config(store, manifest),
         adapter_paths=[store.blob_path(lay.digest) for lay in manifest.layers
                        if lay.media_type == ADAPTER_MEDIA],
+        projector_path=store.blob_path(projector.digest) if projector else None,
     )
 
 
-def capabilities(template: str, metadata: dict[str, Any]) -> list[str]:
-    """What a model can do, as /api/show lists it: from its GGUF metadata and the variables and
-    thinking tags of its template (Ollama's Capabilities)."""
+def capabilities(template: str, metadata: dict[str, Any], projector: bool = False) -> list[str]:
+    """What a model can do, as /api/show lists it, in Ollama's order (its Capabilities): from
+    its GGUF metadata, whether it has a projector, and the variables and thinking tags of its
+    template."""
     arch = str(metadata.get("general.architecture", ""))
     info = analyze(template)
     caps = ["embedding" if f"{arch}.pooling_type" in metadata else "completion"]
+    if projector or f"{arch}.vision.block_count" in metadata:
+        caps.append("vision")
     caps += [name for name, has in (("tools", info.tools), ("insert", info.insert),
                                     ("thinking", info.thinking)) if has]
-    if f"{arch}.vision.block_count" in metadata:
-        caps.append("vision")
     return caps
 
 

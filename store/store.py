@@ -46,6 +46,7 @@ PARAMS_MEDIA = "application/vnd.ollama.image.params"
 LICENSE_MEDIA = "application/vnd.ollama.image.license"
 MESSAGES_MEDIA = "application/vnd.ollama.image.messages"
 ADAPTER_MEDIA = "application/vnd.ollama.image.adapter"
+PROJECTOR_MEDIA = "application/vnd.ollama.image.projector"  # a vision (mmproj) GGUF
 
 MAX_MANIFEST_BYTES = 4 << 20  # Ollama's are about 1 KB; each is read whole, by every listing
 MAX_CONFIG_BYTES = 1 << 20  # Ollama's config blobs are under 1 KB; also read whole by listings

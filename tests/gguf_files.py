@@ -104,3 +104,81 @@ def gemma_lora(path: Path, seed: int = 0) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+# The tiny projector's shape (see tiny_clip_projector).
+PROJECTOR_IMAGE_SIZE, PROJECTOR_PATCH_SIZE = 32, 8
+PROJECTOR_IMAGE_TOKENS = (PROJECTOR_IMAGE_SIZE // PROJECTOR_PATCH_SIZE) ** 2  # 16
+
+
+def tiny_clip_projector(path: Path, text_width: int = 640, seed: int = 0,
+                        retype: dict[str, int] | None = None) -> Path:
+    """A llava `mlp` projector (mmproj) GGUF that llama.cpp's mtmd loads, with random weights:
+    a CLIP vision tower of 2 blocks (the llava graph runs all but the last), hidden 64, 4 heads,
+    32x32 images in 8x8 patches (16 image positions), and mm.0/mm.2 projecting to `text_width`
+    (640: Gemma 3 270M). Its metadata has exactly the types clip.cpp reads (UINT32 integers,
+    FLOAT32 epsilon, FLOAT32 mean/std arrays, BOOL flags), since a wrong one aborts the process
+    inside gguf_get_val_*. `retype` writes the named keys with another GGUF value type (a
+    gguf.GGUFValueType; for mean/std, their items' type) to make a file that must be refused."""
+    import gguf as gguf_package  # noqa: PLC0415
+
+    value_type = gguf_package.GGUFValueType
+    n_embd, n_ff, n_head, n_layer = 64, 128, 4, 2
+    n_patches = PROJECTOR_IMAGE_TOKENS
+    writer = gguf_package.GGUFWriter(str(path), "clip")
+    mean, std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+    kvs: list[tuple[str, object, int]] = [  # key, value, type (an array's: its items' type)
+        ("general.type", "mmproj", value_type.STRING),
+        ("clip.has_vision_encoder", True, value_type.BOOL),
+        ("clip.projector_type", "mlp", value_type.STRING),
+        ("clip.use_gelu", True, value_type.BOOL),
+        ("clip.vision.image_size", PROJECTOR_IMAGE_SIZE, value_type.UINT32),
+        ("clip.vision.patch_size", PROJECTOR_PATCH_SIZE, value_type.UINT32),
+        ("clip.vision.embedding_length", n_embd, value_type.UINT32),
+        ("clip.vision.feed_forward_length", n_ff, value_type.UINT32),
+        ("clip.vision.block_count", n_layer, value_type.UINT32),
+        ("clip.vision.projection_dim", text_width, value_type.UINT32),
+        ("clip.vision.attention.head_count", n_head, value_type.UINT32),
+        ("clip.vision.attention.layer_norm_epsilon", 1e-6, value_type.FLOAT32),
+        ("clip.vision.image_mean", mean, value_type.FLOAT32),
+        ("clip.vision.image_std", std, value_type.FLOAT32),
+    ]
+    for key, value, vtype in kvs:
+        vtype = value_type((retype or {}).get(key, vtype))
+        if isinstance(value, list):
+            writer.add_key_value(key, value, value_type.ARRAY, sub_type=vtype)
+        else:
+            writer.add_key_value(key, value, vtype)
+    rng = np.random.default_rng(seed)
+
+    def add(name: str, shape: tuple[int, ...], std: float = 0.02) -> None:
+        writer.add_tensor(name, (rng.standard_normal(shape) * std).astype(np.float32))
+
+    def ones(name: str, n: int) -> None:
+        writer.add_tensor(name, np.ones(n, dtype=np.float32))
+
+    add("v.patch_embd.weight", (n_embd, 3, PROJECTOR_PATCH_SIZE, PROJECTOR_PATCH_SIZE))
+    add("v.patch_embd.bias", (n_embd,))
+    add("v.position_embd.weight", (n_patches, n_embd))
+    ones("v.pre_ln.weight", n_embd)
+    add("v.pre_ln.bias", (n_embd,))
+    for i in range(n_layer):
+        for part in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            add(f"v.blk.{i}.{part}.weight", (n_embd, n_embd))
+            add(f"v.blk.{i}.{part}.bias", (n_embd,))
+        for norm in ("ln1", "ln2"):
+            ones(f"v.blk.{i}.{norm}.weight", n_embd)
+            add(f"v.blk.{i}.{norm}.bias", (n_embd,))
+        add(f"v.blk.{i}.ffn_up.weight", (n_ff, n_embd))
+        add(f"v.blk.{i}.ffn_up.bias", (n_ff,))
+        add(f"v.blk.{i}.ffn_down.weight", (n_embd, n_ff))
+        add(f"v.blk.{i}.ffn_down.bias", (n_embd,))
+    add("mm.0.weight", (text_width, n_embd), n_embd ** -0.5)
+    add("mm.0.bias", (text_width,))
+    add("mm.2.weight", (text_width, text_width), text_width ** -0.5)
+    add("mm.2.bias", (text_width,))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

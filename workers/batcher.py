@@ -6,6 +6,9 @@ A step is schedule → execute → update, with plain data in between (as vLLM's
 - execute: fill one `llama_batch` with every Work and call `llama_decode` once;
 - update: sample each sequence that asked for logits with its own sampler chain (and grammar),
   stream its text, finish it.
+A prompt's image is decoded into its sequence's cells on its own, before the step's batch (one
+image per step, so running streams wait at most one image between tokens): a llama_batch takes
+tokens or embeddings, not both.
 New requests join between steps; a finished or cancelled sequence's cells are released before
 the next step. The step's new text for every sequence goes out in one Step message.
 """
@@ -80,21 +83,29 @@ class ModelBatcher:
             self._prompt_failed(seq, outcome)
             return
         model, opts = self.model, seq.opts
-        seq.grammar = outcome.grammar
+        seq.grammar, seq.images = outcome.grammar, outcome.images
+        seq.image_starts = sorted(outcome.images)
         tokens = outcome.tokens or [llama.llama_vocab_bos(model.vocab)]
-        bad = next((t for t in tokens if not 0 <= t < model.n_vocab), None)
+        # Negative ids are an image's positions (workers/images.py), where it has images.
+        bad = next((t for t in tokens if t >= model.n_vocab or (t < 0 and not seq.images)), None)
         if bad is not None:
             self.fail(job_id, f"context token {bad} is out of range for this model "
                               f"(0 to {model.n_vocab - 1})", kind="bad_request")
             return
-        if not seq.truncate and len(tokens) >= model.num_ctx:
+        # An image is never cut in half: a prompt with images is not truncated or shifted.
+        if (not seq.truncate or seq.images) and len(tokens) >= model.num_ctx:
             self.fail(job_id, "the input length exceeds the context length", kind="bad_request")
             return
+        if seq.images and tokens[-1] < 0:
+            self.fail(job_id, "the prompt must not end with an image", kind="bad_request")
+            return
+        seq.shift = seq.shift and not seq.images
         seq.window = Window.of(model.num_ctx, opts["num_keep"], len(tokens))
         seq.prompt = seq.window.fit_prompt(tokens)
         seq.tokens = list(seq.prompt)
         seq.limit = predict_limit(opts["num_predict"], model.num_ctx)
-        seq.chain = build_chain(opts, model.num_ctx, model.n_vocab, seq.prompt)
+        seq.chain = build_chain(opts, model.num_ctx, model.n_vocab,
+                                [t for t in seq.prompt if t >= 0])
         seq.text = TextStream(opts["stop"])
         seq.status = Status.WAITING  # for KV cells, in the next step
         self._send(protocol.Started(job_id, len(seq.prompt), outcome.thinking))
@@ -138,6 +149,8 @@ class ModelBatcher:
         if self._seqs.pop(seq.job_id, None) is None:
             return
         self.kv.release(seq, list(self._seqs.values()))
+        for image in seq.images.values():
+            image.free()
         if seq.status == Status.SAMPLING:
             self._orphans[seq.job_id] = seq
         else:
@@ -155,13 +168,14 @@ class ModelBatcher:
         seqs = [s for s in self._seqs.values() if s.status != Status.RENDERING]
         generating = {s.job_id for s in seqs if s.status == Status.GENERATING}  # before it
         start = time.perf_counter_ns()
-        works = self._schedule(seqs)
+        works, imaged = self._schedule(seqs)
         if works and not self._execute(works):
             works = []  # nothing was decoded
         duration = time.perf_counter_ns() - start
         tokens = sum(len(w.tokens) for w in works)
         decoded = sum(1 for w in works if _seq(w).job_id in generating and len(w.tokens) == 1)
-        self._costs.record(decoded, tokens - decoded, duration)
+        if not imaged:  # an image's decode is no measure of what tokens cost
+            self._costs.record(decoded, tokens - decoded, duration)
         self._send(protocol.Step(self.model.model_id, self._texts, tokens, len(works), duration,
                                  self.kv.used(self._seqs.values()), self.kv.cells))
         self._texts = []
@@ -169,7 +183,8 @@ class ModelBatcher:
             self._send(msg)
         self._finals.clear()
 
-    def _schedule(self, seqs: list[Sequence]) -> list[Work]:
+    def _schedule(self, seqs: list[Sequence]) -> tuple[list[Work], bool]:
+        """The step's works, and whether an image was decoded before them."""
         for seq in seqs:  # a full context shifts, or ends the answer where shifting is not on
             if (seq.status == Status.GENERATING and seq.n_computed >= self.model.num_ctx
                     and not (seq.shift and self.kv.shift(seq))):
@@ -178,9 +193,25 @@ class ModelBatcher:
         self.kv.make_room(seqs)
         self.kv.admit_waiting(seqs)
         admitted = [s for s in seqs if s.holds_cells]
+        at_image = next((s for s in admitted if s.status == Status.PREFILLING
+                         and s.n_computed in s.images), None)
+        if at_image is not None:
+            self._decode_image(at_image)
+        admitted = [s for s in admitted if s.job_id in self._seqs]
         decoding = any(s.status == Status.GENERATING for s in admitted)
         budget = self.model.batch_tokens
-        return plan_step(admitted, budget, self._costs.prefill_budget(budget, decoding))
+        return (plan_step(admitted, budget, self._costs.prefill_budget(budget, decoding)),
+                at_image is not None)
+
+    def _decode_image(self, seq: Sequence) -> None:
+        """The image that starts at the sequence's next position, into its cells."""
+        image, model = seq.images[seq.n_computed], self.model
+        assert model.projector is not None
+        if model.projector.decode(model.ctx, image, seq.n_computed, seq.slot, model.batch_tokens):
+            seq.n_computed += image.n_tokens
+            return
+        self.kv.forget(seq, seq.n_computed)
+        self.fail(seq.job_id, "llama_decode failed for this request's image")
 
     def _execute(self, works: list[Work]) -> bool:
         """Decodes the works and takes in what that gave; False if nothing was decoded."""
@@ -335,7 +366,7 @@ class ModelBatcher:
             prompt_cached=seq.reused,
             eval_count=len(seq.generated),
             eval_duration=now - seq.t_first,
-            context=seq.prompt + seq.generated if seq.want_context else [],
+            context=[t for t in seq.prompt if t >= 0] + seq.generated if seq.want_context else [],
         ))
 
 

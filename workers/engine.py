@@ -133,6 +133,8 @@ class Engine:
                     batcher.sampled(job_id, outcome)
             elif batcher is not None:
                 batcher.prompt_built(job_id, outcome)
+            elif isinstance(outcome, prompt.Built):
+                outcome.free()  # its request was cancelled while it was built
             else:
                 embeddings = next((e for e in self.embeddings.values() if job_id in e), None)
                 if embeddings is not None:

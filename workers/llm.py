@@ -10,12 +10,14 @@ decoding sequences.
 from __future__ import annotations
 
 import ctypes
+import os
 import time
 import llama_cpp as llama
 import numpy as np
 
 from workers.kvcache import LlamaMemory
 from workers.protocol import Load
+from workers.vision import Projector
 
 
 _FLASH = {None: llama.LLAMA_FLASH_ATTN_TYPE_AUTO, True: llama.LLAMA_FLASH_ATTN_TYPE_ENABLED,
@@ -56,6 +58,14 @@ class LoadedModel:
         if not self.model:
             raise LoadError(f"unable to load model: {req.path}")
         self.vocab = llama.llama_model_get_vocab(self.model)
+        self.projector: Projector | None = None
+        if req.projector:
+            try:
+                self.projector = Projector(req.projector, self.model, self.n_threads, self.gpu)
+            except ValueError as exc:
+                llama.llama_model_free(self.model)
+                raise LoadError(str(exc)) from None
+        self._projector_size = os.path.getsize(req.projector) if req.projector else 0
         self._piece_buf = ctypes.create_string_buffer(256)
         self._adapters = [self._load_adapter(path) for path in req.adapters]
         self.kv_cells = req.kv_cells or req.num_ctx * req.slots
@@ -128,7 +138,8 @@ class LoadedModel:
 
     @property
     def weights_size(self) -> int:
-        return int(llama.llama_model_size(self.model))
+        """The weights llama.cpp holds, the projector's included."""
+        return int(llama.llama_model_size(self.model)) + self._projector_size
 
     # ---- tokens and text -----------------------------------------------------------------
 
@@ -224,6 +235,8 @@ class LoadedModel:
             LlamaMemory(self._embed_ctx).clear(data=True)
 
     def close(self) -> None:
+        if self.projector is not None:
+            self.projector.close()
         llama.llama_batch_free(self.batch)
         if self._embed_ctx is not None:
             llama.llama_batch_free(self._embed_batch)

@@ -99,4 +99,7 @@ def _quiet_llama_logs(llama, debug: bool):  # type: ignore[no-untyped-def]
                     "llama.cpp: %s", text.decode(errors="replace").rstrip())
 
     llama.llama_log_set(callback, ctypes.c_void_p(0))
+    import llama_cpp.mtmd_cpp as mtmd  # noqa: PLC0415 - beside llama_cpp, as it is imported
+    mtmd.mtmd_log_set(callback, ctypes.c_void_p(0))  # the projector's lines too
+    mtmd.mtmd_helper_log_set(callback, ctypes.c_void_p(0))
     return callback

@@ -11,6 +11,7 @@ most ~2x instead of stalling them for a whole batch.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -23,6 +24,7 @@ class Planned(Protocol):
     status: Status
     tokens: list[int]  # what the sequence's cells hold or will hold, position = index
     n_computed: int  # tokens[:n_computed] are in the KV cache
+    image_starts: list[int]  # where its images start: the engine decodes those, not the batch
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,8 @@ def plan_step(seqs: Sequence[Planned], budget: int, prefill_budget: int) -> list
     works = [Work(s, s.tokens[s.n_computed:], s.n_computed, True)
              for s in seqs if s.status == Status.GENERATING]
     room = min(budget - len(works), prefill_budget)
-    filling = [s for s in seqs
-               if s.status == Status.PREFILLING and s.n_computed < len(s.tokens)]
+    ends = {id(s): prefill_end(s) for s in seqs if s.status == Status.PREFILLING}
+    filling = [s for s in seqs if id(s) in ends and s.n_computed < ends[id(s)]]
     if room <= 0 or not filling:
         return works
     share = max(room // len(filling), MIN_CHUNK)
@@ -49,7 +51,7 @@ def plan_step(seqs: Sequence[Planned], budget: int, prefill_budget: int) -> list
         for seq in filling:
             if room <= 0:
                 break
-            remaining = len(seq.tokens) - seq.n_computed - takes[id(seq)]
+            remaining = ends[id(seq)] - seq.n_computed - takes[id(seq)]
             take = min(remaining, room, share if fair else room)
             takes[id(seq)] += take
             room -= take
@@ -60,6 +62,13 @@ def plan_step(seqs: Sequence[Planned], budget: int, prefill_budget: int) -> list
             works.append(Work(seq, seq.tokens[seq.n_computed:end], seq.n_computed,
                               end == len(seq.tokens)))
     return works
+
+
+def prefill_end(seq: Planned) -> int:
+    """Where the batch's share of a prefilling sequence ends: the start of its next image (or
+    its last token); at an image's start it has none."""
+    i = bisect_left(seq.image_starts, seq.n_computed)
+    return seq.image_starts[i] if i < len(seq.image_starts) else len(seq.tokens)
 
 
 class StepCosts:

@@ -29,6 +29,7 @@ class ChatMessage(TypedDict):
     tool_calls: NotRequired[list[dict[str, Any]]]  # [{"function": {"name", "arguments"}}]
     tool_name: NotRequired[str]  # on a "tool" message: which tool answered
     tool_call_id: NotRequired[str]  # on a "tool" message: the call it answers
+    images: NotRequired[list[str]]  # base64 image files (PNG, JPEG, WebP, GIF), for a projector
 
 
 class PromptSpec(TypedDict):
@@ -70,6 +71,7 @@ class Load:
     use_mmap: bool | None = None  # the `use_mmap` option; None: llama.cpp's default
     flash_attention: bool | None = None  # OLLAMA_FLASH_ATTENTION; None: llama.cpp's auto
     kv_cache_type: str = "f16"  # OLLAMA_KV_CACHE_TYPE: f16, q8_0 or q4_0
+    projector: str = ""  # the vision projector (mmproj) GGUF's path; "": a text-only model
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from workers.logprobs import Distribution
     from workers.protocol import Logprob
     from workers.textstream import TextStream
+    from workers.vision import EncodedImage
 
 ALL = sys.maxsize  # Sequence.clean when no context shift has touched its cells
 
@@ -69,6 +70,10 @@ class Sequence:
     distribution: Distribution | None = None  # the last logits row, measured for its logprobs
     # The logprobs of tokens whose text is held back, each with its text's length in characters.
     unsent_logprobs: list[tuple[Logprob, int]] = field(default_factory=list)
+    # Its prompt's images by their first position (a run of placeholder ids in `tokens`), and
+    # those positions sorted: a prefill chunk stops where an image starts.
+    images: dict[int, EncodedImage] = field(default_factory=dict)
+    image_starts: list[int] = field(default_factory=list)
 
     @property
     def holds_cells(self) -> bool:

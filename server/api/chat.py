@@ -44,6 +44,7 @@ async def submit_chat(p: Prepared, req: ChatRequest, call: ForcedCall | None = N
     """The conversation (Modelfile messages and system first) handed to the scheduler; with
     `call`, the answer is held to a call of those tools (server/toolchoice.py)."""
     p.require_completion(req.model, "chat")
+    p.require_vision(req.model, req.messages)
     messages: list[ChatMessage] = [{"role": m["role"], "content": m["content"]}
                                    for m in p.spec.messages] + req.messages
     if p.spec.system and messages[0]["role"] != "system":

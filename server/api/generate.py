@@ -54,6 +54,8 @@ async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
     if req.suffix and ".Suffix" not in template:
         raise errors.BadRequest(f'"{req.model}" does not support insert')
     messages: list[ChatMessage] = []
+    if req.raw and req.images:
+        raise errors.BadRequest("raw mode does not support images: the template places them")
     if req.raw:
         prompt: PromptSpec = {"raw": req.prompt, "messages": [], "template": "",
                               "context": req.context, "truncate": req.truncate}
@@ -63,7 +65,11 @@ async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
             messages.append({"role": "system", "content": system})
         if not req.context:  # Modelfile MESSAGEs start a conversation, not a continued one
             messages += [{"role": m["role"], "content": m["content"]} for m in p.spec.messages]
-        messages.append({"role": "user", "content": req.prompt})
+        user: ChatMessage = {"role": "user", "content": req.prompt}
+        if req.images:
+            user["images"] = req.images
+        messages.append(user)
+        p.require_vision(req.model, messages)
         prompt = {"raw": None, "messages": messages, "template": template,
                   "context": req.context, "think": req.think, "suffix": req.suffix,
                   "truncate": req.truncate}

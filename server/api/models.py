@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any, Callable, Hashable
 
 import orjson
@@ -16,7 +17,7 @@ from server.schemas import read_json
 from server.streaming import json_response
 from server.timestamps import rfc3339
 from store import errors as store_errors
-from store.gguf import cached_info, read_gguf
+from store.gguf import GGUFInfo, cached_info, read_gguf
 from store.model import capabilities, details, name_field, read_config, resolve
 from store.modelfile import format_modelfile
 from store.store import Store
@@ -95,26 +96,34 @@ async def show(request: web.Request) -> web.Response:
         raise errors.NotFound(f"model '{model}' not found") from None
     verbose = body.get("verbose") is True
     # A verbose header holds every vocabulary entry (262k for Gemma): read it off the event loop.
-    info = await asyncio.to_thread(read_gguf, spec.model_path, True) if verbose else \
-        await asyncio.to_thread(cached_info, str(spec.model_path))
+    info = await asyncio.to_thread(_header, spec.model_path, verbose)
+    projector = spec.projector_path
     reply: dict[str, Any] = {
         "license": "\n".join(spec.licenses),
         "modelfile": format_modelfile(str(spec.model_path), name=spec.name.display,
                                       template=spec.template, system=spec.system,
                                       parameters=spec.params, messages=spec.messages,
                                       licenses=spec.licenses,
-                                      adapters=[str(p) for p in spec.adapter_paths]),
+                                      adapters=[str(p) for p in spec.adapter_paths],
+                                      projectors=[str(projector)] if projector else []),
         "parameters": parameters_text(spec.params),
         "template": spec.template,
         "system": spec.system,
         "details": details(spec.config),
         "model_info": info.metadata,  # long arrays are [] unless verbose, as in Ollama
-        "capabilities": capabilities(spec.template, info.metadata),
+        "projector_info": (await asyncio.to_thread(_header, projector, verbose)).metadata
+        if projector else None,
+        "capabilities": capabilities(spec.template, info.metadata, projector=bool(projector)),
         "modified_at": rfc3339(spec.manifest.modified_at),
     }
     if spec.messages:
         reply["messages"] = spec.messages
     return json_response({k: v for k, v in reply.items() if v not in ("", None)})
+
+
+def _header(path: Path, verbose: bool) -> GGUFInfo:
+    """A stored GGUF's header; verbose: with its long arrays (a thread's work)."""
+    return read_gguf(path, True) if verbose else cached_info(str(path))
 
 
 def parameters_text(params: dict[str, Any]) -> str:

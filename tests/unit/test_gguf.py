@@ -28,6 +28,13 @@ def test_reads_architecture_size_quantization_and_context(gemma: Path) -> None:
     assert info.metadata["gemma3.embedding_length"] == 640
 
 
+def test_each_keys_value_type_is_kept(gemma: Path) -> None:
+    types = read_gguf(gemma).types
+    assert (types["general.architecture"], types["gemma3.block_count"],
+            types["gemma3.attention.layer_norm_rms_epsilon"], types["tokenizer.ggml.tokens"]) == \
+        ("str", "u32", "f32", "arr[str]")
+
+
 def test_long_arrays_are_skipped_unless_asked_for(gemma: Path) -> None:
     assert read_gguf(gemma).metadata["tokenizer.ggml.tokens"] == []
     assert len(read_gguf(gemma, keep_long_arrays=True).metadata["tokenizer.ggml.tokens"]) == 262144

@@ -35,3 +35,7 @@ def test_tools_mentioned_only_in_text_are_no_capability() -> None:
 def test_a_vision_tower_adds_vision() -> None:
     meta = {**GEMMA, "gemma3.vision.block_count": 27}
     assert capabilities("", meta) == ["completion", "vision"]
+
+
+def test_a_projector_adds_vision_before_what_the_template_adds() -> None:
+    assert capabilities("{{ .Tools }}", GEMMA, projector=True) == ["completion", "vision", "tools"]

@@ -406,9 +406,20 @@ def test_to_create_spec_passes_adapters_on_as_paths() -> None:
     assert spec.adapter_paths == ["./lora.gguf", "/x/two.gguf"]
 
 
-def test_to_create_spec_refuses_a_second_from() -> None:
-    with pytest.raises(ModelfileError, match="line 3: only one FROM is supported"):
-        to_create_spec(parse("FROM a\n\nFROM b"), "m")
+def test_to_create_spec_refuses_a_second_from_naming_a_model() -> None:
+    with pytest.raises(ModelfileError, match="line 1: with more than one FROM, each must be "
+                                             "the path of a GGUF file"):
+        to_create_spec(parse("FROM a\n\nFROM ./mmproj.gguf"), "m")
+
+
+def test_to_create_spec_passes_several_from_paths_on() -> None:
+    spec = to_create_spec(parse("FROM ./model.gguf\nFROM /x/mmproj.gguf"), "m")
+    assert (spec.from_, spec.from_paths) == ("", ["./model.gguf", "/x/mmproj.gguf"])
+
+
+def test_format_prints_a_projector_as_a_second_from_after_the_adapters() -> None:
+    text = format_modelfile("/b/w", adapters=["/b/a"], projectors=["/b/p"], system="s")
+    assert text == 'FROM /b/w\nADAPTER /b/a\nFROM /b/p\nSYSTEM """s"""\n'
 
 
 def test_format_has_ollamas_header_and_from() -> None:

@@ -18,6 +18,7 @@ class Seq:
     tokens: list[int] = field(default_factory=list)
     n_computed: int = 0
     status: Status = PREFILLING
+    image_starts: list[int] = field(default_factory=list)
 
 
 def generating(n_computed: int, token: int) -> Seq:
@@ -42,6 +43,23 @@ def test_generating_sequences_add_their_pending_token_with_logits_at_its_positio
 def test_generating_sequences_come_before_any_prompt_even_if_they_arrived_later() -> None:
     waiting_prompt, gen = prompt(5), generating(10, token=9)
     assert [w.seq for w in plan([waiting_prompt, gen], budget=512)] == [gen, waiting_prompt]
+
+
+def test_a_prefill_chunk_stops_where_an_image_starts_and_takes_no_logits() -> None:
+    seq = Seq(tokens=[*range(10), *[-7] * 16, *range(5)], image_starts=[10])
+    [work] = plan([seq], budget=512)
+    assert (work.tokens, work.pos, work.logits) == (list(range(10)), 0, False)
+
+
+def test_a_sequence_at_an_image_start_waits_for_the_engine_to_decode_the_image() -> None:
+    assert plan([Seq(tokens=[1, 2, *[-7] * 16, 3], n_computed=2, image_starts=[2])],
+                budget=512) == []
+
+
+def test_after_its_image_a_prompt_goes_on_to_its_last_token_with_logits() -> None:
+    seq = Seq(tokens=[1, 2, *[-7] * 16, 3, 4], n_computed=18, image_starts=[2])
+    [work] = plan([seq], budget=512)
+    assert (work.tokens, work.pos, work.logits) == ([3, 4], 18, True)
 
 
 def test_waiting_sequences_take_no_part() -> None:
