@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 
-.PHONY: serve install test test-cluster bench bench-frontend bench-pull install-service
+.PHONY: serve install test test-cluster bench bench-frontend bench-pull bench-speculation install-service
 
 serve: install
 	$(VENV)/bin/corral bootstrap
@@ -31,6 +31,9 @@ bench-frontend: install
 # Pull speed against curl from a loopback docker-registry (needs docker-registry and curl).
 bench-pull: install
 	$(VENV)/bin/python bench/pull.py
+
+bench-speculation: install
+	$(VENV)/bin/python bench/speculation.py
 
 # The systemd service (run as root): corral in /opt/corral, a `corral` user, the unit and its
 # environment file (kept if already there), then enabled and started.

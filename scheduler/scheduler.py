@@ -60,6 +60,7 @@ class Config:
     flash_attention: bool | None = None  # OLLAMA_FLASH_ATTENTION; None: auto
     kv_cache_type: str = "f16"  # OLLAMA_KV_CACHE_TYPE
     load_timeout: float = math.inf  # OLLAMA_LOAD_TIMEOUT: seconds
+    speculative: str = "auto"  # CORRAL_SPECULATIVE: auto, always or off
     debug: bool = False
 
 
@@ -380,7 +381,8 @@ class Scheduler:
                 num_batch=options["num_batch"], main_gpu=options["main_gpu"],
                 n_threads=options["num_thread"], use_mmap=options["use_mmap"],
                 flash_attention=self._config.flash_attention,
-                kv_cache_type=self._config.kv_cache_type, projector=runner.ref.projector)),
+                kv_cache_type=self._config.kv_cache_type, projector=runner.ref.projector,
+                speculative=self._config.speculative)),
                 None if math.isinf(timeout) else timeout)
         except asyncio.TimeoutError:
             # Stuck in llama.cpp's load: only a new worker process gets the device back.

@@ -110,7 +110,8 @@ async def _serve(settings: Settings, inventory: Inventory | None) -> tuple[int, 
         batch_invariant=settings.batch_invariant,
         n_threads=psutil.cpu_count(logical=False) or psutil.cpu_count() or 1,
         flash_attention=settings.flash_attention, kv_cache_type=settings.kv_cache_type,
-        load_timeout=settings.load_timeout, debug=settings.debug), worker_factory)
+        load_timeout=settings.load_timeout, speculative=settings.speculative,
+        debug=settings.debug), worker_factory)
     try:
         app = build_app(settings, store, scheduler)  # before any worker starts: it reads key files
     except SettingsError as exc:

@@ -40,6 +40,7 @@ class Settings:
     flash_attention: bool | None  # OLLAMA_FLASH_ATTENTION; None: llama.cpp decides (auto)
     kv_cache_type: str  # OLLAMA_KV_CACHE_TYPE: f16, q8_0 or q4_0
     load_timeout: float  # OLLAMA_LOAD_TIMEOUT: seconds a load may take; inf: no limit
+    speculative: str  # CORRAL_SPECULATIVE: prompt-lookup drafts in the batch: auto, always, off
     debug: bool
     body_idle_timeout: float  # seconds a request body may stall before the request fails
     idle_timeout: float  # seconds a connection may take to send a whole request head
@@ -96,6 +97,12 @@ VARIABLES: tuple[_Var, ...] = (
     _Var("OLLAMA_LOAD_TIMEOUT", "5m",
          "How long a model load may take before it fails (and its worker is restarted); 0 or "
          "negative: no limit."),
+    _Var("CORRAL_SPECULATIVE", "auto",
+         "Speculative decoding by prompt lookup in the batch: a sequence whose recent tokens "
+         "occurred before drafts what followed them, verified in the same decode. auto: a draft "
+         "is taken where its expected gain beats what verifying it costs on this device "
+         "(measured at load); always: whenever one is found; off. A lone stream's answers are "
+         "the same either way."),
     _Var("OLLAMA_DEBUG", "false", "Log debug detail (1/true/yes)."),
     _Var("OLLAMA_ORIGINS", "",
          "Extra browser origins allowed to call the API, comma-separated (wildcards: "
@@ -164,6 +171,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         flash_attention=get("OLLAMA_FLASH_ATTENTION", _auto_boolean),  # type: ignore[arg-type]
         kv_cache_type=get("OLLAMA_KV_CACHE_TYPE", _kv_cache_type),  # type: ignore[arg-type]
         load_timeout=get("OLLAMA_LOAD_TIMEOUT", _timeout),  # type: ignore[arg-type]
+        speculative=get("CORRAL_SPECULATIVE", _speculative),  # type: ignore[arg-type]
         debug=get("OLLAMA_DEBUG", _boolean),  # type: ignore[arg-type]
         body_idle_timeout=get("CORRAL_BODY_IDLE_TIMEOUT", _positive_duration),  # type: ignore[arg-type]
         idle_timeout=get("CORRAL_IDLE_TIMEOUT", _positive_duration),  # type: ignore[arg-type]
@@ -247,6 +255,13 @@ def _count(raw: str) -> int:
     value = int(raw)
     if value < 0:
         raise ValueError("must not be negative")
+    return value
+
+
+def _speculative(raw: str) -> str:
+    value = raw.lower()
+    if value not in ("auto", "always", "off"):
+        raise ValueError("must be auto, always or off")
     return value
 
 

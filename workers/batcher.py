@@ -6,7 +6,9 @@ A step is schedule → execute → update, with plain data in between (as vLLM's
 - execute: fill one `llama_batch` with every Work and call `llama_decode` once;
 - update: sample each sequence that asked for logits with its own sampler chain (and grammar),
   stream its text, finish it.
-A prompt's image is decoded into its sequence's cells on its own, before the step's batch (one
+A generating sequence may add a draft of its next tokens to the batch and keep what sampling
+confirms (speculation.py). A prompt's image is decoded into its sequence's cells on its own,
+before the step's batch (one
 image per step, so running streams wait at most one image between tokens): a llama_batch takes
 tokens or embeddings, not both.
 New requests join between steps; a finished or cancelled sequence's cells are released before
@@ -32,6 +34,7 @@ from workers.prompt import Built
 from workers.render_pool import RenderCrashed, RenderStopped, RenderTimeout
 from workers.sampling import build_chain, free_chain
 from workers.sequence import Sequence, Status
+from workers.speculation import CALIBRATION_SIZES, FREE, MAX_DRAFT, Costs, Drafter, plan_drafts
 from workers.textstream import TextStream
 
 log = logging.getLogger("corral.worker")
@@ -53,6 +56,14 @@ class ModelBatcher:
         # Cancelled while their grammar pass ran: their samplers go when the pass is over.
         self._orphans: dict[int, Sequence] = {}
         self._texts: list[list[object]] = []  # this step's [job_id, text, tokens]
+        # What a decode of n tokens costs here, for weighing drafts; None: no speculation.
+        self._decode_costs: Costs | None = None
+        if load.batch_invariant or load.speculative == "off":
+            pass
+        elif load.speculative == "always":
+            self._decode_costs = FREE  # every draft looks worth it
+        else:
+            self._decode_costs = self._calibrate()
         self._finals: list[protocol.FromWorker] = []  # this step's Done, sent after its Step
 
     def __contains__(self, job_id: int) -> bool:
@@ -107,6 +118,8 @@ class ModelBatcher:
         seq.chain = build_chain(opts, model.num_ctx, model.n_vocab,
                                 [t for t in seq.prompt if t >= 0])
         seq.text = TextStream(opts["stop"])
+        if self._decode_costs is not None and seq.grammar is None and seq.logprobs < 0:
+            seq.drafter = Drafter()
         seq.status = Status.WAITING  # for KV cells, in the next step
         self._send(protocol.Started(job_id, len(seq.prompt), outcome.thinking))
 
@@ -186,9 +199,11 @@ class ModelBatcher:
     def _schedule(self, seqs: list[Sequence]) -> tuple[list[Work], bool]:
         """The step's works, and whether an image was decoded before them."""
         for seq in seqs:  # a full context shifts, or ends the answer where shifting is not on
-            if (seq.status == Status.GENERATING and seq.n_computed >= self.model.num_ctx
-                    and not (seq.shift and self.kv.shift(seq))):
-                self._finish(seq, "length")
+            if seq.status == Status.GENERATING and seq.n_computed >= self.model.num_ctx:
+                if not (seq.shift and self.kv.shift(seq)):
+                    self._finish(seq, "length")
+                elif seq.drafter is not None:
+                    seq.drafter = Drafter()  # its history moved: index it afresh
         seqs = [s for s in seqs if s.job_id in self._seqs]
         self.kv.make_room(seqs)
         self.kv.admit_waiting(seqs)
@@ -198,10 +213,53 @@ class ModelBatcher:
         if at_image is not None:
             self._decode_image(at_image)
         admitted = [s for s in admitted if s.job_id in self._seqs]
+        self._draft(admitted)
         decoding = any(s.status == Status.GENERATING for s in admitted)
         budget = self.model.batch_tokens
         return (plan_step(admitted, budget, self._costs.prefill_budget(budget, decoding)),
                 at_image is not None)
+
+    def _draft(self, admitted: list[Sequence]) -> None:
+        """This step's drafts: only while the batch of generating tokens is small, within the
+        free KV cells, each sequence's context and what it may still generate."""
+        generating = [s for s in admitted if s.status == Status.GENERATING]
+        for seq in generating:
+            seq.draft = []
+        if self._decode_costs is None:
+            return
+        room = min(self.kv.free_cells(admitted), self.model.batch_tokens - len(generating))
+        proposals: list[tuple[Sequence, list[int]]] = []
+        for seq in generating:
+            if seq.drafter is None:
+                continue
+            limit = min(MAX_DRAFT, room, seq.limit - len(seq.generated) - 1,
+                        self.model.num_ctx - 1 - seq.n_computed)
+            proposal = seq.drafter.draft(seq.tokens, limit)
+            if proposal:
+                proposals.append((seq, proposal))
+        offers = [(seq.drafter.acceptance, len(p)) for seq, p in proposals]  # type: ignore[union-attr]
+        lengths = plan_drafts(len(generating), offers, self._decode_costs, room)
+        for (seq, proposal), length in zip(proposals, lengths):
+            seq.draft = proposal[:length]
+
+    def _calibrate(self) -> Costs:
+        """Times a decode of each of a few batch sizes (every token with its logits, as a
+        draft's) in the empty cache, after one to warm up (~0.25 s on a CPU, once per load):
+        what weighs a draft against the step it saves."""
+        model, batch, measured = self.model, self.model.batch, {}
+        token = llama.llama_vocab_bos(model.vocab)
+        for n in (1, *(n for n in CALIBRATION_SIZES if n <= model.batch_tokens)):
+            for k in range(n):
+                batch.token[k], batch.pos[k], batch.n_seq_id[k] = token, k, 1
+                batch.seq_id[k][0], batch.logits[k] = 0, True
+            batch.n_tokens = n
+            start = time.perf_counter()
+            llama.llama_decode(model.ctx, batch)
+            measured[n] = time.perf_counter() - start  # the warm-up's is overwritten
+            self.kv.memory.remove(0)
+        log.info("decode cost by batch size (ms): %s",
+                 {n: round(t * 1e3, 2) for n, t in measured.items()})
+        return Costs(measured)
 
     def _decode_image(self, seq: Sequence) -> None:
         """The image that starts at the sequence's next position, into its cells."""
@@ -247,7 +305,7 @@ class ModelBatcher:
                 batch.pos[n] = work.pos + k
                 batch.n_seq_id[n] = 1
                 batch.seq_id[n][0] = seq_id
-                batch.logits[n] = work.logits and k == len(work.tokens) - 1
+                batch.logits[n] = work.logits and k >= len(work.tokens) - 1 - work.drafted
                 n += 1
         batch.n_tokens = n
         rc = llama.llama_decode(self.model.ctx, batch)
@@ -261,8 +319,11 @@ class ModelBatcher:
         index = 0
         for work in works:
             seq = _seq(work)
-            seq.n_computed += len(work.tokens)
             index += len(work.tokens)
+            if work.drafted:
+                self._verify(seq, work, index - 1 - work.drafted)
+                continue
+            seq.n_computed += len(work.tokens)
             if not work.logits:
                 continue
             if seq.status == Status.PREFILLING:
@@ -272,6 +333,25 @@ class ModelBatcher:
             token = self._sample(seq, index - 1)
             if token is not None:
                 self._accept(seq, token)
+
+    def _verify(self, seq: Sequence, work: Work, first: int) -> None:
+        """A generating sequence's pending token and draft were decoded (batch outputs from
+        `first` on): it samples at each position in turn, as plain decoding would one step at a
+        time, keeping drafted cells while the draft matches; the rest of the draft's cells go."""
+        assert seq.drafter is not None
+        drafts = work.tokens[-work.drafted:]
+        seq.n_computed += 1  # the pending token's cell
+        accepted = 0
+        for j in range(len(drafts) + 1):
+            token = llama.llama_sampler_sample(seq.chain, self.model.ctx, first + j)
+            self._accept(seq, token)
+            if seq.job_id not in self._seqs or j == len(drafts) or token != drafts[j]:
+                break
+            accepted += 1
+            seq.n_computed += 1  # the drafted cell holds the token sampled
+        if seq.job_id in self._seqs:
+            self.kv.forget(seq, seq.n_computed)
+        seq.drafter.record(len(drafts), accepted)
 
     def _sample(self, seq: Sequence, index: int) -> int | None:
         """The sequence's next token, or None while its grammar's pass runs on a side thread.
@@ -367,6 +447,8 @@ class ModelBatcher:
             eval_count=len(seq.generated),
             eval_duration=now - seq.t_first,
             context=[t for t in seq.prompt if t >= 0] + seq.generated if seq.want_context else [],
+            drafted=seq.drafter.drafted if seq.drafter else 0,
+            accepted=seq.drafter.accepted if seq.drafter else 0,
         ))
 
 

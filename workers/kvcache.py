@@ -68,6 +68,10 @@ class KVCache:
         counts once per sequence in it, so this can overstate: capped at the size."""
         return min(self.cells, self._pool.idle_cells + sum(s.n_computed for s in seqs))
 
+    def free_cells(self, seqs: Iterable[Sequence]) -> int:
+        """Cells nothing holds or will hold: room for a step's drafts."""
+        return self.cells - self._committed(seqs)
+
     def _committed(self, seqs: Iterable[Sequence]) -> int:
         """Cells in use once every admitted sequence has computed all it holds (its pending
         token included): what admission and preemption count."""

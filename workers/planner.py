@@ -25,6 +25,7 @@ class Planned(Protocol):
     tokens: list[int]  # what the sequence's cells hold or will hold, position = index
     n_computed: int  # tokens[:n_computed] are in the KV cache
     image_starts: list[int]  # where its images start: the engine decodes those, not the batch
+    draft: list[int]  # tokens guessed to follow its pending one (workers/speculation.py)
 
 
 @dataclass(frozen=True)
@@ -33,14 +34,15 @@ class Work:
     tokens: list[int]
     pos: int  # position of tokens[0]
     logits: bool  # sample after the last token
+    drafted: int = 0  # the last this many tokens are a draft: each needs its logits too
 
 
 def plan_step(seqs: Sequence[Planned], budget: int, prefill_budget: int) -> list[Work]:
     """`budget`: tokens the batch (and the free KV cells) can take; `prefill_budget`: at most
     this many of them for prompts. `seqs` in arrival order."""
-    works = [Work(s, s.tokens[s.n_computed:], s.n_computed, True)
+    works = [Work(s, s.tokens[s.n_computed:] + s.draft, s.n_computed, True, len(s.draft))
              for s in seqs if s.status == Status.GENERATING]
-    room = min(budget - len(works), prefill_budget)
+    room = min(budget - sum(len(w.tokens) for w in works), prefill_budget)
     ends = {id(s): prefill_end(s) for s in seqs if s.status == Status.PREFILLING}
     filling = [s for s in seqs if id(s) in ends and s.n_computed < ends[id(s)]]
     if room <= 0 or not filling:

@@ -72,6 +72,7 @@ class Load:
     flash_attention: bool | None = None  # OLLAMA_FLASH_ATTENTION; None: llama.cpp's auto
     kv_cache_type: str = "f16"  # OLLAMA_KV_CACHE_TYPE: f16, q8_0 or q4_0
     projector: str = ""  # the vision projector (mmproj) GGUF's path; "": a text-only model
+    speculative: str = "auto"  # CORRAL_SPECULATIVE: auto (drafts weighed by cost), always, off
 
 
 @dataclass(slots=True)
@@ -211,6 +212,8 @@ class Done:
     eval_duration: int  # ns
     context: list[int] = field(default_factory=list)
     prompt_cached: int = 0  # prompt tokens whose KV cells were reused, not computed
+    drafted: int = 0  # draft tokens verified for it (workers/speculation.py)
+    accepted: int = 0  # of them, those it kept
 
 
 @dataclass(slots=True)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from workers.grammar import Grammar
     from workers.logprobs import Distribution
+    from workers.speculation import Drafter
     from workers.protocol import Logprob
     from workers.textstream import TextStream
     from workers.vision import EncodedImage
@@ -74,6 +75,8 @@ class Sequence:
     # those positions sorted: a prefill chunk stops where an image starts.
     images: dict[int, EncodedImage] = field(default_factory=dict)
     image_starts: list[int] = field(default_factory=list)
+    drafter: Drafter | None = None  # None: it never drafts (a grammar or logprobs need each step)
+    draft: list[int] = field(default_factory=list)  # this step's guess at its next tokens
 
     @property
     def holds_cells(self) -> bool:

@@ -19,6 +19,7 @@ class Seq:
     n_computed: int = 0
     status: Status = PREFILLING
     image_starts: list[int] = field(default_factory=list)
+    draft: list[int] = field(default_factory=list)
 
 
 def generating(n_computed: int, token: int) -> Seq:
@@ -60,6 +61,13 @@ def test_after_its_image_a_prompt_goes_on_to_its_last_token_with_logits() -> Non
     seq = Seq(tokens=[1, 2, *[-7] * 16, 3, 4], n_computed=18, image_starts=[2])
     [work] = plan([seq], budget=512)
     assert (work.tokens, work.pos, work.logits) == ([3, 4], 18, True)
+
+
+def test_a_draft_rides_after_the_pending_token_and_counts_against_the_prompts_room() -> None:
+    gen = Seq(tokens=[1, 2, 3], n_computed=2, status=GENERATING, draft=[7, 8])
+    works = plan([gen, prompt(100)], budget=10)
+    assert (works[0].tokens, works[0].pos, works[0].drafted) == ([3, 7, 8], 2, 2)
+    assert len(works[1].tokens) == 7
 
 
 def test_waiting_sequences_take_no_part() -> None:
