@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/throughput.py [--tokens 64] [--levels 1,2,4,8,16] [--json]
                                          [--parallel N] [--batch-invariant] [--long-prompt]
+                                         [--logprobs K]
 
 For each concurrency level N, N different prompts are streamed at once from /api/generate
 (greedy, no repeat penalty, `--tokens` each) on a server with default settings (or
@@ -16,6 +17,9 @@ rounds, server and raw alternating, since these machines are noisy: ratios are t
 Columns: aggregate generated tokens/s; p50/p95 time to first token (server: request sent to the
 first text; raw: start to the first sampled token, i.e. the batched prefill); p95 inter-token
 latency (gap between text chunks divided by the tokens they carry).
+
+--logprobs K asks every served request for its tokens' logprobs and K top alternatives (the raw
+loop computes none): the ratio against a run without it is what logprobs cost.
 
 --long-prompt adds the admission test: p95 inter-token latency of 4 streams with and without an
 8,000-token prompt arriving while they run (target: at most 2x).
@@ -69,9 +73,10 @@ class Round:
 
 
 async def stream(session: aiohttp.ClientSession, url: str, prompt: str, tokens: int,
-                 options: dict | None = None) -> Stream:
+                 extra: dict | None = None) -> Stream:
+    """`extra`: more request fields (logprobs)."""
     body = {"model": MODEL, "prompt": prompt, "stream": True,
-            "options": {"num_predict": tokens, **GREEDY, **(options or {})}}
+            "options": {"num_predict": tokens, **GREEDY}, **(extra or {})}
     record = Stream(time.perf_counter())
     last = 0.0
     async with session.post(f"{url}/api/generate", json=body) as resp:
@@ -91,11 +96,11 @@ async def stream(session: aiohttp.ClientSession, url: str, prompt: str, tokens: 
     return record
 
 
-async def server_round(url: str, n: int, tokens: int) -> Round:
+async def server_round(url: str, n: int, tokens: int, extra: dict | None = None) -> Round:
     async with aiohttp.ClientSession() as session:
         start = time.perf_counter()
-        streams = await asyncio.gather(*(stream(session, url, PROMPTS[i % len(PROMPTS)], tokens)
-                                         for i in range(n)))
+        streams = await asyncio.gather(*(stream(session, url, PROMPTS[i % len(PROMPTS)], tokens,
+                                                extra) for i in range(n)))
         wall = time.perf_counter() - start
     return Round(wall, sum(s.tokens for s in streams), [s.first - s.sent for s in streams],
                  [g for s in streams for g in s.gaps])
@@ -191,13 +196,14 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure_levels(url: str, raw: Raw, levels: list[int], tokens: int, repeat: int) -> list[dict]:
+def measure_levels(url: str, raw: Raw, levels: list[int], tokens: int, repeat: int,
+                   extra: dict | None = None) -> list[dict]:
     rows = []
     for n in levels:
         best_server: Round | None = None
         best_raw: Round | None = None
         for _ in range(repeat):  # alternate the two so drift hits both alike
-            served = asyncio.run(server_round(url, n, tokens))
+            served = asyncio.run(server_round(url, n, tokens, extra))
             counts = [tokens] * n if served.tokens == tokens * n else None
             direct = raw.run([PROMPTS[i % len(PROMPTS)] for i in range(n)],
                              counts or [max(1, served.tokens // n)] * n)
@@ -252,6 +258,8 @@ def main() -> int:
                         help="serve with CORRAL_BATCH_INVARIANT=1")
     parser.add_argument("--long-prompt", action="store_true",
                         help="also measure streams' latency while an 8,000-token prompt is admitted")
+    parser.add_argument("--logprobs", type=int, default=-1, metavar="K",
+                        help="ask each served request for logprobs with K top alternatives")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -271,9 +279,11 @@ def main() -> int:
             asyncio.run(server_round(url, 1, 4))  # load the model and warm up
             model_path = max((store / "blobs").glob("sha256-*"), key=lambda p: p.stat().st_size)
             raw = Raw(str(model_path), threads)
-            rows = measure_levels(url, raw, levels, args.tokens, args.repeat)
+            extra = ({"logprobs": True, "top_logprobs": args.logprobs}
+                     if args.logprobs >= 0 else {})
+            rows = measure_levels(url, raw, levels, args.tokens, args.repeat, extra)
             result: dict = {"model": MODEL, "tokens": args.tokens, "threads": threads,
-                            "settings": env, "levels": rows}
+                            "settings": env, "request": extra, "levels": rows}
             if args.long_prompt:
                 base = min(asyncio.run(long_prompt_itl(url, 200, False)) for _ in range(2))
                 loaded = min(asyncio.run(long_prompt_itl(url, 200, True)) for _ in range(2))
@@ -286,7 +296,7 @@ def main() -> int:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return 0
     print(f"model {MODEL}, {args.tokens} tokens per request, {threads} threads, "
-          f"server settings {env}\n")
+          f"server settings {env}, request fields {extra}\n")
     print_table(rows)
     if args.long_prompt:
         lp = result["long_prompt"]
