@@ -230,10 +230,13 @@ class RayTransport:
         self._queued.set()
 
     async def _load(self, msg: protocol.Load) -> None:
-        """Sends a Load once its files are on the worker's node (fetched there if need be)."""
+        """Sends a Load once its files (weights, adapters, projector) are on the worker's node
+        (fetched there if need be)."""
         assert self._actor is not None
+        projector = [msg.projector] if msg.projector else []
         try:
-            paths = await _result(self._actor.localize.remote([msg.path, *msg.adapters]))
+            paths = await _result(self._actor.localize.remote(
+                [msg.path, *msg.adapters, *projector]))
         except RayActorError:
             return  # the receive loop reports the death
         except RayError as exc:
@@ -241,7 +244,9 @@ class RayTransport:
             self._on_message(protocol.LoadFailed(msg.model_id, f"fetching the weights to "
                                                  f"{self._device.id} failed: {cause}"))
             return
-        self._queue(dataclasses.replace(msg, path=paths[0], adapters=paths[1:]))
+        adapters = paths[1:len(paths) - len(projector)]
+        self._queue(dataclasses.replace(msg, path=paths[0], adapters=adapters,
+                                        projector=paths[-1] if projector else ""))
 
     async def _send(self) -> None:
         assert self._actor is not None

@@ -40,8 +40,10 @@ _OPTIONS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k"}
 # `cache_control` (as the top-level one); a tool_result's `is_error` (its text says what went
 # wrong; a native tool message has no such flag); a thinking block's `signature` (corral signs
 # nothing; the block's text goes back as the assistant's thinking).
-_BLOCKS = {"user": ("text", "tool_result"), "assistant": ("text", "thinking", "tool_use")}
-_BLOCK_FIELDS = {"text": {"text"}, "tool_result": {"tool_use_id", "content", "is_error"},
+_BLOCKS = {"user": ("text", "image", "tool_result"),
+           "assistant": ("text", "thinking", "tool_use")}
+_BLOCK_FIELDS = {"text": {"text"}, "image": {"source"},
+                 "tool_result": {"tool_use_id", "content", "is_error"},
                  "thinking": {"thinking", "signature"}, "tool_use": {"id", "name", "input"}}
 _TOOL_FIELDS = {"type", "name", "description", "input_schema", "cache_control"}
 _THINKING_FIELDS = {"enabled": {"type", "budget_tokens", "display"},
@@ -154,10 +156,7 @@ def _text_block(block: Any, where: str) -> str:
 def _block_type(block: Any, where: str) -> str:
     if not isinstance(block, dict):
         raise errors.BadRequest(f"{where}: must be an object")
-    kind = block.get("type")
-    if kind == "image":
-        raise errors.BadRequest(f"{where}: images are not supported yet")
-    return _string(kind, f"{where}.type")
+    return _string(block.get("type"), f"{where}.type")
 
 
 def _conversation(raw: Any) -> list[ChatMessage]:
@@ -192,6 +191,8 @@ def _block(block: Any, role: str, where: str) -> dict[str, Any]:
         raise errors.BadRequest(f'{where}.type: "{kind}" blocks are not supported in {role} '
                                 "messages")
     _only(block, f"{where}.", {"type", "cache_control"} | _BLOCK_FIELDS[kind])
+    if kind == "image":
+        return {"type": "image", "data": _image_data(block.get("source"), f"{where}.source")}
     if kind == "tool_result":
         _string(block.get("tool_use_id"), f"{where}.tool_use_id")
         return {**block, "content": _tool_result_text(block.get("content"), f"{where}.content")}
@@ -203,6 +204,18 @@ def _block(block: Any, role: str, where: str) -> dict[str, Any]:
     else:  # text or thinking: the field of that name
         _string(block.get(kind), f"{where}.{kind}")
     return block
+
+
+def _image_data(source: Any, where: str) -> str:
+    """An image block's base64 data; a URL source is refused, as Ollama refuses image URLs."""
+    kind = source.get("type") if isinstance(source, dict) else None
+    if kind == "url":
+        raise errors.BadRequest(f"{where}: image URLs are not currently supported, please use "
+                                "base64 encoded data instead")
+    if kind != "base64":
+        raise errors.BadRequest(f'{where}.type: must be "base64"')
+    _only(source, f"{where}.", {"type", "media_type", "data"})
+    return _string(source.get("data"), f"{where}.data")
 
 
 def _tool_result_text(content: Any, where: str) -> str:
@@ -239,8 +252,12 @@ def _user(blocks: list[dict[str, Any]], names: dict[str, str]) -> list[ChatMessa
                 result["tool_name"] = names[block["tool_use_id"]]
             out.append(result)
     texts = [b["text"] for b in blocks if b["type"] == "text"]
-    if texts or not out:
-        out.append({"role": "user", "content": "".join(texts)})
+    images = [b["data"] for b in blocks if b["type"] == "image"]
+    if texts or images or not out:
+        message: ChatMessage = {"role": "user", "content": "".join(texts)}
+        if images:
+            message["images"] = images
+        out.append(message)
     return out
 
 

@@ -173,28 +173,10 @@ def _content_parts(i: int, parts: list[Any]) -> tuple[str, list[str]]:
                 raise errors.BadRequest(f"messages[{i}].content[{j}].text must be a string")
             texts.append(part["text"])
         elif kind == "image_url":
-            images.append(_image_url(part.get("image_url")))
+            images.append(convert.image_data(part.get("image_url")))
         else:
             raise errors.BadRequest(f"messages[{i}].content[{j}] must be a text or image_url part")
     return "".join(texts), images
-
-
-_IMAGE_URL_PREFIXES = tuple(f"data:image/{kind};base64," for kind in ("jpeg", "jpg", "png", "webp"))
-
-
-def _image_url(value: Any) -> str:
-    """An image part's base64 data, as Ollama takes it: a data: URL of an image type (or of
-    none), never a remote URL."""
-    url = value.get("url") if isinstance(value, dict) else value
-    if not isinstance(url, str):
-        raise errors.BadRequest("invalid image input")
-    if url.startswith(("http://", "https://")):
-        raise errors.BadRequest("image URLs are not currently supported, please use base64 "
-                                "encoded data instead")
-    for prefix in (*_IMAGE_URL_PREFIXES, "data:;base64,"):
-        if url.startswith(prefix):
-            return url[len(prefix):]
-    raise errors.BadRequest("invalid image input")
 
 
 def _tool_call(i: int, call: Any) -> dict[str, Any]:

@@ -131,3 +131,24 @@ def tool_calls(parts: Parts) -> list[dict[str, Any]]:
              "function": {"name": call["function"]["name"],
                           "arguments": orjson.dumps(call["function"].get("arguments", {})).decode()}}
             for i, call in enumerate(parts.tool_calls)]
+
+
+_IMAGE_URL_PREFIXES = tuple(f"data:image/{kind};base64," for kind in ("jpeg", "jpg", "png", "webp"))
+
+
+def image_data(value: Any, where: str = "") -> str:
+    """An image part's base64 data, as Ollama takes it: a data: URL of an image type (or of
+    none), never a remote URL; `where` starts the error message (Ollama's has none)."""
+    def refuse(message: str) -> errors.BadRequest:
+        return errors.BadRequest(f"{where}: {message}" if where else message)
+
+    url = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(url, str):
+        raise refuse("invalid image input")
+    if url.startswith(("http://", "https://")):
+        raise refuse("image URLs are not currently supported, please use base64 encoded data "
+                     "instead")
+    for prefix in (*_IMAGE_URL_PREFIXES, "data:;base64,"):
+        if url.startswith(prefix):
+            return url[len(prefix):]
+    raise refuse("invalid image input")

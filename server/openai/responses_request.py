@@ -289,8 +289,22 @@ def _message(where: str, item: dict[str, Any]) -> dict[str, Any]:
     if role is None:
         raise errors.BadRequest(f'{where} has invalid role "{item.get("role")}"; expected one '
                                 "of user, assistant, system, developer")
-    return {"role": role, "content": _text_of(f"{where}.content", item.get("content"),
-                                              _TEXT_PARTS)}
+    content = item.get("content")
+    parts = content if isinstance(content, list) else []
+    images = [_image(f"{where}.content[{j}]", part) for j, part in enumerate(parts)
+              if isinstance(part, dict) and part.get("type") == "input_image"]
+    if images and role != "user":
+        raise errors.BadRequest(f"{where}: images come in user messages")
+    texts = [p for p in parts if not (isinstance(p, dict) and p.get("type") == "input_image")]
+    message = {"role": role, "content": _text_of(f"{where}.content",
+                                                 texts if parts else content, _TEXT_PARTS)}
+    return {**message, "images": images} if images else message
+
+
+def _image(where: str, part: dict[str, Any]) -> str:
+    """An input_image part's base64 data: a data: URL, as Ollama takes them (no file ids)."""
+    refuse_unknown(part, {"type", "image_url", "detail"}, f"{where}.")
+    return convert.image_data(part.get("image_url"), where)
 
 
 def _text_of(where: str, content: Any, kinds: tuple[str, ...]) -> str:
@@ -302,8 +316,6 @@ def _text_of(where: str, content: Any, kinds: tuple[str, ...]) -> str:
     texts = []
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "input_image":
-            raise errors.BadRequest(f"{where}[{j}]: images are not supported yet")
         if kind == "input_file":
             raise errors.BadRequest(f"{where}[{j}]: file inputs are not supported")
         if kind not in kinds or not isinstance(part.get("text"), str):

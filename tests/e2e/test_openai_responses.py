@@ -3,6 +3,7 @@ strict mode: every body and stream event must match the SDK's own types."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import openai
@@ -11,9 +12,11 @@ import pytest
 from tests.e2e import test_tools_thinking
 from tests.e2e.conftest import MODEL
 from tests.e2e.server import Server
+from tests.images import png
 
 tool_model = test_tools_thinking.tool_model  # the fixture: the demo model with a tools template
 
+PNG = base64.b64encode(png()).decode()
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city",
            "parameters": {"type": "object", "required": ["city"], "properties": {
                # short, so that a forced call (greedy, below) always ends within its tokens
@@ -173,8 +176,8 @@ def test_what_codex_sends_streams(client: openai.OpenAI) -> None:
     ({"previous_response_id": "resp_1"}, "previous_response_id is not supported"),
     ({"store": True}, "store: true is not supported: responses are not stored"),
     ({"input": [{"role": "user", "content": [
-        {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}]},
-     "images are not supported yet"),
+        {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}"}]}]},
+     f'"{MODEL}" does not support images'),
     ({"reasoning": {"effort": "high"}}, f'"{MODEL}" does not support thinking'),
 ])
 def test_what_corral_cannot_do_is_a_400_naming_it(client: openai.OpenAI, fields: dict,

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
+import anthropic
 import ollama
 import openai
 import pytest
@@ -109,6 +110,34 @@ def test_openai_remote_image_urls_are_refused_as_ollama_refuses_them(server: Ser
     with pytest.raises(openai.BadRequestError, match="image URLs are not currently supported"):
         client.chat.completions.create(model=vision, messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}])
+
+
+def test_openai_responses_input_images(server: Server, vision: str) -> None:
+    client = openai.OpenAI(base_url=f"http://{server.base}/v1", api_key="unused", max_retries=0)
+    reply = client.responses.create(model=vision, max_output_tokens=8, temperature=0, input=[
+        {"role": "user", "content": [
+            {"type": "input_text", "text": ASK},
+            {"type": "input_image", "image_url": f"data:image/png;base64,{b64(png(10))}"}]}])
+    assert reply.output_text and reply.usage.input_tokens >= PROJECTOR_IMAGE_TOKENS
+
+
+def test_anthropic_image_blocks(server: Server, vision: str) -> None:
+    client = anthropic.Anthropic(base_url=f"http://{server.base}", api_key="unused",
+                                 max_retries=0)
+    reply = client.messages.create(model=vision, max_tokens=8, messages=[{"role": "user",
+        "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                 "data": b64(png(11))}},
+                    {"type": "text", "text": ASK}]}])
+    assert reply.content[0].text and reply.usage.input_tokens >= PROJECTOR_IMAGE_TOKENS
+
+
+def test_anthropic_image_urls_are_refused_as_ollama_refuses_them(server: Server,
+                                                                 vision: str) -> None:
+    client = anthropic.Anthropic(base_url=f"http://{server.base}", api_key="unused",
+                                 max_retries=0)
+    with pytest.raises(anthropic.BadRequestError, match="image URLs are not currently"):
+        client.messages.create(model=vision, max_tokens=8, messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}]}])
 
 
 def test_corral_run_attaches_an_image_path_named_in_the_prompt(server: Server, vision: str,

@@ -6,6 +6,7 @@ records each submission and answers with the worker messages a test gives it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from server.settings import load as load_settings
 from store.store import Store
 from tests.e2e.test_tools_thinking import THINK_TEMPLATE, TOOL_TEMPLATE
 from tests.gguf_files import one_block_model
+from tests.images import png
 from tests.unit.test_openapi import DummyScheduler, make_app, schema
 from tests.unit.test_token_path import FakeWorker
 from workers import protocol
@@ -283,12 +285,20 @@ async def test_a_server_tool_is_a_400_naming_it(served: Served) -> None:
                                         "supported")
 
 
-async def test_an_image_block_is_a_400_saying_images_are_not_supported_yet(
-        served: Served) -> None:
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": ""}}
+async def test_an_image_block_reaches_the_model_as_an_image(served: Served) -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": base64.b64encode(png()).decode()}}
     status, body = await served.post(messages=[{"role": "user", "content": [image]}])
-    assert (status, body["error"]["message"]) == (
-        400, "messages[0].content[0]: images are not supported yet")
+    assert status == 400 and body["error"]["message"].endswith("does not support images")
+
+
+async def test_an_image_url_source_is_refused_as_ollama_refuses_image_urls(
+        served: Served) -> None:
+    image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    status, body = await served.post(messages=[{"role": "user", "content": [image]}])
+    assert status == 400 and body["error"]["message"] == (
+        "messages[0].content[0].source: image URLs are not currently supported, please use "
+        "base64 encoded data instead")
 
 
 @pytest.mark.parametrize(("thinking", "output_config", "think"), [

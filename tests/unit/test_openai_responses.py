@@ -292,8 +292,8 @@ def test_fields_without_effect_take_only_what_they_can_honour(field: str, value:
 
 
 @pytest.mark.parametrize(("part", "message"), [
-    ({"type": "input_image", "image_url": "data:image/png;base64,AAAA"},
-     "images are not supported yet"),
+    ({"type": "input_image", "image_url": "https://example.com/a.png"},
+     "image URLs are not currently supported, please use base64 encoded data instead"),
     ({"type": "input_file", "file_id": "file-1"}, "file inputs are not supported"),
 ])
 def test_image_and_file_parts_are_refused(part: dict[str, Any], message: str) -> None:
