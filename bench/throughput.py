@@ -16,7 +16,9 @@ rounds, server and raw alternating, since these machines are noisy: ratios are t
 
 Columns: aggregate generated tokens/s; p50/p95 time to first token (server: request sent to the
 first text; raw: start to the first sampled token, i.e. the batched prefill); p95 inter-token
-latency (gap between text chunks divided by the tokens they carry).
+latency (gap between text chunks divided by the tokens they carry); the front end's own CPU
+time per streamed token (the `corral serve` process, not its workers, over the server rounds;
+on 2 cores every core it takes is taken from llama.cpp's threads).
 
 --logprobs K asks every served request for its tokens' logprobs and K top alternatives (the raw
 loop computes none): the ratio against a run without it is what logprobs cost.
@@ -196,14 +198,25 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure_levels(url: str, raw: Raw, levels: list[int], tokens: int, repeat: int,
-                   extra: dict | None = None) -> list[dict]:
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def measure_levels(url: str, front_end: psutil.Process, raw: Raw, levels: list[int],
+                   tokens: int, repeat: int, extra: dict | None = None) -> list[dict]:
+    """`front_end`: the `corral serve` process alone (its workers are children of their own),
+    whose CPU time per streamed token is measured over the server's rounds."""
     rows = []
     for n in levels:
         best_server: Round | None = None
         best_raw: Round | None = None
+        front_cpu, streamed = 0.0, 0
         for _ in range(repeat):  # alternate the two so drift hits both alike
+            before = cpu_seconds(front_end)
             served = asyncio.run(server_round(url, n, tokens, extra))
+            front_cpu += cpu_seconds(front_end) - before
+            streamed += served.tokens
             counts = [tokens] * n if served.tokens == tokens * n else None
             direct = raw.run([PROMPTS[i % len(PROMPTS)] for i in range(n)],
                              counts or [max(1, served.tokens // n)] * n)
@@ -221,6 +234,7 @@ def measure_levels(url: str, raw: Raw, levels: list[int], tokens: int, repeat: i
             "raw_ttft_ms": round(best_raw.ttft[0] * 1e3, 1),
             "itl_p95_ms": round(pct(best_server.gaps, 0.95) * 1e3, 1),
             "raw_itl_p95_ms": round(pct(best_raw.gaps, 0.95) * 1e3, 1),
+            "front_end_ms_per_token": round(front_cpu / max(1, streamed) * 1e3, 3),
         })
     return rows
 
@@ -239,12 +253,14 @@ async def long_prompt_itl(url: str, tokens: int, with_long: bool) -> float:
 
 def print_table(rows: list[dict]) -> None:
     head = (f"{'streams':>7} {'server tok/s':>12} {'raw tok/s':>10} {'ratio':>6} "
-            f"{'TTFT p50':>9} {'TTFT p95':>9} {'raw TTFT':>9} {'ITL p95':>8} {'raw ITL p95':>11}")
+            f"{'TTFT p50':>9} {'TTFT p95':>9} {'raw TTFT':>9} {'ITL p95':>8} {'raw ITL p95':>11} "
+            f"{'front end':>14}")
     print(head)
     for r in rows:
         print(f"{r['concurrent']:>7} {r['server_tps']:>12.1f} {r['raw_tps']:>10.1f} "
               f"{r['ratio']:>6.2f} {r['ttft_p50_ms']:>7.1f}ms {r['ttft_p95_ms']:>7.1f}ms "
-              f"{r['raw_ttft_ms']:>7.1f}ms {r['itl_p95_ms']:>6.1f}ms {r['raw_itl_p95_ms']:>9.1f}ms")
+              f"{r['raw_ttft_ms']:>7.1f}ms {r['itl_p95_ms']:>6.1f}ms {r['raw_itl_p95_ms']:>9.1f}ms "
+              f"{r['front_end_ms_per_token']:>6.3f}ms/token")
 
 
 def main() -> int:
@@ -281,7 +297,9 @@ def main() -> int:
             raw = Raw(str(model_path), threads)
             extra = ({"logprobs": True, "top_logprobs": args.logprobs}
                      if args.logprobs >= 0 else {})
-            rows = measure_levels(url, raw, levels, args.tokens, args.repeat, extra)
+            assert server.process is not None
+            rows = measure_levels(url, psutil.Process(server.process.pid), raw, levels,
+                                  args.tokens, args.repeat, extra)
             result: dict = {"model": MODEL, "tokens": args.tokens, "threads": threads,
                             "settings": env, "request": extra, "levels": rows}
             if args.long_prompt:
