@@ -22,7 +22,7 @@ test-cluster:
 	$(VENV)/bin/python -m pytest -q -m cluster tests/cluster
 
 bench: install
-	$(VENV)/bin/python bench/throughput.py
+	$(VENV)/bin/python bench/throughput.py --llama-server
 
 # The front end's own costs: /api/tags requests/s with 20 models, idle RSS, cold load vs raw.
 bench-frontend: install

@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/throughput.py [--tokens 64] [--levels 1,2,4,8,16] [--json]
                                          [--parallel N] [--batch-invariant] [--long-prompt]
-                                         [--logprobs K]
+                                         [--logprobs K] [--llama-server]
 
 For each concurrency level N, N different prompts are streamed at once from /api/generate
 (greedy, no repeat penalty, `--tokens` each) on a server with default settings (or
@@ -19,6 +19,12 @@ first text; raw: start to the first sampled token, i.e. the batched prefill); p9
 latency (gap between text chunks divided by the tokens they carry); the front end's own CPU
 time per streamed token (the `corral serve` process, not its workers, over the server rounds;
 on 2 cores every core it takes is taken from llama.cpp's threads).
+
+--llama-server also runs llama-server (bench/llama_server.py builds it once from the llama.cpp
+our pinned llama-cpp-python vendors, with our build flags) on the same model file and threads,
+with `-np` the highest level and a unified KV cache of 4096 cells a slot, and streams the same
+templated prompts to its /completion, alternating with the other two: its tokens/s and corral's
+ratio to it come beside raw's.
 
 --logprobs K asks every served request for its tokens' logprobs and K top alternatives (the raw
 loop computes none): the ratio against a run without it is what logprobs cost.
@@ -44,6 +50,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.llama_server import LlamaServer  # noqa: E402
 from tests.e2e.server import Server, bootstrap_store  # noqa: E402
 
 MODEL = "gemma3:270m"
@@ -98,6 +105,39 @@ async def stream(session: aiohttp.ClientSession, url: str, prompt: str, tokens: 
     return record
 
 
+async def peer_stream(session: aiohttp.ClientSession, url: str, prompt: str,
+                      tokens: int) -> Stream:
+    """One streamed /completion from llama-server (its SSE `data:` lines)."""
+    body = {"prompt": prompt, "n_predict": tokens, "stream": True, "cache_prompt": True,
+            "temperature": 0, "repeat_penalty": 1.0}
+    record = Stream(time.perf_counter())
+    last = 0.0
+    async with session.post(f"{url}/completion", json=body) as resp:
+        async for line in resp.content:
+            if not line.startswith(b"data: "):
+                continue
+            now = time.perf_counter()
+            msg = orjson.loads(line[6:])
+            if msg.get("stop"):
+                record.tokens = msg.get("tokens_predicted", 0)
+                break
+            if not record.first:
+                record.first = now
+            elif last:
+                record.gaps.append(now - last)
+            last = now
+    return record
+
+
+async def peer_round(url: str, prompts: list[str], tokens: int) -> Round:
+    async with aiohttp.ClientSession() as session:
+        start = time.perf_counter()
+        streams = await asyncio.gather(*(peer_stream(session, url, p, tokens) for p in prompts))
+        wall = time.perf_counter() - start
+    return Round(wall, sum(s.tokens for s in streams), [s.first - s.sent for s in streams],
+                 [g for s in streams for g in s.gaps])
+
+
 async def server_round(url: str, n: int, tokens: int, extra: dict | None = None) -> Round:
     async with aiohttp.ClientSession() as session:
         start = time.perf_counter()
@@ -123,8 +163,8 @@ class Raw:
         self.model = llama.llama_model_load_from_file(model_path.encode(),
                                                       llama.llama_model_default_params())
         self.vocab = llama.llama_model_get_vocab(self.model)
-        self._template = lambda p: render_go(template("gemma3-instruct"),
-                                             [{"role": "user", "content": p}])
+        self.prompt_text = lambda p: render_go(template("gemma3-instruct"),
+                                               [{"role": "user", "content": p}])
 
     def tokenize(self, text: str) -> list[int]:
         llama, data = self.llama, text.encode()
@@ -134,7 +174,7 @@ class Raw:
 
     def run(self, prompts: list[str], counts: list[int]) -> Round:
         llama, n = self.llama, len(prompts)
-        token_lists = [self.tokenize(self._template(p)) for p in prompts]
+        token_lists = [self.tokenize(self.prompt_text(p)) for p in prompts]
         cparams = llama.llama_context_default_params()
         need = sum(len(t) for t in token_lists) + sum(counts)
         cparams.n_ctx = max(256, -(-need // 256) * 256)  # the cells the work needs, no more
@@ -204,15 +244,21 @@ def cpu_seconds(process: psutil.Process) -> float:
 
 
 def measure_levels(url: str, front_end: psutil.Process, raw: Raw, levels: list[int],
-                   tokens: int, repeat: int, extra: dict | None = None) -> list[dict]:
+                   tokens: int, repeat: int, extra: dict | None = None,
+                   peer: str | None = None) -> list[dict]:
     """`front_end`: the `corral serve` process alone (its workers are children of their own),
-    whose CPU time per streamed token is measured over the server's rounds."""
+    whose CPU time per streamed token is measured over the server's rounds; `peer`: a
+    llama-server's URL, measured in the same rounds."""
     rows = []
     for n in levels:
         best_server: Round | None = None
         best_raw: Round | None = None
+        best_peer = 0.0
         front_cpu, streamed = 0.0, 0
-        for _ in range(repeat):  # alternate the two so drift hits both alike
+        for _ in range(repeat):  # alternate them so drift hits all alike
+            if peer is not None:
+                texts = [raw.prompt_text(PROMPTS[i % len(PROMPTS)]) for i in range(n)]
+                best_peer = max(best_peer, asyncio.run(peer_round(peer, texts, tokens)).tps)
             before = cpu_seconds(front_end)
             served = asyncio.run(server_round(url, n, tokens, extra))
             front_cpu += cpu_seconds(front_end) - before
@@ -235,6 +281,8 @@ def measure_levels(url: str, front_end: psutil.Process, raw: Raw, levels: list[i
             "itl_p95_ms": round(pct(best_server.gaps, 0.95) * 1e3, 1),
             "raw_itl_p95_ms": round(pct(best_raw.gaps, 0.95) * 1e3, 1),
             "front_end_ms_per_token": round(front_cpu / max(1, streamed) * 1e3, 3),
+            **({"llama_server_tps": round(best_peer, 1),
+                "vs_llama_server": round(best_server.tps / best_peer, 3)} if peer else {}),
         })
     return rows
 
@@ -252,15 +300,17 @@ async def long_prompt_itl(url: str, tokens: int, with_long: bool) -> float:
 
 
 def print_table(rows: list[dict]) -> None:
+    peer = bool(rows) and "llama_server_tps" in rows[0]
     head = (f"{'streams':>7} {'server tok/s':>12} {'raw tok/s':>10} {'ratio':>6} "
             f"{'TTFT p50':>9} {'TTFT p95':>9} {'raw TTFT':>9} {'ITL p95':>8} {'raw ITL p95':>11} "
             f"{'front end':>14}")
-    print(head)
+    print(head + (f" {'llama-server':>12} {'vs it':>6}" if peer else ""))
     for r in rows:
         print(f"{r['concurrent']:>7} {r['server_tps']:>12.1f} {r['raw_tps']:>10.1f} "
               f"{r['ratio']:>6.2f} {r['ttft_p50_ms']:>7.1f}ms {r['ttft_p95_ms']:>7.1f}ms "
               f"{r['raw_ttft_ms']:>7.1f}ms {r['itl_p95_ms']:>6.1f}ms {r['raw_itl_p95_ms']:>9.1f}ms "
-              f"{r['front_end_ms_per_token']:>6.3f}ms/token")
+              f"{r['front_end_ms_per_token']:>6.3f}ms/token"
+              + (f" {r['llama_server_tps']:>12.1f} {r['vs_llama_server']:>6.2f}" if peer else ""))
 
 
 def main() -> int:
@@ -276,6 +326,8 @@ def main() -> int:
                         help="also measure streams' latency while an 8,000-token prompt is admitted")
     parser.add_argument("--logprobs", type=int, default=-1, metavar="K",
                         help="ask each served request for logprobs with K top alternatives")
+    parser.add_argument("--llama-server", action="store_true",
+                        help="also measure llama-server on the same model (built once)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -298,8 +350,14 @@ def main() -> int:
             extra = ({"logprobs": True, "top_logprobs": args.logprobs}
                      if args.logprobs >= 0 else {})
             assert server.process is not None
-            rows = measure_levels(url, psutil.Process(server.process.pid), raw, levels,
-                                  args.tokens, args.repeat, extra)
+            peer = (LlamaServer(model_path, threads, max(levels), 4096)
+                    if args.llama_server else None)
+            try:
+                rows = measure_levels(url, psutil.Process(server.process.pid), raw, levels,
+                                      args.tokens, args.repeat, extra, peer and peer.url)
+            finally:
+                if peer is not None:
+                    peer.stop()
             result: dict = {"model": MODEL, "tokens": args.tokens, "threads": threads,
                             "settings": env, "request": extra, "levels": rows}
             if args.long_prompt:
