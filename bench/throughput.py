@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import aiohttp
@@ -81,21 +82,22 @@ class Round:
         return self.tokens / self.wall
 
 
-async def stream(session: aiohttp.ClientSession, url: str, prompt: str, tokens: int,
-                 extra: dict | None = None) -> Stream:
-    """`extra`: more request fields (logprobs)."""
-    body = {"model": MODEL, "prompt": prompt, "stream": True,
-            "options": {"num_predict": tokens, **GREEDY}, **(extra or {})}
+async def timed_stream(session: aiohttp.ClientSession, url: str, body: dict,
+                       message: Callable[[bytes], dict | None],
+                       done: Callable[[dict], int | None]) -> Stream:
+    """One streamed answer, timed as its lines arrive: `message` reads a line (None: not one),
+    `done` gives the answer's token count from its last message (None for the others)."""
     record = Stream(time.perf_counter())
     last = 0.0
-    async with session.post(f"{url}/api/generate", json=body) as resp:
+    async with session.post(url, json=body) as resp:
         async for line in resp.content:
-            if not line.strip():
+            msg = message(line)
+            if msg is None:
                 continue
             now = time.perf_counter()
-            msg = orjson.loads(line)
-            if msg["done"]:
-                record.tokens = msg["eval_count"]
+            count = done(msg)
+            if count is not None:
+                record.tokens = count
                 break
             if not record.first:
                 record.first = now
@@ -103,6 +105,16 @@ async def stream(session: aiohttp.ClientSession, url: str, prompt: str, tokens: 
                 record.gaps.append(now - last)
             last = now
     return record
+
+
+async def stream(session: aiohttp.ClientSession, url: str, prompt: str, tokens: int,
+                 extra: dict | None = None) -> Stream:
+    """One NDJSON /api/generate stream from corral; `extra`: more request fields (logprobs)."""
+    body = {"model": MODEL, "prompt": prompt, "stream": True,
+            "options": {"num_predict": tokens, **GREEDY}, **(extra or {})}
+    return await timed_stream(session, f"{url}/api/generate", body,
+                              lambda line: orjson.loads(line) if line.strip() else None,
+                              lambda msg: msg["eval_count"] if msg["done"] else None)
 
 
 async def peer_stream(session: aiohttp.ClientSession, url: str, prompt: str,
@@ -110,23 +122,10 @@ async def peer_stream(session: aiohttp.ClientSession, url: str, prompt: str,
     """One streamed /completion from llama-server (its SSE `data:` lines)."""
     body = {"prompt": prompt, "n_predict": tokens, "stream": True, "cache_prompt": True,
             "temperature": 0, "repeat_penalty": 1.0}
-    record = Stream(time.perf_counter())
-    last = 0.0
-    async with session.post(f"{url}/completion", json=body) as resp:
-        async for line in resp.content:
-            if not line.startswith(b"data: "):
-                continue
-            now = time.perf_counter()
-            msg = orjson.loads(line[6:])
-            if msg.get("stop"):
-                record.tokens = msg.get("tokens_predicted", 0)
-                break
-            if not record.first:
-                record.first = now
-            elif last:
-                record.gaps.append(now - last)
-            last = now
-    return record
+    return await timed_stream(
+        session, f"{url}/completion", body,
+        lambda line: orjson.loads(line[6:]) if line.startswith(b"data: ") else None,
+        lambda msg: msg.get("tokens_predicted", 0) if msg.get("stop") else None)
 
 
 async def peer_round(url: str, prompts: list[str], tokens: int) -> Round:
