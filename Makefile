@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 
-.PHONY: serve install test test-cluster bench bench-frontend bench-pull bench-speculation install-service
+.PHONY: serve install test test-cluster bench bench-frontend bench-pull bench-speculation bench-gpu install-service
 
 serve: install
 	$(VENV)/bin/corral bootstrap
@@ -34,6 +34,9 @@ bench-pull: install
 
 bench-speculation: install
 	$(VENV)/bin/python bench/speculation.py
+
+bench-gpu:
+	bench/gpu.sh
 
 # The systemd service (run as root): corral in /opt/corral, a `corral` user, the unit and its
 # environment file (kept if already there), then enabled and started.

@@ -74,6 +74,7 @@ def nvml_gpus() -> int:
     return count
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(nvml_gpus() == 0, reason="needs an NVIDIA GPU")
 def test_nvml_gpus_are_named_by_position_and_pinned_by_uuid(
         monkeypatch: pytest.MonkeyPatch) -> None:
