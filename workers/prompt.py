@@ -82,7 +82,8 @@ def _image_prompt(spec: PromptSpec, render: Callable[[Sequence[ChatMessage]], st
     text = render(kept)
     context = list(spec["context"])
     images = [base64.b64decode(i) for m in kept for i in m.get("images", [])]
-    prompt = model.projector.prompt(text, images, add_special=not context)
+    prompt = model.projector.prompt(text, images, add_special=not context,
+                                    room=model.num_ctx - len(context))
     return (context + prompt.tokens, text,
             {len(context) + start: image for start, image in prompt.images.items()})
 

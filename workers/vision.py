@@ -58,14 +58,18 @@ class Projector:
         # bookkeeping in the KV cache: such models are refused images for now.
         self.mrope = bool(mtmd.mtmd_decode_use_mrope(self.ctx))
 
-    def prompt(self, text: str, images: list[bytes], add_special: bool) -> ImagePrompt:
-        """The prompt's tokens with its images encoded (`text` holds a marker per image)."""
+    def prompt(self, text: str, images: list[bytes], add_special: bool,
+               room: int) -> ImagePrompt:
+        """The prompt's tokens with its images encoded (`text` holds a marker per image); a
+        prompt of `room` positions or more fails before any image is encoded (the costly part,
+        and a prompt with images is never cut)."""
         if self.mrope:
             raise ImageError("images are not supported for this model's position encoding "
                              "(M-RoPE)")
-        bitmaps = [self._bitmap(data) for data in images]
+        bitmaps: list[mtmd.mtmd_bitmap_p] = []
         chunks = mtmd.mtmd_input_chunks_init()
         try:
+            bitmaps += (self._bitmap(data) for data in images)
             encoded = text.encode()
             spec = mtmd.mtmd_input_text(encoded, len(encoded), add_special, True)
             array = (mtmd.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
@@ -75,6 +79,8 @@ class Projector:
                                  f"for {len(images)} images")
             if rc != 0:
                 raise ImageError("the image could not be prepared for this model")
+            if mtmd.mtmd_helper_get_n_tokens(chunks) >= room:
+                raise ImageError("the input length exceeds the context length")
             return self._walk(chunks, images)
         finally:
             mtmd.mtmd_input_chunks_free(chunks)

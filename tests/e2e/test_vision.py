@@ -193,6 +193,16 @@ def test_an_image_whose_pixels_do_not_decode_is_a_400(server: Server, vision: st
     assert generate(server, vision)["response"]
 
 
+def test_images_past_the_context_are_a_400_since_an_image_is_never_cut(
+        server: Server, vision: str) -> None:
+    reply = server.post("/api/generate", {"model": vision, "prompt": ASK, "stream": False,
+                                          "options": {"num_ctx": 64},
+                                          "images": [b64(png(seed=i)) for i in range(8)]})
+    assert reply.status == 400
+    assert "exceeds the context length" in reply.json()["error"], reply.body
+    assert generate(server, vision)["response"]
+
+
 def test_a_text_only_model_refuses_images(server: Server) -> None:
     reply = server.post("/api/generate", {"model": MODEL, "prompt": ASK, "images": [b64(png())]})
     assert reply.status == 400
