@@ -8,9 +8,8 @@ A step is schedule → execute → update, with plain data in between (as vLLM's
   stream its text, finish it.
 A generating sequence may add a draft of its next tokens to the batch and keep what sampling
 confirms (speculation.py). A prompt's image is decoded into its sequence's cells on its own,
-before the step's batch (one
-image per step, so running streams wait at most one image between tokens): a llama_batch takes
-tokens or embeddings, not both.
+before the step's batch (one image per step, so running streams wait at most one image between
+tokens): a llama_batch takes tokens or embeddings, not both.
 New requests join between steps; a finished or cancelled sequence's cells are released before
 the next step. The step's new text for every sequence goes out in one Step message.
 """
@@ -58,12 +57,9 @@ class ModelBatcher:
         self._texts: list[list[object]] = []  # this step's [job_id, text, tokens]
         # What a decode of n tokens costs here, for weighing drafts; None: no speculation.
         self._decode_costs: Costs | None = None
-        if load.batch_invariant or load.speculative == "off":
-            pass
-        elif load.speculative == "always":
-            self._decode_costs = FREE  # every draft looks worth it
-        else:
-            self._decode_costs = self._calibrate()
+        if not load.batch_invariant and load.speculative != "off":
+            # always: every draft looks worth it
+            self._decode_costs = FREE if load.speculative == "always" else self._calibrate()
         self._finals: list[protocol.FromWorker] = []  # this step's Done, sent after its Step
 
     def __contains__(self, job_id: int) -> bool:
@@ -225,9 +221,12 @@ class ModelBatcher:
         generating = [s for s in admitted if s.status == Status.GENERATING]
         for seq in generating:
             seq.draft = []
-        if self._decode_costs is None:
+        if self._decode_costs is None or not generating:
             return
         room = min(self.kv.free_cells(admitted), self.model.batch_tokens - len(generating))
+        # Where not even a sure draft would pay (a CPU decoding a small batch), no lookups.
+        if not plan_drafts(len(generating), [(1.0, MAX_DRAFT)], self._decode_costs, room)[0]:
+            return
         proposals: list[tuple[Sequence, list[int]]] = []
         for seq in generating:
             if seq.drafter is None:
