@@ -33,7 +33,9 @@ def check_image(data: bytes) -> tuple[int, int]:
             kind = image.format or ""
     except Image.DecompressionBombError:  # Pillow's own, far larger bound
         raise ImageError(_too_large("image")) from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except UnidentifiedImageError:  # its message names an in-memory file object
+        raise ImageError("invalid image data: not a PNG, JPEG, WebP or GIF file") from None
+    except (OSError, ValueError) as exc:
         raise ImageError(f"invalid image data: {exc}") from None
     if kind not in FORMATS:
         raise ImageError(f"unsupported image format {kind}: PNG, JPEG, WebP or GIF")
