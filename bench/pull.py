@@ -4,12 +4,13 @@
     .venv/bin/python bench/pull.py [--repeat 3]
 
 A loopback docker-registry holds the Gemma 3 270M model (pushed by a corral server). Each round,
-an empty corral server pulls it (download, hashing and checks included) and curl downloads the
-weights blob alone; the ratio of their speeds is the result (target: corral >= 0.8 x curl). For
-scale, curl piped into `openssl dgst -sha256` is timed too: what hashing on this CPU leaves of
-curl's speed.
-While corral pulls, GET /api/tags is timed every 20 ms to show the front end stays responsive
-(target: under 50 ms). Best of `--repeat` rounds.
+an empty corral server pulls it (download, hashing, the fsync and checks included) and curl
+downloads the weights blob alone, then piped into `sha256sum` and into `openssl dgst -sha256`: a
+verified pull on loopback is bounded by the hash, so the targets are corral >= 0.9 x each curl
+that hashes (coreutils' sha256sum may lack the SHA extensions that OpenSSL, and so Python's
+hashlib, uses: then openssl is the bar that counts). While corral pulls, GET /api/tags is timed
+every 20 ms to show the front end stays responsive (target: p95 <= 20 ms). Best of `--repeat`
+rounds.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    if not all(map(shutil.which, ("docker-registry", "curl", "openssl"))):
-        print("needs docker-registry, curl and openssl", file=sys.stderr)
+    if not all(map(shutil.which, ("docker-registry", "curl", "openssl", "sha256sum"))):
+        print("needs docker-registry, curl, openssl and sha256sum", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -71,7 +72,8 @@ def main() -> int:
         size_mb = weights.stat().st_size / 1e6
         blob_url = f"http://{address}/v2/library/gemma3/blobs/sha256:{weights.name[7:]}"
         source.stop()
-        best_corral = best_curl = best_hashed = 0.0
+        best_corral = best_curl = 0.0
+        best_hashed = {"sha256sum": 0.0, "openssl dgst -sha256": 0.0}
         least_cpu = float("inf")
         worst_tags: list[float] = []
         # One server for all rounds (a delete empties its store again): a fresh one would spend
@@ -95,25 +97,27 @@ def main() -> int:
             start = time.perf_counter()
             subprocess.run(["curl", "-sf", "-o", "/dev/null", blob_url], check=True)
             curl_s = time.perf_counter() - start
-            start = time.perf_counter()
-            subprocess.run(f"curl -sf {blob_url} | openssl dgst -sha256", shell=True, check=True,
-                           stdout=subprocess.DEVNULL)
-            hashed_s = time.perf_counter() - start
+            for hasher in best_hashed:
+                start = time.perf_counter()
+                subprocess.run(f"curl -sf {blob_url} | {hasher}", shell=True, check=True,
+                               stdout=subprocess.DEVNULL)
+                best_hashed[hasher] = max(best_hashed[hasher],
+                                          size_mb / (time.perf_counter() - start))
             best_corral = max(best_corral, size_mb / corral_s)
             best_curl = max(best_curl, size_mb / curl_s)
-            best_hashed = max(best_hashed, size_mb / hashed_s)
             worst_tags = max(worst_tags, latencies, key=lambda t: max(t, default=0))
         target.stop()
         registry.terminate()
     p95 = statistics.quantiles(worst_tags, n=20)[-1] if len(worst_tags) > 1 else max(worst_tags)
     print(f"blob {size_mb:.0f} MB, best of {args.repeat}")
-    print(f"corral pull {best_corral:7.1f} MB/s   curl {best_curl:7.1f} MB/s   "
-          f"corral/curl {best_corral / best_curl:.2f}  (target >= 0.80)")
+    print(f"corral pull {best_corral:7.1f} MB/s   curl -o /dev/null {best_curl:7.1f} MB/s   "
+          f"corral/curl {best_corral / best_curl:.2f}")
     print(f"corral's CPU time for one pull (front end, all threads): {least_cpu:.2f} s")
-    print(f"curl | openssl dgst -sha256 {best_hashed:7.1f} MB/s   "
-          f"corral/that {best_corral / best_hashed:.2f}")
+    for hasher, speed in best_hashed.items():
+        print(f"curl | {hasher:<20} {speed:7.1f} MB/s   corral/that {best_corral / speed:.2f}  "
+              "(target >= 0.90)")
     print(f"/api/tags during the pull: p95 {p95:.1f} ms, max {max(worst_tags):.1f} ms "
-          f"(target < 50 ms)")
+          f"(target <= 20 ms)")
     return 0
 
 

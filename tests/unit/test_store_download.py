@@ -145,3 +145,34 @@ def test_the_disk_thread_yields_the_cpu_and_the_rest_of_the_process_does_not() -
     thread.join()
     assert seen == [max(download_module.NICE, before)]
     assert os.getpriority(os.PRIO_PROCESS, 0) == before
+
+
+async def test_what_landed_is_synced_while_more_arrives(store: Store,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(download_module, "CHECKPOINT", 100_000)
+    synced_before_finish: list[int] = []
+    monkeypatch.setattr(os, "fdatasync", lambda fd: synced_before_finish.append(fd))
+    download = Download(store, DIGEST, len(DATA))
+    for start, end in download.missing(200_000):
+        await write_range(download, start, end)
+    await download._drain()
+    assert synced_before_finish  # before finish's fsync, which then finds little left to write
+    assert (await download.finish()).digest == DIGEST
+    await download.close()
+
+
+async def test_a_failed_sync_fails_the_download(store: Store,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_disk(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(download_module, "CHECKPOINT", 100_000)
+    monkeypatch.setattr(os, "fdatasync", broken_disk)
+    download = Download(store, DIGEST, len(DATA))
+    with pytest.raises(OSError) as raised:
+        for start, end in download.missing(200_000):
+            await write_range(download, start, end)
+        await download.finish()
+    assert raised.value.errno == errno.EIO
+    await download.close()
+    assert store.has_blob(DIGEST) is False
