@@ -2,7 +2,10 @@
 """Speculative decoding by prompt lookup: tokens/s with CORRAL_SPECULATIVE off, auto and always,
 measured in one run on two workloads, at 1 and 8 concurrent streams.
 
-    .venv/bin/python bench/speculation.py [--tokens 96] [--levels 1,8] [--repeat 2]
+    .venv/bin/python bench/speculation.py [--tokens 96] [--levels 1,8] [--repeat 2] [--draft]
+
+`--draft` runs a model with a draft model instead: the demo model's own weights (the only model
+of its vocabulary at hand), which shows what drafting and verifying cost when every guess is good.
 
 - rewrite: raw prompts that ask for a copy of a code snippet (the answer repeats its prompt:
   what prompt lookup is for);
@@ -27,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.e2e.server import Server, bootstrap_store  # noqa: E402
 
 MODEL = "gemma3:270m"
+DRAFTED = "gemma3:drafted"
 SNIPPETS = [f"def {name}(items):\n    result = 0\n    for item in items:\n"
             f"        result += item.{field} * item.count\n    return result\n\n"
             f"def {name}_average(items):\n    return {name}(items) / len(items)\n"
@@ -42,7 +46,7 @@ SETTINGS = ("off", "auto", "always")
 
 
 async def one(session: aiohttp.ClientSession, url: str, body: dict, tokens: int) -> int:
-    request = {"model": MODEL, "stream": False, **body,
+    request = {"model": body.get("model", MODEL), "stream": False, **body,
                "options": {"num_predict": tokens, "temperature": 0}}
     async with session.post(f"{url}/api/generate", json=request) as resp:
         return (await resp.json())["eval_count"]
@@ -60,13 +64,24 @@ def metric(server: Server, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name))
 
 
+def create_drafted(server: Server) -> None:
+    """DRAFTED: the demo model drafting for itself (DRAFT may name a blob of the store)."""
+    shown = server.post("/api/show", {"model": MODEL}).json()["modelfile"]
+    weights = next(line[5:] for line in shown.splitlines() if line.startswith("FROM "))
+    reply = server.post("/api/create", {"model": DRAFTED, "stream": False,
+                                        "modelfile": f"FROM {MODEL}\nDRAFT {weights}\n"})
+    assert reply.status == 200, reply.body
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--levels", default="1,8")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--draft", action="store_true", help="a model with a draft model")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    model = DRAFTED if args.draft else MODEL
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "models"
         bootstrap_store(store)
@@ -75,13 +90,17 @@ def main() -> int:
         try:
             for server in servers.values():
                 server.start()
-                asyncio.run(round_tps(f"http://{server.base}", WORKLOADS["story"][:1], 4))
-            print(f"model {MODEL}, {args.tokens} tokens a request, greedy; tokens/s "
+            if args.draft:
+                create_drafted(servers["off"])
+            for server in servers.values():
+                asyncio.run(round_tps(f"http://{server.base}", [{"model": model, "prompt": "Hi"}],
+                                      4))
+            print(f"model {model}, {args.tokens} tokens a request, greedy; tokens/s "
                   f"(x off), kept: accepted/drafted\n")
             print(f"{'workload':>8} {'streams':>7} " + " ".join(f"{s:>22}" for s in SETTINGS))
             for workload, bodies in WORKLOADS.items():
                 for n in levels:
-                    chosen = [bodies[i % len(bodies)] for i in range(n)]
+                    chosen = [{**bodies[i % len(bodies)], "model": model} for i in range(n)]
                     best = dict.fromkeys(SETTINGS, 0.0)
                     kept = {}
                     for _ in range(args.repeat):

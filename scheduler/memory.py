@@ -43,6 +43,8 @@ class ModelMemory:
     n_head: int
     n_vocab: int
     projector_bytes: int = 0  # a vision projector's weights, on the GPU with the layers
+    draft_bytes: int = 0  # a draft model's weights, on the GPU with the layers ...
+    draft_kv_bytes_per_cell: int = 0  # ... and its KV cache, of as many cells as the model's
 
     @property
     def all_layers(self) -> int:
@@ -91,18 +93,20 @@ def estimate(model: ModelMemory, kv_cells: int, slots: int, gpu_layers: int,
     layer_kv = model.kv_bytes_per_cell * kv_cells // n if n else 0
     compute = compute_bytes(model, kv_cells, flash_attention)
     head = model.output_bytes + (model.input_bytes if model.tied_output else 0)
-    # The worker loads the projector on the GPU whenever any layer is there (workers/llm.py).
-    projector_gpu = model.projector_bytes if gpu_layers else 0
-    weights_gpu = sum(model.layers[n - on_gpu:]) + (head if head_on_gpu else 0) + projector_gpu
+    # The worker loads the projector and the draft model on the GPU whenever any layer is there
+    # (workers/llm.py).
+    extra = model.projector_bytes + model.draft_bytes
+    extra_gpu = extra if gpu_layers else 0
+    draft_kv = model.draft_kv_bytes_per_cell * kv_cells
+    weights_gpu = sum(model.layers[n - on_gpu:]) + (head if head_on_gpu else 0) + extra_gpu
     weights_ram = (model.input_bytes + sum(model.layers[:n - on_gpu])
-                   + (0 if head_on_gpu else model.output_bytes)
-                   + model.projector_bytes - projector_gpu)
+                   + (0 if head_on_gpu else model.output_bytes) + extra - extra_gpu)
     return Estimate(
         gpu_layers=gpu_layers,
         weights_gpu=weights_gpu,
         weights_ram=weights_ram,
-        kv_gpu=layer_kv * on_gpu,
-        kv_ram=layer_kv * (n - on_gpu),
+        kv_gpu=layer_kv * on_gpu + (draft_kv if gpu_layers else 0),
+        kv_ram=layer_kv * (n - on_gpu) + (0 if gpu_layers else draft_kv),
         compute_gpu=compute if gpu_layers else 0,
         compute_ram=(compute if not head_on_gpu else 0) + FLOAT * slots * model.n_vocab,
     )

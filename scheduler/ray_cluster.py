@@ -230,13 +230,12 @@ class RayTransport:
         self._queued.set()
 
     async def _load(self, msg: protocol.Load) -> None:
-        """Sends a Load once its files (weights, adapters, projector) are on the worker's node
-        (fetched there if need be)."""
+        """Sends a Load once its files (weights, adapters, projector, draft model) are on the
+        worker's node (fetched there if need be)."""
         assert self._actor is not None
-        projector = [msg.projector] if msg.projector else []
+        extras = [path for path in (msg.projector, msg.draft) if path]
         try:
-            paths = await _result(self._actor.localize.remote(
-                [msg.path, *msg.adapters, *projector]))
+            paths = await _result(self._actor.localize.remote([msg.path, *msg.adapters, *extras]))
         except RayActorError:
             return  # the receive loop reports the death
         except RayError as exc:
@@ -244,9 +243,12 @@ class RayTransport:
             self._on_message(protocol.LoadFailed(msg.model_id, f"fetching the weights to "
                                                  f"{self._device.id} failed: {cause}"))
             return
-        adapters = paths[1:len(paths) - len(projector)]
-        self._queue(dataclasses.replace(msg, path=paths[0], adapters=adapters,
-                                        projector=paths[-1] if projector else ""))
+        adapters = paths[1:1 + len(msg.adapters)]
+        localized = iter(paths[1 + len(msg.adapters):])
+        self._queue(dataclasses.replace(
+            msg, path=paths[0], adapters=adapters,
+            projector=next(localized) if msg.projector else "",
+            draft=next(localized) if msg.draft else ""))
 
     async def _send(self) -> None:
         assert self._actor is not None

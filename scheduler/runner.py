@@ -32,6 +32,7 @@ class ModelRef:
     details: dict
     adapters: tuple[str, ...] = ()  # LoRA adapter files applied on top of the weights
     projector: str = ""  # the vision projector (mmproj) file; "": the model takes no images
+    draft: str = ""  # the draft model file; "": drafts come from prompt lookup
 
 
 @dataclass(eq=False)

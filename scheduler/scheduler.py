@@ -382,7 +382,7 @@ class Scheduler:
                 n_threads=options["num_thread"], use_mmap=options["use_mmap"],
                 flash_attention=self._config.flash_attention,
                 kv_cache_type=self._config.kv_cache_type, projector=runner.ref.projector,
-                speculative=self._config.speculative)),
+                speculative=self._config.speculative, draft=runner.ref.draft)),
                 None if math.isinf(timeout) else timeout)
         except asyncio.TimeoutError:
             # Stuck in llama.cpp's load: only a new worker process gets the device back.

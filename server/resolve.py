@@ -5,7 +5,7 @@ options merged (defaults < Modelfile < request) into per-request and load option
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -77,21 +77,29 @@ def model_ref(spec: ModelSpec, kv_cache_type: str = "f16") -> ModelRef:
     """What the scheduler needs to know of a stored model, its KV cells in the server's type."""
     info = cached_info(str(spec.model_path))
     adapters = tuple(str(p) for p in spec.adapter_paths)
-    projector = spec.projector_path
+    projector, draft = spec.projector_path, spec.draft_path
+    memory = model_memory(info, kv_cell_scale(kv_cache_type),
+                          projector.stat().st_size if projector else 0)
+    if draft is not None:
+        draft_info = cached_info(str(draft))
+        memory = replace(memory, draft_bytes=draft.stat().st_size,
+                         draft_kv_bytes_per_cell=round(draft_info.kv_bytes_per_token
+                                                       * kv_cell_scale(kv_cache_type)))
     return ModelRef(
         name=spec.name.display,
-        # Weights with other adapters are another model: they must not share a runner.
+        # Weights with other adapters (or projector, or draft) are another model: they must not
+        # share a runner.
         digest="+".join([spec.digest, *(p.name for p in spec.adapter_paths),
-                         *([projector.name] if projector else [])]),
+                         *(p.name for p in (projector, draft) if p)]),
         manifest_digest=spec.manifest.digest,
         path=str(spec.model_path),
-        memory=model_memory(info, kv_cell_scale(kv_cache_type),
-                            projector.stat().st_size if projector else 0),
+        memory=memory,
         context_length=info.context_length,
         n_vocab=info.n_vocab,
         details=details(spec.config),
         adapters=adapters,
         projector=str(projector or ""),
+        draft=str(draft or ""),
     )
 
 

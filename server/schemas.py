@@ -373,11 +373,20 @@ def _requires(body: dict[str, Any]) -> str:
 
 
 def _blob_map(body: dict[str, Any], key: str) -> dict[str, str]:
-    """`files` and `adapters`: file names mapped to the digests of uploaded blobs."""
+    """`files`, `adapters` and `draft_files`: file names mapped to the digests of uploaded
+    blobs."""
     mapping = _typed(body, key, dict, {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
         raise errors.BadRequest(f'"{key}" must map file names to digests')
     return mapping
+
+
+def _refuse_draft_quantize(body: dict[str, Any]) -> None:
+    """Ollama quantizes an F16 draft at create (`draft_quantize`); corral does not yet: a 400
+    rather than a draft silently left unquantized."""
+    if _typed(body, "draft_quantize", str, ""):
+        raise errors.BadRequest("draft_quantize is not supported: quantize the draft model "
+                                "first and create with the quantized GGUF")
 
 
 @dataclass
@@ -394,7 +403,9 @@ class CreateRequest:
             spec = to_create_spec(parse_modelfile(modelfile), model)
             _limit_template(spec.template)
             spec.quantize = _typed(body, "quantize", str, "")
+            _refuse_draft_quantize(body)
             return cls(spec=spec, stream=stream)
+        _refuse_draft_quantize(body)
         files, adapters = _blob_map(body, "files"), _blob_map(body, "adapters")
         licenses = body.get("license")
         if isinstance(licenses, str):
@@ -417,6 +428,7 @@ class CreateRequest:
             licenses=licenses or [],
             quantize=_typed(body, "quantize", str, ""),
             adapters=adapters,
+            draft_files=_blob_map(body, "draft_files"),
             requires=_requires(body),
             messages=None if raw_messages is None else [
                 dict(m) for m in parse_messages(_typed(body, "messages", list, []))],

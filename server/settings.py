@@ -98,8 +98,9 @@ VARIABLES: tuple[_Var, ...] = (
          "How long a model load may take before it fails (and its worker is restarted); 0 or "
          "negative: no limit."),
     _Var("CORRAL_SPECULATIVE", "auto",
-         "Speculative decoding by prompt lookup in the batch: a sequence whose recent tokens "
-         "occurred before drafts what followed them, verified in the same decode. auto: a draft "
+         "Speculative decoding in the batch: a sequence whose recent tokens occurred before "
+         "drafts what followed them (or a model's draft model guesses), verified in the same "
+         "decode. auto: a draft "
          "is taken where its expected gain beats what verifying it costs on this device "
          "(measured at load); always: whenever one is found; off. A lone stream's answers are "
          "the same either way."),

@@ -1,7 +1,9 @@
 """Creating a model: from a GGUF blob (`files`) or from another model (`from`), plus Modelfile
 layers (template, system, parameters, license, messages). Beside the weights a model may carry a
 projector (mmproj) GGUF, its own layer: `files` naming two GGUFs, or a Modelfile with two FROM
-paths, take the one Ollama's rule calls a projector (store/projector.py) as that layer.
+paths, take the one Ollama's rule calls a projector (store/projector.py) as that layer. A draft
+model (`draft_files`, or a Modelfile's DRAFT path) is a layer of its own too, after the adapters:
+a smaller GGUF of the same vocabulary, whose tokens the worker verifies (workers/draft_model.py).
 
 Everything is validated before the first status is produced, so a bad request fails whole and
 writes nothing; then layers are stored, the config blob is written and the manifest replaces the
@@ -32,16 +34,20 @@ from store.gojson import config_blob, messages_blob, params_blob
 from store.model import ModelSpec, name_field, resolve
 from store.names import ModelName
 from store.projector import check_projector, is_projector
-from store.store import (ADAPTER_MEDIA, CONFIG_MEDIA_TYPE, CONVERT_PREFIX, LICENSE_MEDIA,
-                         MESSAGES_MEDIA, MODEL_MEDIA, PARAMS_MEDIA, PROJECTOR_MEDIA, SYSTEM_MEDIA,
-                         TEMPLATE_MEDIA, Layer, Store, normalize_digest)
+from store.store import (ADAPTER_MEDIA, CONFIG_MEDIA_TYPE, CONVERT_PREFIX, DRAFT_MEDIA,
+                         LICENSE_MEDIA, MESSAGES_MEDIA, MODEL_MEDIA, PARAMS_MEDIA,
+                         PROJECTOR_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA, Layer, Store,
+                         normalize_digest)
 from store.templates import NamedTemplate, detect
 
 _BLOB_NAME = re.compile(r"sha256-[0-9a-f]{64}")
 # What a model created from another takes from its config besides what its weights say, and in
 # what type (Ollama's CreateHandler reads these from the base model's ConfigV2).
 _INHERITED = {"renderer": str, "parser": str, "requires": str, "model_format": str,
-              "capabilities": list}
+              "capabilities": list, "draft": dict}
+# llama.cpp's SPEC_VOCAB_MAX_SIZE_DIFFERENCE: a draft's vocabulary may be this much larger or
+# smaller than the model's (padding), no more.
+DRAFT_VOCAB_SLACK = 128
 
 
 @dataclass
@@ -65,6 +71,8 @@ class CreateSpec:
     adapters: dict[str, str] = field(default_factory=dict)  # LoRA GGUF blobs: file name -> digest
     adapter_paths: list[str] = field(default_factory=list)  # Modelfile ADAPTER paths, as FROM
     requires: str = ""  # the Ollama version the model needs (Modelfile REQUIRES), kept in config
+    draft_files: dict[str, str] = field(default_factory=dict)  # a draft GGUF: file name -> digest
+    draft_paths: list[str] = field(default_factory=list)  # a Modelfile's DRAFT path, as FROM
 
 
 @dataclass
@@ -175,6 +183,10 @@ def _base(store: Store, spec: CreateSpec) -> _Base:
     if spec.adapters or spec.adapter_paths:  # the request's adapters replace the base model's
         adapters = _adapter_layers(store, spec, str(base.config.get("model_family", "")))
         base.layers = [lay for lay in base.layers if lay.media_type != ADAPTER_MEDIA] + adapters
+    if spec.draft_files or spec.draft_paths:  # and its draft the base model's
+        draft, architecture = _draft_layer(store, spec, _weights_path(store, base))
+        base.layers = [lay for lay in base.layers if lay.media_type != DRAFT_MEDIA] + [draft]
+        base.config["draft"] = {"model_format": "gguf", "architecture": architecture}
     if base.files:  # server-side files are copied in only now
         base.copied = any(f.digest is None for f in base.files if f.media_type == MODEL_MEDIA)
         base.layers = [_file_layer(store, f) for f in base.files] + base.layers
@@ -228,6 +240,38 @@ def _adapter_layers(store: Store, spec: CreateSpec, family: str) -> list[Layer]:
         digest = digest or store.add_blob_file(path)
         layers.append(Layer(ADAPTER_MEDIA, digest, store.blob_path(digest).stat().st_size))
     return layers
+
+
+def _weights_path(store: Store, base: _Base) -> Path:
+    if base.files:
+        return next(f.path for f in base.files if f.media_type == MODEL_MEDIA)
+    return store.blob_path(next(lay for lay in base.layers if lay.media_type == MODEL_MEDIA).digest)
+
+
+def _draft_layer(store: Store, spec: CreateSpec, weights: Path) -> tuple[Layer, str]:
+    """The draft model's layer and its architecture: one GGUF model (not an adapter or a
+    projector) whose vocabulary is the weights' as llama.cpp's speculative decoding requires
+    (same tokenizer, BOS and EOS; sizes within DRAFT_VOCAB_SLACK). A path is copied into the
+    store only after every check passed."""
+    found = [(name, _uploaded(store, name, digest), normalize_digest(digest))
+             for name, digest in spec.draft_files.items()]
+    found += [(text, *_import_path(store, text, spec.import_dirs)) for text in spec.draft_paths]
+    if len(found) != 1:
+        raise InvalidInput(f"a draft model is one GGUF file, not {len(found)}")
+    name, path, digest = found[0]
+    _check_magic(path, name)
+    info = validate_gguf(path)
+    if info.metadata.get("general.type") == "adapter" or is_projector(info):
+        raise InvalidInput(f"draft {name} is not a model (it is an adapter or a projector)")
+    model = validate_gguf(weights)
+    keys = ("tokenizer.ggml.model", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.bos_token_id",
+            "tokenizer.ggml.eos_token_id")
+    differs = [key for key in keys if info.metadata.get(key) != model.metadata.get(key)]
+    if differs or abs(info.n_vocab - model.n_vocab) > DRAFT_VOCAB_SLACK:
+        raise InvalidInput(f"draft {name} does not share the model's vocabulary "
+                           f"({', '.join(differs) or 'its size'} differs)")
+    digest = digest or store.add_blob_file(path)
+    return Layer(DRAFT_MEDIA, digest, store.blob_path(digest).stat().st_size), info.architecture
 
 
 def _new_contents(spec: CreateSpec, params: dict[str, Any]) -> list[tuple[bytes, str]]:

@@ -21,18 +21,21 @@ import orjson
 # values are built of them): imported, not declared a second time.
 from workers.template.godata import GoField, OrderedMap, go_struct, go_json
 
-# model.ConfigV2, as (JSON key, omitempty, Go zero value). Its `draft` (a nested struct) is left
-# out: corral creates no draft models. `parent_model` is corral's, last: Ollama keeps the parent
-# in the manifest's layers (`from`), which corral's manifests do not carry yet.
+# model.ConfigV2, as (JSON key, omitempty, Go zero value); `draft` is a model.Draft (below).
+# `parent_model` is corral's, last: Ollama keeps the parent in the manifest's layers (`from`),
+# which corral's manifests do not carry yet.
 _CONFIG_FIELDS: tuple[tuple[str, bool, Any], ...] = (
     ("model_format", False, ""), ("model_family", False, ""), ("model_families", False, None),
     ("model_type", False, ""), ("file_type", False, ""), ("renderer", True, ""),
     ("parser", True, ""), ("requires", True, ""), ("remote_host", True, ""),
     ("remote_model", True, ""), ("capabilities", True, None), ("context_length", True, 0),
-    ("embedding_length", True, 0), ("base_name", True, ""), ("architecture", False, ""),
+    ("embedding_length", True, 0), ("base_name", True, ""), ("draft", True, None),
+    ("architecture", False, ""),
     ("os", False, ""), ("parent_model", True, ""))
 _ConfigV2 = go_struct("ConfigV2", [GoField(key, key, "empty" if omit else "")
                                  for key, omit, _ in _CONFIG_FIELDS])
+_DRAFT_FIELDS = ("model_format", "architecture", "tensor_prefix", "config")
+_Draft = go_struct("Draft", [GoField(key, key, "empty") for key in _DRAFT_FIELDS])
 
 # api.Message, api.ToolCall and api.ToolCallFunction.
 _Message = go_struct("Message", [
@@ -61,7 +64,10 @@ def config_blob(config: Mapping[str, Any]) -> bytes:
     unknown = set(config) - {key for key, _, _ in _CONFIG_FIELDS}
     if unknown:
         raise ValueError(f"not fields of Ollama's model config: {sorted(unknown)}")
-    return encode(_ConfigV2(**{key: config.get(key, zero) for key, _, zero in _CONFIG_FIELDS}))
+    fields = {key: config.get(key, zero) for key, _, zero in _CONFIG_FIELDS}
+    if isinstance(draft := fields["draft"], Mapping):  # a *Draft: null when absent
+        fields["draft"] = _Draft(**{key: str(draft.get(key) or "") for key in _DRAFT_FIELDS})
+    return encode(_ConfigV2(**fields))
 
 
 def messages_blob(messages: Sequence[Mapping[str, Any]]) -> bytes:

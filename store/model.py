@@ -1,5 +1,5 @@
-"""A stored model, resolved from its name: the weights path (and its projector's, if it has
-one) plus Modelfile layers.
+"""A stored model, resolved from its name: the weights path (and its projector's and draft
+model's, if it has them) plus Modelfile layers.
 
 This is what the front end reads on each request, so a re-created model takes effect on the
 next request without a restart.
@@ -15,9 +15,9 @@ import orjson
 
 from store.errors import InvalidName, model_not_found
 from store.names import ModelName, parse_name
-from store.store import (ADAPTER_MEDIA, CONFIG_MEDIA_TYPE, LICENSE_MEDIA, MESSAGES_MEDIA,
-                         MODEL_MEDIA, PARAMS_MEDIA, PROJECTOR_MEDIA, SYSTEM_MEDIA, TEMPLATE_MEDIA,
-                         Manifest, Store)
+from store.store import (ADAPTER_MEDIA, CONFIG_MEDIA_TYPE, DRAFT_MEDIA, LICENSE_MEDIA,
+                         MESSAGES_MEDIA, MODEL_MEDIA, PARAMS_MEDIA, PROJECTOR_MEDIA, SYSTEM_MEDIA,
+                         TEMPLATE_MEDIA, Manifest, Store)
 from workers.template.analysis import analyze
 
 
@@ -34,6 +34,7 @@ class ModelSpec:
     config: dict[str, Any]
     adapter_paths: list[Path]  # LoRA adapters applied on top of the weights
     projector_path: Path | None = None  # the vision projector (mmproj) GGUF, if the model has one
+    draft_path: Path | None = None  # a smaller model of the same vocabulary that drafts tokens
 
     @property
     def digest(self) -> str:
@@ -58,8 +59,9 @@ def resolve(store: Store, text: Any) -> ModelSpec:
         raise model_not_found(str(text))
     model_layer = manifest.layer(MODEL_MEDIA)
     projector = manifest.layer(PROJECTOR_MEDIA)
+    draft = manifest.layer(DRAFT_MEDIA)
     if model_layer is None or not all(store.has_blob(layer.digest)
-                                      for layer in (model_layer, projector) if layer):
+                                      for layer in (model_layer, projector, draft) if layer):
         raise model_not_found(str(text))
 
     def text_of(media: str) -> str:
@@ -84,6 +86,7 @@ def resolve(store: Store, text: Any) -> ModelSpec:
         adapter_paths=[store.blob_path(lay.digest) for lay in manifest.layers
                        if lay.media_type == ADAPTER_MEDIA],
         projector_path=store.blob_path(projector.digest) if projector else None,
+        draft_path=store.blob_path(draft.digest) if draft else None,
     )
 
 

@@ -47,6 +47,7 @@ LICENSE_MEDIA = "application/vnd.ollama.image.license"
 MESSAGES_MEDIA = "application/vnd.ollama.image.messages"
 ADAPTER_MEDIA = "application/vnd.ollama.image.adapter"
 PROJECTOR_MEDIA = "application/vnd.ollama.image.projector"  # a vision (mmproj) GGUF
+DRAFT_MEDIA = "application/vnd.ollama.image.draft"  # a draft model for speculative decoding
 
 MAX_MANIFEST_BYTES = 4 << 20  # Ollama's are about 1 KB; each is read whole, by every listing
 MAX_CONFIG_BYTES = 1 << 20  # Ollama's config blobs are under 1 KB; also read whole by listings

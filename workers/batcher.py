@@ -57,9 +57,13 @@ class ModelBatcher:
         self._texts: list[list[object]] = []  # this step's [job_id, text, tokens]
         # What a decode of n tokens costs here, for weighing drafts; None: no speculation.
         self._decode_costs: Costs | None = None
+        self._draft_cost = 0.0  # what a draft token costs to make (a draft model's decode)
         if not load.batch_invariant and load.speculative != "off":
             # always: every draft looks worth it
             self._decode_costs = FREE if load.speculative == "always" else self._calibrate()
+            if model.draft is not None and load.speculative != "always":
+                model.draft.calibrate()
+                self._draft_cost = model.draft.token_cost
         self._finals: list[protocol.FromWorker] = []  # this step's Done, sent after its Step
 
     def __contains__(self, job_id: int) -> bool:
@@ -224,22 +228,30 @@ class ModelBatcher:
         if self._decode_costs is None or not generating:
             return
         room = min(self.kv.free_cells(admitted), self.model.batch_tokens - len(generating))
+        costs, draft_model = self._decode_costs, self.model.draft
         # Where not even a sure draft would pay (a CPU decoding a small batch), no lookups.
-        if not plan_drafts(len(generating), [(1.0, MAX_DRAFT)], self._decode_costs, room)[0]:
+        if not plan_drafts(len(generating), [(1.0, MAX_DRAFT)], costs, room, self._draft_cost)[0]:
             return
-        proposals: list[tuple[Sequence, list[int]]] = []
+        # (sequence, the lookup's draft or None where the draft model guesses after the plan)
+        offered: list[tuple[Sequence, int, list[int] | None]] = []
         for seq in generating:
             if seq.drafter is None:
                 continue
             limit = min(MAX_DRAFT, room, seq.limit - len(seq.generated) - 1,
                         self.model.num_ctx - 1 - seq.n_computed)
-            proposal = seq.drafter.draft(seq.tokens, limit)
-            if proposal:
-                proposals.append((seq, proposal))
-        offers = [(seq.drafter.acceptance, len(p)) for seq, p in proposals]  # type: ignore[union-attr]
-        lengths = plan_drafts(len(generating), offers, self._decode_costs, room)
-        for (seq, proposal), length in zip(proposals, lengths):
-            seq.draft = proposal[:length]
+            if draft_model is None:
+                proposal = seq.drafter.draft(seq.tokens, limit)
+                if proposal:
+                    offered.append((seq, len(proposal), proposal))
+            elif not seq.images and (limit := min(limit, seq.opts["draft_num_predict"])) > 0:
+                offered.append((seq, limit, None))  # a draft model sees no image
+        offers = [(seq.drafter.acceptance, n) for seq, n, _ in offered]  # type: ignore[union-attr]
+        lengths = plan_drafts(len(generating), offers, costs, room, self._draft_cost)
+        for (seq, _, proposal), length in zip(offered, lengths):
+            if proposal is not None:
+                seq.draft = proposal[:length]
+            elif length:
+                seq.draft = draft_model.draft(seq.slot, seq.tokens, length)  # type: ignore[union-attr]
 
     def _calibrate(self) -> Costs:
         """Times a decode of each of a few batch sizes (every token with its logits, as a

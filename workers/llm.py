@@ -1,5 +1,8 @@
 """One loaded model in a worker: llama.cpp weights, the shared decode context, the tokenizer.
 
+A draft model (workers/draft_model.py), where the model has one, is loaded beside it on the same
+devices, with a context of as many cells and sequences.
+
 The decode context holds up to `slots` sequences of up to `num_ctx` tokens each in one KV cache
 of `kv_cells` cells that they share (the engine admits sequences while cells are free), so every
 active request of this model is decoded in the same `llama_decode` call. Embeddings use
@@ -15,6 +18,7 @@ import time
 import llama_cpp as llama
 import numpy as np
 
+from workers.draft_model import DraftModel
 from workers.kvcache import LlamaMemory
 from workers.protocol import Load
 from workers.vision import Projector
@@ -69,7 +73,7 @@ class LoadedModel:
         self._piece_buf = ctypes.create_string_buffer(256)
         self._adapters = [self._load_adapter(path) for path in req.adapters]
         self.kv_cells = req.kv_cells or req.num_ctx * req.slots
-        self.ctx = self._new_context(self.kv_cells, req.slots, embeddings=False)
+        self.ctx = self._new_context(self.model, self.kv_cells, req.slots, embeddings=False)
         self.batch = llama.llama_batch_init(self.batch_tokens, 0, 1)
         self._embed_ctx: llama.llama_context_p | None = None
         self._embed_batch: llama.llama_batch | None = None
@@ -87,9 +91,35 @@ class LoadedModel:
         self.n_ctx_train = llama.llama_model_n_ctx_train(self.model)
         self.bos_text = self.piece(llama.llama_vocab_bos(self.vocab), special=True).decode(errors="replace")
         self.eos_text = self.piece(llama.llama_vocab_eos(self.vocab), special=True).decode(errors="replace")
+        self.draft: DraftModel | None = None
+        if req.draft:
+            self.draft = self._load_draft(req.draft, req.main_gpu)
         self.load_duration = time.perf_counter_ns() - start
 
-    def _new_context(self, n_ctx: int, n_seq: int, embeddings: bool) -> llama.llama_context_p:
+    def _load_draft(self, path: str, main_gpu: int) -> DraftModel:
+        """The draft model, all on the GPU where any of the model is (it is the small one)."""
+        mparams = llama.llama_model_default_params()
+        mparams.n_gpu_layers = 999 if self.gpu else 0
+        mparams.main_gpu = main_gpu
+        model = llama.llama_model_load_from_file(path.encode(), mparams)
+        if not model:
+            self.close()
+            raise LoadError(f"unable to load draft model: {path}")
+        try:
+            draft = DraftModel(model, self._new_context(model, self.kv_cells, self.slots,
+                                                        embeddings=False), self.batch_tokens)
+        except LoadError:
+            llama.llama_model_free(model)
+            self.close()
+            raise
+        if why := draft.mismatch(self.vocab):
+            draft.close()
+            self.close()
+            raise LoadError(f"the draft model cannot draft for this model: {why}")
+        return draft
+
+    def _new_context(self, model: llama.llama_model_p, n_ctx: int, n_seq: int,
+                     embeddings: bool) -> llama.llama_context_p:
         cparams = llama.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_seq_max = n_seq
@@ -110,10 +140,10 @@ class LoadedModel:
         cparams.flash_attn_type = _FLASH[self._flash_attention]
         if not embeddings:
             cparams.type_k = cparams.type_v = _KV_TYPES[self._kv_cache_type]
-        ctx = llama.llama_init_from_model(self.model, cparams)
+        ctx = llama.llama_init_from_model(model, cparams)
         if not ctx:
             raise LoadError("unable to create llama.cpp context (out of memory?)")
-        if self._adapters:
+        if self._adapters and model == self.model:  # a draft model takes none
             count = len(self._adapters)
             adapters = (llama.llama_adapter_lora_p_ctypes * count)(*self._adapters)
             scales = (ctypes.c_float * count)(*([1.0] * count))
@@ -138,8 +168,9 @@ class LoadedModel:
 
     @property
     def weights_size(self) -> int:
-        """The weights llama.cpp holds, the projector's included."""
-        return int(llama.llama_model_size(self.model)) + self._projector_size
+        """The weights llama.cpp holds, the projector's and the draft model's included."""
+        draft = int(llama.llama_model_size(self.draft.model)) if self.draft else 0
+        return int(llama.llama_model_size(self.model)) + self._projector_size + draft
 
     # ---- tokens and text -----------------------------------------------------------------
 
@@ -210,8 +241,8 @@ class LoadedModel:
         causal model's input may come in chunks: `pos` is where this one starts, the earlier
         ones being in the cache (one input then; llama.cpp pools over this decode's tokens)."""
         if self._embed_ctx is None:
-            self._embed_ctx = self._new_context(self.embed_ctx, self.embed_sequences,
-                                                embeddings=True)
+            self._embed_ctx = self._new_context(self.model, self.embed_ctx,
+                                                self.embed_sequences, embeddings=True)
             self._embed_batch = llama.llama_batch_init(self.embed_batch, 0, 1)
         batch, n = self._embed_batch, 0
         for seq, tokens in enumerate(inputs):
@@ -237,6 +268,9 @@ class LoadedModel:
     def close(self) -> None:
         if self.projector is not None:
             self.projector.close()
+        if self.draft is not None:
+            self.draft.close()
+            self.draft = None
         llama.llama_batch_free(self.batch)
         if self._embed_ctx is not None:
             llama.llama_batch_free(self._embed_batch)

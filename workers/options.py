@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping, TypedDict
 
 # What an option governs: the loaded context (changing it reloads the model), the prompt,
-# the sampler chain, or when generation stops.
+# the sampler chain, when generation stops, or speculative decoding's drafts.
 LOAD, PROMPT, SAMPLING, STOPPING = "load", "prompt", "sampling", "stopping"
+SPECULATION = "speculation"
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -58,6 +59,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("presence_penalty", float, 0.0, SAMPLING),
     Option("frequency_penalty", float, 0.0, SAMPLING),
     Option("num_predict", int, -1, STOPPING, -2, INT32_MAX),
+    # A Runner option in Ollama; here per request, as drafts are planned per sequence and step.
+    Option("draft_num_predict", int, 4, SPECULATION, 0, INT32_MAX),  # a draft model's guesses
     Option("stop", list, [], STOPPING),
 )
 BY_NAME: dict[str, Option] = {opt.name: opt for opt in OPTIONS}

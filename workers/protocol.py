@@ -73,6 +73,7 @@ class Load:
     kv_cache_type: str = "f16"  # OLLAMA_KV_CACHE_TYPE: f16, q8_0 or q4_0
     projector: str = ""  # the vision projector (mmproj) GGUF's path; "": a text-only model
     speculative: str = "auto"  # CORRAL_SPECULATIVE: auto (drafts weighed by cost), always, off
+    draft: str = ""  # a draft model GGUF's path (workers/draft_model.py); "": prompt lookup
 
 
 @dataclass(slots=True)

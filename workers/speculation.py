@@ -1,9 +1,11 @@
-"""Speculative decoding by prompt lookup, inside the continuous batch.
+"""Speculative decoding inside the continuous batch: by prompt lookup, or by a draft model.
 
 An answer often repeats spans of its prompt or of itself (edited code, summaries, extraction,
 answers from retrieved text). When the last few tokens of a sequence occurred before, the tokens
-that followed them then are a cheap guess (a draft) at what follows now: no second model. The
-drafts ride in the step's one `llama_decode` after the sequence's pending token, each with its
+that followed them then are a cheap guess (a draft) at what follows now: no second model. A
+model created with a draft model (a smaller one of the same vocabulary) guesses with that instead
+(workers/draft_model.py), up to the request's `draft_num_predict` tokens, at the cost of its
+decodes, which the plan counts. The drafts ride in the step's one `llama_decode` after the sequence's pending token, each with its
 logits; the batcher samples at each position in turn with the sequence's own sampler chain and
 keeps drafts while they equal what it samples, so the answer is the one plain decoding would
 give, at up to 1 + len(draft) tokens per step. What a rejected draft wrote into the KV cache is
@@ -113,23 +115,26 @@ FREE = Costs({1: 1.0, 2: 1.0})  # CORRAL_SPECULATIVE=always: a draft costs nothi
 
 
 def plan_drafts(generating: int, offers: list[tuple[float, int]], cost: Costs,
-                room: int) -> list[int]:
+                room: int, draft_cost: float = 0.0) -> list[int]:
     """How long a draft each offering sequence takes this step: offers are (acceptance, longest
-    draft it has), in order; a draft is taken, at the length that serves best, only if it
+    draft it may have), in order; a draft is taken, at the length that serves best, only if it
     raises the step's expected tokens per unit of cost. `generating` tokens are in the step
     anyway; a step below 4 tokens stays at EXACT_BATCH (see above), a wider one at STEP_TOKENS;
-    `room`: draft tokens the batch and the free KV cells take at most."""
+    `room`: draft tokens the batch and the free KV cells take at most; `draft_cost`: what
+    making one draft token costs (a draft model's decode; a lookup's is nothing)."""
     cap = EXACT_BATCH if generating <= EXACT_BATCH else max(STEP_TOKENS, generating)
     cap = min(cap, generating + room)
-    tokens, gained = generating, float(generating)
+    tokens, gained, drafting = generating, float(generating), 0.0
     taken = []
     for acceptance, longest in offers:
-        best, best_rate = 0, gained / cost(tokens)
+        best, best_rate = 0, gained / (cost(tokens) + drafting)
         for length in range(1, min(longest, cap - tokens) + 1):
-            rate = (gained + expected_tokens(acceptance, length) - 1) / cost(tokens + length)
+            spent = cost(tokens + length) + drafting + length * draft_cost
+            rate = (gained + expected_tokens(acceptance, length) - 1) / spent
             if rate > best_rate:
                 best, best_rate = length, rate
         taken.append(best)
         tokens += best
         gained += expected_tokens(acceptance, best) - 1
+        drafting += best * draft_cost
     return taken

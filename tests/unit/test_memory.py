@@ -7,6 +7,8 @@ output 32 MiB.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from scheduler.memory import ModelMemory, estimate, fit_layers
 
 MiB = 1 << 20
@@ -69,3 +71,14 @@ def test_the_weights_llama_cpp_reports_replace_the_headers_in_the_same_proportio
     est = estimate(GEMMA, CELLS, SLOTS, gpu_layers=9).with_weights(2 * 246587904)
     assert est.weights_gpu + est.weights_ram == 2 * 246587904
     assert est.weights_gpu == 2 * sum(GEMMA.layers[9:])
+
+
+def test_a_draft_model_and_its_kv_go_where_the_layers_go() -> None:
+    drafted = replace(GEMMA, draft_bytes=100 * MiB, draft_kv_bytes_per_cell=1024)
+    on_cpu, plain_cpu = estimate(drafted, CELLS, SLOTS, 0), estimate(GEMMA, CELLS, SLOTS, 0)
+    assert on_cpu.weights_ram - plain_cpu.weights_ram == 100 * MiB
+    assert on_cpu.kv_ram - plain_cpu.kv_ram == 1024 * CELLS
+    on_gpu, plain_gpu = estimate(drafted, CELLS, SLOTS, 1), estimate(GEMMA, CELLS, SLOTS, 1)
+    assert on_gpu.weights_gpu - plain_gpu.weights_gpu == 100 * MiB
+    assert on_gpu.kv_gpu - plain_gpu.kv_gpu == 1024 * CELLS
+    assert on_gpu.ram == plain_gpu.ram

@@ -395,7 +395,7 @@ def test_to_create_spec_keeps_an_empty_system_that_clears_the_base_one() -> None
     assert to_create_spec(parse('FROM b\nSYSTEM ""'), "m").system == ""
 
 
-@pytest.mark.parametrize("line", ["DRAFT ./d", "RENDERER r", "PARSER p"])
+@pytest.mark.parametrize("line", ["RENDERER r", "PARSER p"])
 def test_to_create_spec_refuses_what_no_model_can_hold(line: str) -> None:
     with pytest.raises(ModelfileError, match=f"line 2: {line.split()[0]} is not supported"):
         to_create_spec(parse(f"FROM b\n{line}"), "m")

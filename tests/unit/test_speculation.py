@@ -73,3 +73,9 @@ def test_a_batch_of_four_or_more_takes_drafts_while_they_raise_tokens_per_cost()
 
 def test_drafts_never_take_more_than_the_room_left() -> None:
     assert plan_drafts(4, [(0.9, 8)] * 2, GPU, room=5) == [5, 0]
+
+
+def test_a_draft_models_guesses_are_taken_only_where_they_pay_for_their_own_decodes() -> None:
+    one_step = GPU(1)
+    assert plan_drafts(1, [(0.9, 4)], GPU, room=64, draft_cost=0.05 * one_step) == [2]
+    assert plan_drafts(1, [(0.9, 4)], GPU, room=64, draft_cost=one_step) == [0]
