@@ -35,6 +35,15 @@ async def write_range(download: Download, start: int, end: int) -> None:
     await download.write(start, [DATA[start:(start + end) // 2], DATA[(start + end) // 2:end]])
 
 
+async def error_writing_it_all(download: Download, part: int) -> OSError:
+    """What writing every missing range in parts of `part` bytes, then finishing, raised."""
+    with pytest.raises(OSError) as raised:
+        for start, end in download.missing(part):
+            await write_range(download, start, end)
+        await download.finish()
+    return raised.value
+
+
 def test_overlapping_and_touching_ranges_merge() -> None:
     assert add_range([(0, 10), (20, 30)], (10, 20)) == [(0, 30)]
     assert add_range([(0, 10), (40, 50)], (20, 30)) == [(0, 10), (20, 30), (40, 50)]
@@ -117,11 +126,7 @@ async def test_a_full_disk_keeps_what_landed_resumable(store: Store,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     fill_disk_after(monkeypatch, 250_000)
     first = Download(store, DIGEST, len(DATA))
-    with pytest.raises(OSError) as raised:
-        for start, end in first.missing(100_000):
-            await write_range(first, start, end)
-        await first.finish()
-    assert raised.value.errno == errno.ENOSPC
+    assert (await error_writing_it_all(first, 100_000)).errno == errno.ENOSPC
     await first.close()
     monkeypatch.undo()  # space was freed
     second = Download(store, DIGEST, len(DATA))
@@ -169,10 +174,6 @@ async def test_a_failed_sync_fails_the_download(store: Store,
     monkeypatch.setattr(download_module, "CHECKPOINT", 100_000)
     monkeypatch.setattr(os, "fdatasync", broken_disk)
     download = Download(store, DIGEST, len(DATA))
-    with pytest.raises(OSError) as raised:
-        for start, end in download.missing(200_000):
-            await write_range(download, start, end)
-        await download.finish()
-    assert raised.value.errno == errno.EIO
+    assert (await error_writing_it_all(download, 200_000)).errno == errno.EIO
     await download.close()
     assert store.has_blob(DIGEST) is False
