@@ -43,7 +43,7 @@ class ModelMemory:
     n_head: int
     n_vocab: int
     projector_bytes: int = 0  # a vision projector's weights, on the GPU with the layers
-    draft_bytes: int = 0  # a draft model's weights, on the GPU with the layers ...
+    draft_bytes: int = 0  # a draft model's weights and compute buffer, on the GPU with the layers
     draft_kv_bytes_per_cell: int = 0  # ... and its KV cache, of as many cells as the model's
 
     @property

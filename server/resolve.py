@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from scheduler.memory import ModelMemory, kv_cell_scale
+from scheduler.memory import FLOAT, ModelMemory, kv_cell_scale
 from scheduler.runner import ModelRef
 from scheduler.scheduler import Scheduler
 from server import errors
@@ -22,7 +22,7 @@ from store.projector import check_projector
 from store.store import Store
 from workers import options
 from workers.options import LoadOptions, RequestOptions
-from workers.protocol import ChatMessage
+from workers.protocol import DRAFT_UBATCH, ChatMessage
 
 
 @dataclass
@@ -82,7 +82,9 @@ def model_ref(spec: ModelSpec, kv_cache_type: str = "f16") -> ModelRef:
                           projector.stat().st_size if projector else 0)
     if draft is not None:
         draft_info = cached_info(str(draft))
-        memory = replace(memory, draft_bytes=draft.stat().st_size,
+        # Its weights and its compute buffer, which holds logits for DRAFT_UBATCH tokens.
+        compute = FLOAT * DRAFT_UBATCH * (draft_info.n_vocab + 2 * draft_info.embedding_length)
+        memory = replace(memory, draft_bytes=draft.stat().st_size + compute,
                          draft_kv_bytes_per_cell=round(draft_info.kv_bytes_per_token
                                                        * kv_cell_scale(kv_cache_type)))
     return ModelRef(

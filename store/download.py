@@ -9,11 +9,11 @@ the digest check then catches, at the cost of one download more.
 
 Three threads per download keep the event loop to receiving: one writes what arrives; one hashes
 the file's written prefix as it grows (from memory when the bytes come in order, else from the
-file), beside the writing and the network instead of after them; and one makes what has landed durable (fdatasync) every
-CHECKPOINT bytes while more arrives, so the fsync before the blob counts finds little left: alone at
-the end it took a third of a loopback pull (sync_file_range's write-behind saved only a quarter of
-that, since the disk's cache flush is what it waits for). The blob counts only after `finish` has
-checked its digest.
+file), beside the writing and the network instead of after them; and one makes what has landed
+durable (fdatasync) every CHECKPOINT bytes while more arrives, so the fsync before the blob counts
+finds little left: alone at the end it took a third of a loopback pull (sync_file_range's
+write-behind saved only a quarter of that, since the disk's cache flush is what it waits for).
+The blob counts only after `finish` has checked its digest.
 """
 
 from __future__ import annotations
@@ -129,10 +129,12 @@ class Download:
         except OSError:
             pass  # what did land is in the ranges list; `write` raised the error already
         finally:
-            if self._fd >= 0:
-                await asyncio.get_running_loop().run_in_executor(self._disk, self._keep)
-            for thread in (self._disk, self._hasher, self._syncer):
-                thread.shutdown(wait=False)
+            try:
+                if self._fd >= 0:
+                    await asyncio.get_running_loop().run_in_executor(self._disk, self._keep)
+            finally:
+                for thread in (self._disk, self._hasher, self._syncer):
+                    thread.shutdown(wait=False)
 
     async def _drain(self) -> None:
         while self._pending:
@@ -184,13 +186,12 @@ class Download:
                 self._syncing = self._syncer.submit(os.fdatasync, self._fd)
 
     def _quiet(self) -> None:
-        """Waits until no other thread uses the file, whatever they met: what landed is kept
+        """Waits until no other thread uses the file, whatever each met: what landed is kept
         (or removed) all the same, and a later try checks the digest."""
-        for wait in (self._hashed_all, self._synced):
-            try:
-                wait()
-            except OSError:
-                pass
+        for work in [*self._hashing, *filter(None, [self._syncing])]:
+            work.exception()  # waits; the error, if any, is not this step's to raise
+        self._hashing.clear()
+        self._syncing = None
 
     def _synced(self) -> None:
         """Waits for the fdatasync under way (the file must stay open until it is done)."""

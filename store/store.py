@@ -188,9 +188,10 @@ class Store:
 
     def sweep_partials(self) -> int:
         """Removes what unfinished transfers left in blobs/ (run once at start): every upload temp
-        file and conversion folder (no upload or create can be in progress then), and downloads and pull records untouched for
-        PARTIAL_EXPIRY_S (a recent download is what the next pull resumes from). A download and
-        its companions go together, by the newest of them. Returns how many files went."""
+        file and conversion folder (no upload or create can be in progress then), and downloads
+        and pull records untouched for PARTIAL_EXPIRY_S (a recent download is what the next pull
+        resumes from). A download and its companions go together, by the newest of them. Returns
+        how many files went."""
         stale: list[Path] = []
         groups: dict[str, list[Path]] = {}
         for path in self.blobs_dir.iterdir():

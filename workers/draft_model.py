@@ -6,13 +6,17 @@ The draft model has a context of its own, with a sequence for each slot of the m
 starts from what that context already holds of the sequence: the longest common prefix with the
 sequence's tokens stays (so a rejected guess, or a new request on the slot that shares a system
 prompt, costs only what differs), the rest of its cells go, the missing tokens are decoded (a
-prompt in batch-sized chunks), then each guess is the argmax of the logits (llama.cpp's draft
-sampler is greedy) and is decoded for the next. A decode that finds no room clears the whole
-context once (what other slots held is only a cache) and tries again.
+prompt in batch-sized chunks, at most CATCH_UP tokens a step so that a long prompt never stalls
+the batch for one decode of the draft's: until it has caught up, the sequence has no guesses),
+then each guess is the argmax of the logits (llama.cpp's draft sampler is greedy) and is decoded
+for the next. A decode that finds no room clears the whole context once (what other slots held is
+only a cache) and tries again; any other failure (a token the draft's vocabulary lacks) ends that
+sequence's guesses for the step and drops what its slot held.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import llama_cpp as llama
@@ -20,6 +24,7 @@ import numpy as np
 
 from workers.kvcache import LlamaMemory
 
+CATCH_UP = 512  # history tokens a sequence's draft decodes in one step at most
 # llama.cpp's SPEC_VOCAB_CHECK_START_TOKEN_ID and SPEC_VOCAB_MAX_SIZE_DIFFERENCE.
 CHECK_FROM_TOKEN = 5
 VOCAB_SLACK = 128
@@ -62,17 +67,20 @@ class DraftModel:
         return ""
 
     def calibrate(self) -> None:
-        """Times a single-token decode (after one to warm up): what a drafted token costs."""
+        """Times a single-token decode (after one to warm up) in the empty context: what a
+        drafted token costs."""
         for _ in range(2):
             start = time.perf_counter()
-            self._decode(0, [llama.llama_vocab_bos(self.vocab)], 0)
-            self.token_cost = time.perf_counter() - start
-        self._memory.clear()
+            rc = self._decode(0, [llama.llama_vocab_bos(self.vocab)], 0)
+            # A draft that cannot decode is never worth its cost.
+            self.token_cost = time.perf_counter() - start if rc == 0 else math.inf
+            self._memory.clear()
         self._held.clear()
 
     def draft(self, slot: int, tokens: list[int], count: int) -> list[int]:
         """Up to `count` greedy guesses at what follows `tokens` (a sequence's history, its
-        pending token last); [] if the draft context cannot hold them."""
+        pending token last); [] while the draft catches up with a long history, or if it
+        cannot decode it."""
         for _ in range(2):
             guesses = self._draft(slot, tokens, count)
             if guesses is not None:
@@ -82,22 +90,32 @@ class DraftModel:
         return []
 
     def _draft(self, slot: int, tokens: list[int], count: int) -> list[int] | None:
+        """The guesses; None if a decode found no room."""
         held = self._held.get(slot, [])
-        keep = 0
-        for a, b in zip(held, tokens[:-1]):  # the last token is decoded again for its logits
-            if a != b:
-                break
-            keep += 1
-        self._memory.remove(slot, keep)
+        keep = min(len(held), len(tokens) - 1)  # the last token is decoded again for its logits
+        if held[:keep] != tokens[:keep]:  # (compared whole first: a list compare is C)
+            keep = next(i for i, (a, b) in enumerate(zip(held, tokens)) if a != b)
+        if not self._memory.remove(slot, keep):
+            keep = 0  # a model that cannot cut its state (recurrent) starts the slot over
+            self._memory.remove(slot)
         self._held[slot] = held = tokens[:keep]
+        new = tokens[keep:keep + CATCH_UP]
+        if any(not 0 <= token < self.n_vocab for token in new):
+            return []  # a token the draft does not know (the model's vocabulary is larger)
         guesses: list[int] = []
-        new = tokens[keep:]
         while len(guesses) < count:
             for start in range(0, len(new), self._batch_tokens):
                 chunk = new[start:start + self._batch_tokens]
-                if not self._decode(slot, chunk, len(held)):
-                    return None
+                rc = self._decode(slot, chunk, len(held))
+                if rc != 0:
+                    if rc == 1:
+                        return None
+                    self._memory.remove(slot)
+                    self._held.pop(slot, None)
+                    return []
                 held += chunk
+            if len(held) < len(tokens) + len(guesses):
+                return []  # still catching up: guesses from the next step on
             guess = int(np.ctypeslib.as_array(llama.llama_get_logits_ith(self.ctx, -1),
                                               shape=(self.n_vocab,)).argmax())
             if guess >= self._usable:  # a padding token of a larger vocabulary
@@ -106,14 +124,14 @@ class DraftModel:
             new = [guess]
         return guesses
 
-    def _decode(self, slot: int, tokens: list[int], pos: int) -> bool:
-        """Decodes the tokens at `pos` on, logits for the last only."""
+    def _decode(self, slot: int, tokens: list[int], pos: int) -> int:
+        """Decodes the tokens at `pos` on, logits for the last only: llama_decode's code."""
         batch = self._batch
         for k, token in enumerate(tokens):
             batch.token[k], batch.pos[k], batch.n_seq_id[k] = token, pos + k, 1
             batch.seq_id[k][0], batch.logits[k] = slot, k == len(tokens) - 1
         batch.n_tokens = len(tokens)
-        return llama.llama_decode(self.ctx, batch) == 0
+        return int(llama.llama_decode(self.ctx, batch))
 
     def close(self) -> None:
         llama.llama_batch_free(self._batch)

@@ -25,7 +25,7 @@ ADMIT_HEADROOM = 64
 class Memory(Protocol):
     """The cache operations, by llama.cpp sequence id; positions [start, end), -1: open."""
 
-    def remove(self, seq: int, start: int = -1, end: int = -1) -> None: ...
+    def remove(self, seq: int, start: int = -1, end: int = -1) -> bool: ...
     def copy(self, source: int, dest: int, start: int, end: int) -> None: ...
     def move(self, seq: int, start: int, end: int, delta: int) -> None: ...
     def clear(self, data: bool = False) -> None: ...
@@ -36,8 +36,9 @@ class LlamaMemory:
     def __init__(self, ctx: llama.llama_context_p) -> None:
         self._memory = llama.llama_get_memory(ctx)
 
-    def remove(self, seq: int, start: int = -1, end: int = -1) -> None:
-        llama.llama_memory_seq_rm(self._memory, seq, start, end)
+    def remove(self, seq: int, start: int = -1, end: int = -1) -> bool:
+        """False where the memory cannot cut a sequence there (a recurrent model's state)."""
+        return bool(llama.llama_memory_seq_rm(self._memory, seq, start, end))
 
     def copy(self, source: int, dest: int, start: int, end: int) -> None:
         llama.llama_memory_seq_cp(self._memory, source, dest, start, end)

@@ -13,14 +13,16 @@ decoding sequences.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import time
+
 import llama_cpp as llama
 import numpy as np
 
 from workers.draft_model import DraftModel
 from workers.kvcache import LlamaMemory
-from workers.protocol import Load
+from workers.protocol import DRAFT_UBATCH, Load
 from workers.vision import Projector
 
 
@@ -30,6 +32,9 @@ _KV_TYPES = {"f16": llama.GGML_TYPE_F16, "q8_0": llama.GGML_TYPE_Q8_0, "q4_0": l
 # Inputs one encoder decode holds at most: a power of two, as llama.cpp needs the context to
 # be a multiple of it; short inputs (a sentence each) then share a decode.
 ENCODER_SEQUENCES = 16
+
+
+log = logging.getLogger("corral.worker")
 
 
 class LoadError(RuntimeError):
@@ -92,38 +97,45 @@ class LoadedModel:
         self.bos_text = self.piece(llama.llama_vocab_bos(self.vocab), special=True).decode(errors="replace")
         self.eos_text = self.piece(llama.llama_vocab_eos(self.vocab), special=True).decode(errors="replace")
         self.draft: DraftModel | None = None
-        if req.draft:
+        if req.draft and req.speculative != "off" and not req.batch_invariant:
             self.draft = self._load_draft(req.draft, req.main_gpu)
         self.load_duration = time.perf_counter_ns() - start
 
-    def _load_draft(self, path: str, main_gpu: int) -> DraftModel:
-        """The draft model, all on the GPU where any of the model is (it is the small one)."""
+    def _load_draft(self, path: str, main_gpu: int) -> DraftModel | None:
+        """The draft model, all on the GPU where any of the model is (it is the small one); None,
+        logged, where it cannot draft alone: Ollama's drafts are MTP or DFlash heads that read
+        the model's hidden state, which llama.cpp runs only inside llama-server."""
         mparams = llama.llama_model_default_params()
         mparams.n_gpu_layers = 999 if self.gpu else 0
         mparams.main_gpu = main_gpu
         model = llama.llama_model_load_from_file(path.encode(), mparams)
         if not model:
-            self.close()
-            raise LoadError(f"unable to load draft model: {path}")
+            log.warning("the draft model %s does not load on its own: no drafts from it", path)
+            return None
         try:
-            draft = DraftModel(model, self._new_context(model, self.kv_cells, self.slots,
-                                                        embeddings=False), self.batch_tokens)
+            ctx = self._new_context(model, self.kv_cells, self.slots, embeddings=False,
+                                    ubatch=DRAFT_UBATCH)
         except LoadError:
             llama.llama_model_free(model)
-            self.close()
-            raise
+            log.warning("no context for the draft model %s: no drafts from it", path)
+            return None
+        draft = DraftModel(model, ctx, self.batch_tokens)
         if why := draft.mismatch(self.vocab):
             draft.close()
-            self.close()
-            raise LoadError(f"the draft model cannot draft for this model: {why}")
+            log.warning("the draft model %s cannot draft for this model (%s)", path, why)
+            return None
         return draft
 
     def _new_context(self, model: llama.llama_model_p, n_ctx: int, n_seq: int,
-                     embeddings: bool) -> llama.llama_context_p:
+                     embeddings: bool, ubatch: int = 0) -> llama.llama_context_p:
+        """`ubatch`: tokens computed at once, when fewer than a decode takes (a draft model's
+        context, whose compute buffer would otherwise hold logits for a whole batch)."""
         cparams = llama.llama_context_default_params()
         cparams.n_ctx = n_ctx
         cparams.n_seq_max = n_seq
         cparams.n_batch = cparams.n_ubatch = self.embed_batch if embeddings else self.batch_tokens
+        if ubatch:
+            cparams.n_ubatch = min(ubatch, cparams.n_batch)
         cparams.n_threads = self.n_threads
         cparams.n_threads_batch = self.n_threads
         cparams.embeddings = embeddings

@@ -53,6 +53,11 @@ class PromptSpec(TypedDict):
 # ---- front end -> worker -------------------------------------------------------------------
 
 
+# Tokens a draft model's context computes at once: its compute buffer holds logits for this many
+# (a draft needs one a decode), which the front end's memory estimate counts.
+DRAFT_UBATCH = 64
+
+
 @dataclass(slots=True)
 class Load:
     model_id: str

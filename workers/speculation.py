@@ -5,10 +5,10 @@ answers from retrieved text). When the last few tokens of a sequence occurred be
 that followed them then are a cheap guess (a draft) at what follows now: no second model. A
 model created with a draft model (a smaller one of the same vocabulary) guesses with that instead
 (workers/draft_model.py), up to the request's `draft_num_predict` tokens, at the cost of its
-decodes, which the plan counts. The drafts ride in the step's one `llama_decode` after the sequence's pending token, each with its
-logits; the batcher samples at each position in turn with the sequence's own sampler chain and
-keeps drafts while they equal what it samples, so the answer is the one plain decoding would
-give, at up to 1 + len(draft) tokens per step. What a rejected draft wrote into the KV cache is
+decodes, which the plan counts. The drafts ride in the step's one `llama_decode` after the
+sequence's pending token, each with its logits; the batcher samples at each position in turn
+with the sequence's own sampler chain and keeps drafts while they equal what it samples, so the
+answer is the one plain decoding would give, at up to 1 + len(draft) tokens per step. What a rejected draft wrote into the KV cache is
 removed.
 
 A draft pays only if verifying it costs less than the steps it saves, and what a wider batch

@@ -16,8 +16,9 @@ class FakeMemory:
         self.calls: list[tuple[Any, ...]] = []
         self._can_shift = can_shift
 
-    def remove(self, seq: int, start: int = -1, end: int = -1) -> None:
+    def remove(self, seq: int, start: int = -1, end: int = -1) -> bool:
         self.calls.append(("remove", seq, start, end))
+        return True
 
     def copy(self, source: int, dest: int, start: int, end: int) -> None:
         self.calls.append(("copy", source, dest, start, end))
