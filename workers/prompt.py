@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from workers.vision import EncodedImage
 
 Tokenize = Callable[[str, bool], list[int]]  # (text, add_bos) -> token ids
+# What an image of a chat history counts for when the history is cut to fit, as Ollama counts a
+# clip image (server/prompt.go): its real count is known only once the projector cut it up.
+IMAGE_POSITIONS = 768
 
 
 @dataclass
@@ -78,7 +81,8 @@ def _image_prompt(spec: PromptSpec, render: Callable[[Sequence[ChatMessage]], st
     if model.projector is None:
         raise ValueError("this model does not support images")
     marked = {**spec, "messages": with_markers(spec["messages"], model.projector.marker)}
-    kept = kept_messages(marked, render, model.tokenize, model.num_ctx)  # type: ignore[arg-type]
+    kept = kept_messages(marked, render, model.tokenize, model.num_ctx,  # type: ignore[arg-type]
+                         IMAGE_POSITIONS)
     text = render(kept)
     context = list(spec["context"])
     images = [base64.b64decode(i) for m in kept for i in m.get("images", [])]
@@ -116,19 +120,21 @@ def build_tokens(spec: PromptSpec, render: Callable[[Sequence[ChatMessage]], str
 
 
 def kept_messages(spec: PromptSpec, render: Callable[[Sequence[ChatMessage]], str],
-                  tokenize: Tokenize, n_ctx: int) -> list[ChatMessage]:
+                  tokenize: Tokenize, n_ctx: int, image_positions: int = 0) -> list[ChatMessage]:
     """The messages the prompt holds: the whole history without `truncate` (the request fails
-    if it is too long, in the batcher), else the newest that fit and the system ones."""
+    if it is too long, in the batcher), else the newest that fit and the system ones, each
+    image counted as `image_positions` besides its text."""
     messages = spec["messages"]
     if not spec.get("truncate", True):
         return list(messages)
-    start = _first_message_that_fits(messages, render, tokenize, n_ctx - len(spec["context"]))
+    start = _first_message_that_fits(messages, render, tokenize, n_ctx - len(spec["context"]),
+                                     image_positions)
     return [m for m in messages[:start] if m["role"] == "system"] + list(messages[start:])
 
 
 def _first_message_that_fits(messages: Sequence[ChatMessage],
                              render: Callable[[Sequence[ChatMessage]], str],
-                             tokenize: Tokenize, budget: int) -> int:
+                             tokenize: Tokenize, budget: int, image_positions: int) -> int:
     """Index of the oldest message from which the history fits (system messages before it are
     kept). Fitting only gets easier as the start moves on, so the search gallops back from the
     newest message (1, 2, 4, ... messages) and then bisects: it renders only histories about
@@ -137,7 +143,9 @@ def _first_message_that_fits(messages: Sequence[ChatMessage],
 
     def fits(start: int) -> bool:
         system = [m for m in messages[:start] if m["role"] == "system"]
-        return len(tokenize(render(system + list(messages[start:])), True)) <= budget
+        images = sum(len(m.get("images") or ()) for m in messages[start:])
+        return len(tokenize(render(system + list(messages[start:])), True)) \
+            + images * image_positions <= budget
 
     fitting, size = n - 1, 1  # the last message is always kept, fitting or not
     while size < n:

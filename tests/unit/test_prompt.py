@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.prompt import build_tokens
+from workers.prompt import IMAGE_POSITIONS, build_tokens, kept_messages
 
 
 def words(text: str, add_bos: bool) -> list[int]:
@@ -52,3 +52,14 @@ def test_a_long_history_is_cut_with_logarithmically_many_renderings() -> None:
 def test_raw_prompt_with_context_appends_without_a_second_bos() -> None:
     spec = {"raw": "x y", "messages": [], "template": "", "context": [0, 5, 5]}
     assert build_tokens(spec, lambda ms: "", words, 100) == ([0, 5, 5, 1, 1], "")
+
+
+def test_an_image_counts_as_ollamas_768_positions_when_a_history_is_cut() -> None:
+    # Its text is one marker word; without its positions the old message would seem to fit.
+    history = [{**msg("user", "IMG look"), "images": ["aGk="]}, msg("assistant", "a cat"),
+               msg("user", "and now?")]
+    spec = {"raw": None, "messages": history, "template": "", "context": []}
+    render = lambda ms: " ".join(m["content"] for m in ms)  # noqa: E731
+    assert kept_messages(spec, render, words, 500) == history
+    assert kept_messages(spec, render, words, 500, IMAGE_POSITIONS) == history[1:]
+    assert kept_messages(spec, render, words, 800, IMAGE_POSITIONS) == history
