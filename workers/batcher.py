@@ -460,6 +460,7 @@ class ModelBatcher:
             context=[t for t in seq.prompt if t >= 0] + seq.generated if seq.want_context else [],
             drafted=seq.drafter.drafted if seq.drafter else 0,
             accepted=seq.drafter.accepted if seq.drafter else 0,
+            stop=seq.text.matched,
         ))
 
 

@@ -220,6 +220,7 @@ class Done:
     prompt_cached: int = 0  # prompt tokens whose KV cells were reused, not computed
     drafted: int = 0  # draft tokens verified for it (workers/speculation.py)
     accepted: int = 0  # of them, those it kept
+    stop: str = ""  # the stop string that ended it (done_reason "stop"), if one did
 
 
 @dataclass(slots=True)

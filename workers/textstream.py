@@ -66,7 +66,11 @@ class TextStream:
         self._stops = _Stops(stops) if stops else None
         self._state = 0
         self._held = ""  # the tail that may still become a stop
-        self.stopped = False
+        self.matched = ""  # the stop string that ended the text, once one has
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.matched)
 
     def push(self, data: bytes) -> str:
         """Feeds one token's bytes; returns the text now safe to emit. Sets `stopped` on a stop."""
@@ -79,7 +83,7 @@ class TextStream:
             self._state = self._stops.step(self._state, char)
             length = self._stops.nodes[self._state].ends
             if length:
-                self.stopped = True
+                self.matched = pending[offset + i + 1 - length:offset + i + 1]
                 self._held = ""
                 return pending[:offset + i + 1 - length]
         held = self._stops.nodes[self._state].depth

@@ -30,7 +30,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     prompt = _PromptSize(run.answer)
     run.answer = prompt  # type: ignore[assignment]  # the same interface
     message_id = reply.new_id("msg")
-    events = reply.EventStream(message_id, req.model)
+    stops = req.options.get("stop") or []  # the request's stop_sequences
+    events = reply.EventStream(message_id, req.model, stops)
     calls = 0  # tool calls shown so far
 
     def shown(parts: Parts) -> Parts:
@@ -49,9 +50,10 @@ async def messages(request: web.Request) -> web.StreamResponse:
         if req.stream:
             return events.finish(shown(parts), done)
         parts = shown(parts)
-        return reply.message(message_id, req.model, reply.blocks(parts),
-                             reply.stop_reason(done, bool(parts.tool_calls)),
-                             done.prompt_eval_count, done.eval_count)
+        reason = reply.stop_reason(done, bool(parts.tool_calls), stops)
+        return reply.message(message_id, req.model, reply.blocks(parts), reason,
+                             done.prompt_eval_count, done.eval_count,
+                             reply.stop_sequence(done, reason))
 
     return await respond(request, bodies(request, run, req.stream, chunk, final), req.stream,
                          reply.FRAMING)

@@ -11,7 +11,7 @@ position).
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, Collection
 
 import orjson
 
@@ -40,10 +40,17 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-def stop_reason(done: protocol.Done, tool_called: bool) -> str:
+def stop_reason(done: protocol.Done, tool_called: bool, stops: Collection[str]) -> str:
+    """`stops`: the request's stop_sequences (a model's own stop strings end a turn)."""
     if tool_called:
         return "tool_use"
+    if done.stop and done.stop in stops:
+        return "stop_sequence"
     return "max_tokens" if done.done_reason == "length" else "end_turn"
+
+
+def stop_sequence(done: protocol.Done, reason: str) -> str | None:
+    return done.stop if reason == "stop_sequence" else None
 
 
 def tool_use(call: dict[str, Any]) -> Event:
@@ -62,19 +69,19 @@ def blocks(parts: Parts) -> list[Event]:
 
 
 def message(message_id: str, model: str, content: list[Event], reason: str | None,
-            input_tokens: int, output_tokens: int) -> Event:
-    """A message; `stop_reason` null (only) at the start of a stream. `stop_sequence` is always
-    null: the worker does not say which stop string ended an answer."""
+            input_tokens: int, output_tokens: int, stop: str | None = None) -> Event:
+    """A message; `stop_reason` null (only) at the start of a stream; `stop`: the stop
+    sequence that ended it."""
     return {"id": message_id, "type": "message", "role": "assistant", "model": model,
-            "content": content, "stop_reason": reason, "stop_sequence": None,
+            "content": content, "stop_reason": reason, "stop_sequence": stop,
             "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}}
 
 
 class EventStream:
     """The stream events of one answer, fed its parts as they come."""
 
-    def __init__(self, message_id: str, model: str) -> None:
-        self._id, self._model = message_id, model
+    def __init__(self, message_id: str, model: str, stops: Collection[str]) -> None:
+        self._id, self._model, self._stops = message_id, model, stops
         self._started = False
         self._open: str | None = None  # the type of the block being filled: thinking or text
         self._index = -1  # the last block's
@@ -102,9 +109,10 @@ class EventStream:
 
     def finish(self, parts: Parts, done: protocol.Done) -> list[Event]:
         """The last parts' events, then the stop reason and the counts."""
+        reason = stop_reason(done, self._called, self._stops)
         return self.feed(parts, done.prompt_eval_count) + self._close() + [
             {"type": "message_delta",
-             "delta": {"stop_reason": stop_reason(done, self._called), "stop_sequence": None},
+             "delta": {"stop_reason": reason, "stop_sequence": stop_sequence(done, reason)},
              "usage": {"input_tokens": done.prompt_eval_count,
                        "output_tokens": done.eval_count}},
             {"type": "message_stop"}]

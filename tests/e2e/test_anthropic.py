@@ -88,6 +88,7 @@ async def test_a_stop_sequence_ends_the_answer_before_it(client: anthropic.Anthr
                                  stop_sequences=[stop])
     assert "".join(block.text for block in cut.content if block.type == "text") \
         == text[:text.index(stop)]
+    assert (cut.stop_reason, cut.stop_sequence) == ("stop_sequence", stop)
 
 
 async def test_an_async_stream_gives_the_text(server: Server) -> None:

@@ -340,6 +340,21 @@ async def test_an_answer_is_a_message_with_its_text_and_usage(served: Served) ->
     assert body["usage"] == {"input_tokens": 7, "output_tokens": 2}
 
 
+async def test_a_requested_stop_sequence_is_named_with_stop_reason_stop_sequence(
+        served: Served) -> None:
+    served.scheduler.script = said("Hello")
+    served.scheduler.script[-1].stop = "END"
+    body = (await served.post(stop_sequences=["END"]))[1]
+    assert (body["stop_reason"], body["stop_sequence"]) == ("stop_sequence", "END")
+
+
+async def test_a_models_own_stop_string_ends_the_turn(served: Served) -> None:
+    served.scheduler.script = said("Hello")
+    served.scheduler.script[-1].stop = "<end_of_turn>"
+    body = (await served.post(stop_sequences=["END"]))[1]
+    assert (body["stop_reason"], body["stop_sequence"]) == ("end_turn", None)
+
+
 async def test_the_length_limit_is_stop_reason_max_tokens(served: Served) -> None:
     served.scheduler.script = said("Hello", reason="length")
     assert (await served.post())[1]["stop_reason"] == "max_tokens"

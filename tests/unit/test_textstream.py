@@ -67,3 +67,9 @@ def test_many_long_stops_the_output_keeps_almost_matching_are_still_matched() ->
     stream = TextStream(stops)
     out = feed(stream, [b"ab"] * 5000 + [b"END"])
     assert out == "ab" * 5000 and stream.stopped
+
+
+def test_the_stop_that_matched_is_named() -> None:
+    stream = TextStream(["END", "STOP"])
+    feed(stream, [b"one S", b"TO", b"P two"])
+    assert stream.matched == "STOP"
