@@ -139,13 +139,15 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 def _messages(raw: Any) -> list[dict[str, Any]]:
     """OpenAI messages as native ones: text parts joined, image parts as images (which a text
-    model refuses), `developer` as system, tool-call arguments parsed from their JSON text."""
+    model refuses), `developer` as system, tool-call arguments parsed from their JSON text,
+    `reasoning` as thinking (as Ollama's /v1 takes it)."""
     if not isinstance(raw, list):
         raise errors.BadRequest("messages must be a list")
     out = []
     for i, msg in enumerate(raw):
         if not isinstance(msg, dict):
             raise errors.BadRequest(f"messages[{i}] must be an object")
+        fields.check_message(msg, i)
         native: dict[str, Any] = {"role": "system" if msg.get("role") == "developer"
                                   else msg.get("role"), "content": msg.get("content") or ""}
         if isinstance(native["content"], list):
@@ -157,6 +159,10 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
             native["tool_calls"] = [_tool_call(i, call) for call in calls]
         if msg.get("tool_call_id"):
             native["tool_call_id"] = msg["tool_call_id"]
+        if msg.get("reasoning"):
+            if not isinstance(msg["reasoning"], str):
+                raise errors.BadRequest(f"messages[{i}].reasoning must be a string")
+            native["thinking"] = msg["reasoning"]
         if msg.get("name") and msg.get("role") == "tool":
             native["tool_name"] = msg["name"]
         out.append(native)

@@ -24,8 +24,21 @@ CHAT = frozenset(_SAMPLING | {"messages", "max_completion_tokens", "tools", "too
                               "reasoning", "reasoning_effort", "logprobs", "top_logprobs"})
 COMPLETIONS = frozenset(_SAMPLING | {"prompt", "suffix", "echo", "logprobs"})
 EMBEDDINGS = frozenset({"model", "input", "dimensions", "encoding_format"})
+# A chat message's fields (Ollama's openai.Message), and those of an answer that clients send back
+# with it in the history (the SDKs' message objects, dumped whole), which change nothing.
+MESSAGE = frozenset({"role", "content", "name", "tool_calls", "tool_call_id", "reasoning"})
+MESSAGE_NO_EFFECT: dict[str, str] = {
+    "refusal": "an answer's refusal text, sent back with it; its content is what the model reads",
+    "annotations": "an answer's URL citations, sent back with it",
+    "audio": "an answer's audio, sent back with it; no model here speaks",
+    "function_call": "the deprecated single call, null in answers since tool_calls replaced it",
+}
 
 
 def check(body: dict[str, Any], known: frozenset[str]) -> None:
     """400 naming the first field of `body` neither read nor accepted without effect."""
     refuse_unknown(body, known | NO_EFFECT.keys())
+
+
+def check_message(message: dict[str, Any], index: int) -> None:
+    refuse_unknown(message, MESSAGE | MESSAGE_NO_EFFECT.keys(), f"messages[{index}].")

@@ -187,3 +187,35 @@ def test_models_are_listed_and_retrieved(client: openai.OpenAI) -> None:
 def test_max_tokens_below_one_is_a_400(client: openai.OpenAI, max_tokens: int) -> None:
     with pytest.raises(openai.BadRequestError, match="max_tokens"):
         client.completions.create(model=MODEL, prompt="x", max_tokens=max_tokens)
+
+
+def test_an_answer_sent_back_whole_in_the_history_is_accepted(client: openai.OpenAI) -> None:
+    first = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=2)
+    # What a client appends: the SDK's message dumped whole (refusal, annotations, audio...).
+    history = [*ASK, first.choices[0].message.model_dump(), {"role": "user", "content": "More?"}]
+    assert client.chat.completions.create(model=MODEL, messages=history, max_tokens=2).choices
+
+
+def test_a_message_field_corral_does_not_implement_is_a_400_naming_it(
+        client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=MODEL, messages=[
+            {"role": "user", "content": "Hi", "cache_control": {"type": "ephemeral"}}])
+    assert info.value.body["message"] == '"messages[0].cache_control" is not supported'
+
+
+def test_an_assistant_messages_reasoning_reaches_the_template_as_thinking(
+        server: Server, client: openai.OpenAI) -> None:
+    template = "{{ range .Messages }}{{ .Thinking }} {{ .Content }}\n{{ end }}"
+    assert server.post("/api/create", {"model": "thinks:1", "from": MODEL, "template": template,
+                                       "stream": False}).status == 200
+    said = {"role": "assistant", "content": "Paris."}
+    ask = {"role": "user", "content": "Sure?"}
+
+    def prompt_tokens(answer: dict) -> int:
+        return client.chat.completions.create(model="thinks:1", messages=[*ASK, answer, ask],
+                                              max_tokens=1).usage.prompt_tokens
+
+    reasoned = {**said, "reasoning": "The capital of France is Paris, as every atlas shows."}
+    assert prompt_tokens(reasoned) > prompt_tokens(said) + 5
+    server.request("DELETE", "/api/delete", {"model": "thinks:1"})
