@@ -23,6 +23,15 @@ TIME = {"type": "function", "function": {
     "name": "get_time", "description": "The time in a city",
     "parameters": {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 12}},
                    "required": ["zone"]}}}
+# Every forced call's argument is bounded and CALL_ROOM holds the longest call the grammar allows
+# (each character may be a 6-token \u escape): an unbounded city sampled at random once ran past
+# 80 tokens, and the answer was cut before its call closed. Which call a seed gives also varies
+# with the prompt cache's state, so no test may count on a short one.
+CITY = {"type": "function", "function": {
+    **WEATHER["function"],
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+                   "required": ["city"]}}}
+CALL_ROOM = 200
 ASK = [{"role": "user", "content": "Tell me a short story."}]  # asks for no tool at all
 
 
@@ -44,8 +53,8 @@ def oai(server: Server) -> openai.OpenAI:
 
 
 def test_required_makes_even_the_demo_model_call_a_tool(oai: openai.OpenAI, model: str) -> None:
-    reply = oai.chat.completions.create(model=model, messages=ASK, tools=[WEATHER, TIME],
-                                        tool_choice="required", max_tokens=80, seed=1)
+    reply = oai.chat.completions.create(model=model, messages=ASK, tools=[CITY, TIME],
+                                        tool_choice="required", max_tokens=CALL_ROOM, seed=1)
     [call] = reply.choices[0].message.tool_calls
     assert reply.choices[0].finish_reason == "tool_calls"
     arguments = json.loads(call.function.arguments)
@@ -56,16 +65,14 @@ def test_required_makes_even_the_demo_model_call_a_tool(oai: openai.OpenAI, mode
 def test_a_named_function_is_the_one_called(oai: openai.OpenAI, model: str) -> None:
     for name in ("get_weather", "get_time"):
         reply = oai.chat.completions.create(
-            model=model, messages=ASK, tools=[WEATHER, TIME], max_tokens=80, seed=2,
+            model=model, messages=ASK, tools=[CITY, TIME], max_tokens=CALL_ROOM, seed=2,
             tool_choice={"type": "function", "function": {"name": name}})
         assert [c.function.name for c in reply.choices[0].message.tool_calls] == [name]
 
 
 def test_a_streamed_forced_call_comes_back_as_tool_calls(oai: openai.OpenAI, model: str) -> None:
-    # get_time's argument is bounded, so the whole call fits in max_tokens whatever is sampled
-    # (an unbounded city once ran past 80 tokens and the answer was cut before the call closed).
     chunks = list(oai.chat.completions.create(
-        model=model, messages=ASK, tools=[TIME], tool_choice="required", max_tokens=160,
+        model=model, messages=ASK, tools=[TIME], tool_choice="required", max_tokens=CALL_ROOM,
         stream=True))
     calls = [c for chunk in chunks for choice in chunk.choices
              for c in (choice.delta.tool_calls or [])]
