@@ -75,7 +75,7 @@ def test_json_schema_response_format(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Name a colour as JSON."}],
         response_format={"type": "json_schema", "json_schema": {"name": "c", "schema": schema}},
-        max_tokens=40)
+        max_tokens=100)  # the longest colour the schema allows fits
     assert set(json.loads(reply.choices[0].message.content)) == {"colour"}
 
 
@@ -134,7 +134,7 @@ def test_tool_calls_come_back_with_finish_reason_tool_calls(server: Server,
         model="toolbox", messages=[{"role": "user", "content": "Weather in Paris?"}],
         tools=[WEATHER], response_format={"type": "json_schema",
                                           "json_schema": {"name": "call", "schema": CALL}},
-        max_tokens=60)
+        max_tokens=160)  # the longest call CALL allows fits
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
     call = choice.message.tool_calls[0]

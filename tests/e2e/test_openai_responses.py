@@ -97,7 +97,7 @@ def test_a_structured_answer_parses_against_its_schema(client: openai.OpenAI) ->
     schema = {"type": "object", "required": ["colour"], "additionalProperties": False,
               "properties": {"colour": {"type": "string", "maxLength": 10}}}
     reply = client.responses.create(
-        model=MODEL, input="Name a colour as JSON.", max_output_tokens=40,
+        model=MODEL, input="Name a colour as JSON.", max_output_tokens=100,
         text={"format": {"type": "json_schema", "name": "colour", "schema": schema}})
     assert set(json.loads(reply.output_text)) == {"colour"}
     assert reply.text is not None and reply.text.format.type == "json_schema"

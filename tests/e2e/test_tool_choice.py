@@ -23,9 +23,9 @@ TIME = {"type": "function", "function": {
     "name": "get_time", "description": "The time in a city",
     "parameters": {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 12}},
                    "required": ["zone"]}}}
-# Every forced call's argument is bounded and CALL_ROOM holds the longest call the grammar allows
-# (each character may be a 6-token \u escape): an unbounded city sampled at random once ran past
-# 80 tokens, and the answer was cut before its call closed. Which call a seed gives also varies
+# Every forced call's argument is bounded and CALL_ROOM holds the longest call but for runs of
+# blanks (each character may be a 6-token \u escape): an unbounded city sampled at random once ran
+# past 80 tokens, and the answer was cut before its call closed. Which call a seed gives also varies
 # with the prompt cache's state, so no test may count on a short one.
 CITY = {"type": "function", "function": {
     **WEATHER["function"],

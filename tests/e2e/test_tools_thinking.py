@@ -50,7 +50,8 @@ def tool_model(server: Server) -> str:
 
 
 def _chat(server: Server, model: str, **extra: object) -> list[dict]:
-    body = {"model": model, "messages": ASK, "options": {"seed": 1, "num_predict": 60}, **extra}
+    # Room for the longest call CALL allows (16 characters of 6-token \u escapes at most).
+    body = {"model": model, "messages": ASK, "options": {"seed": 1, "num_predict": 160}, **extra}
     reply = server.post("/api/chat", body)
     assert reply.status == 200, reply.body
     return reply.lines() if body.get("stream", True) else [reply.json()]
