@@ -247,11 +247,17 @@ class ModelBatcher:
                 offered.append((seq, limit, None))  # a draft model sees no image
         offers = [(seq.drafter.acceptance, n) for seq, n, _ in offered]  # type: ignore[union-attr]
         lengths = plan_drafts(len(generating), offers, costs, room, self._draft_cost)
+        guessing: list[tuple[Sequence, int]] = []  # the draft model's, made together
         for (seq, _, proposal), length in zip(offered, lengths):
             if proposal is not None:
                 seq.draft = proposal[:length]
             elif length:
-                seq.draft = draft_model.draft(seq.slot, seq.tokens, length)  # type: ignore[union-attr]
+                guessing.append((seq, length))
+        if guessing:
+            made = draft_model.draft_many(  # type: ignore[union-attr]
+                [(seq.slot, seq.tokens, length) for seq, length in guessing])
+            for (seq, _), guesses in zip(guessing, made):
+                seq.draft = guesses
 
     def _calibrate(self) -> Costs:
         """Times a decode of each of a few batch sizes (every token with its logits, as a

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import llama_cpp as llama
 import numpy as np
@@ -31,6 +32,18 @@ VOCAB_SLACK = 128
 # Token texts compared at load beyond the first CHECKED_HEAD: every VOCAB_STRIDE-th, since each is
 # a ctypes call (all 262k of Gemma's would add a quarter of a second to every load).
 CHECKED_HEAD, VOCAB_STRIDE = 4096, 61
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """One token of a draft decode: whose (the ask's index and slot), where, and whether its
+    logits are read (a sequence's last known token, or its last guess)."""
+
+    ask: int
+    slot: int
+    token: int
+    pos: int
+    logits: bool
 
 
 class DraftModel:
@@ -71,26 +84,54 @@ class DraftModel:
         drafted token costs."""
         for _ in range(2):
             start = time.perf_counter()
-            rc = self._decode(0, [llama.llama_vocab_bos(self.vocab)], 0)
+            decoded = self._decode([_Row(0, 0, llama.llama_vocab_bos(self.vocab), 0, True)])
             # A draft that cannot decode is never worth its cost.
-            self.token_cost = time.perf_counter() - start if rc == 0 else math.inf
+            self.token_cost = time.perf_counter() - start if decoded else math.inf
             self._memory.clear()
         self._held.clear()
 
     def draft(self, slot: int, tokens: list[int], count: int) -> list[int]:
-        """Up to `count` greedy guesses at what follows `tokens` (a sequence's history, its
-        pending token last); [] while the draft catches up with a long history, or if it
-        cannot decode it."""
-        for _ in range(2):
-            guesses = self._draft(slot, tokens, count)
-            if guesses is not None:
-                return guesses
-            self._memory.clear(data=False)  # no room: drop every slot's cache, once
-            self._held.clear()
-        return []
+        """One sequence's guesses (see `draft_many`)."""
+        return self.draft_many([(slot, tokens, count)])[0]
 
-    def _draft(self, slot: int, tokens: list[int], count: int) -> list[int] | None:
-        """The guesses; None if a decode found no room."""
+    def draft_many(self, asks: list[tuple[int, list[int], int]]) -> list[list[int]]:
+        """For each (slot, history with its pending token last, count): up to `count` greedy
+        guesses at what follows, made together: the histories' new tokens share decodes (one,
+        unless they hold more than a batch), then one decode a guess position serves every
+        sequence still guessing. [] for a sequence still catching up with a long history or
+        holding a token the draft does not know; [] for all when a decode fails (a full
+        context: what every slot held goes, it is only a cache)."""
+        guesses: list[list[int]] = [[] for _ in asks]
+        rows: list[_Row] = []
+        for i, (slot, tokens, count) in enumerate(asks):
+            new = self._sync(slot, tokens)
+            if new and count > 0:
+                start, last = len(self._held[slot]), len(new) - 1
+                caught_up = start + len(new) == len(tokens)
+                rows += [_Row(i, slot, token, start + k, caught_up and k == last)
+                         for k, token in enumerate(new)]
+        while rows:
+            for start in range(0, len(rows), self._batch_tokens):
+                chunk = rows[start:start + self._batch_tokens]
+                if not self._decode(chunk):
+                    self._memory.clear()
+                    self._held.clear()
+                    return [[] for _ in asks]
+                for k, row in enumerate(chunk):
+                    self._held[row.slot].append(row.token)
+                    if row.logits:
+                        guesses[row.ask].append(self._argmax(k))
+            rows = [_Row(i, slot, said[-1], len(self._held[slot]), True)
+                    for i, ((slot, _, count), said) in enumerate(zip(asks, guesses))
+                    if 0 < len(said) < count and said[-1] < self._usable]
+        # A guess past the model's vocabulary (a larger one's padding) ends a sequence's draft.
+        return [said[:next((k for k, t in enumerate(said) if t >= self._usable), len(said))]
+                for said in guesses]
+
+    def _sync(self, slot: int, tokens: list[int]) -> list[int] | None:
+        """Cuts what the slot holds back to its common prefix with `tokens` and returns what
+        it must decode next (at most CATCH_UP tokens); None for a token the draft does not
+        know (the model's vocabulary is larger)."""
         held = self._held.get(slot, [])
         keep = min(len(held), len(tokens) - 1)  # the last token is decoded again for its logits
         if held[:keep] != tokens[:keep]:  # (compared whole first: a list compare is C)
@@ -98,40 +139,21 @@ class DraftModel:
         if not self._memory.remove(slot, keep):
             keep = 0  # a model that cannot cut its state (recurrent) starts the slot over
             self._memory.remove(slot)
-        self._held[slot] = held = tokens[:keep]
+        self._held[slot] = tokens[:keep]
         new = tokens[keep:keep + CATCH_UP]
-        if any(not 0 <= token < self.n_vocab for token in new):
-            return []  # a token the draft does not know (the model's vocabulary is larger)
-        guesses: list[int] = []
-        while len(guesses) < count:
-            for start in range(0, len(new), self._batch_tokens):
-                chunk = new[start:start + self._batch_tokens]
-                rc = self._decode(slot, chunk, len(held))
-                if rc != 0:
-                    if rc == 1:
-                        return None
-                    self._memory.remove(slot)
-                    self._held.pop(slot, None)
-                    return []
-                held += chunk
-            if len(held) < len(tokens) + len(guesses):
-                return []  # still catching up: guesses from the next step on
-            guess = int(np.ctypeslib.as_array(llama.llama_get_logits_ith(self.ctx, -1),
-                                              shape=(self.n_vocab,)).argmax())
-            if guess >= self._usable:  # a padding token of a larger vocabulary
-                break
-            guesses.append(guess)
-            new = [guess]
-        return guesses
+        return None if any(not 0 <= token < self.n_vocab for token in new) else new
 
-    def _decode(self, slot: int, tokens: list[int], pos: int) -> int:
-        """Decodes the tokens at `pos` on, logits for the last only: llama_decode's code."""
+    def _argmax(self, row: int) -> int:
+        return int(np.ctypeslib.as_array(llama.llama_get_logits_ith(self.ctx, row),
+                                         shape=(self.n_vocab,)).argmax())
+
+    def _decode(self, rows: list[_Row]) -> bool:
         batch = self._batch
-        for k, token in enumerate(tokens):
-            batch.token[k], batch.pos[k], batch.n_seq_id[k] = token, pos + k, 1
-            batch.seq_id[k][0], batch.logits[k] = slot, k == len(tokens) - 1
-        batch.n_tokens = len(tokens)
-        return int(llama.llama_decode(self.ctx, batch))
+        for k, row in enumerate(rows):
+            batch.token[k], batch.pos[k], batch.n_seq_id[k] = row.token, row.pos, 1
+            batch.seq_id[k][0], batch.logits[k] = row.slot, row.logits
+        batch.n_tokens = len(rows)
+        return llama.llama_decode(self.ctx, batch) == 0
 
     def close(self) -> None:
         llama.llama_batch_free(self._batch)

@@ -36,14 +36,24 @@ def prompt(model: LoadedModel, text: str) -> list[int]:
     return model.tokenize(text, add_bos=True)
 
 
-def test_calibration_times_decodes_that_succeed(draft: DraftModel,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    codes: list[int] = []
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
+    """Each draft decode from here on: (its tokens, whether it succeeded)."""
+    seen: list[tuple[int, bool]] = []
     decode = DraftModel._decode
-    monkeypatch.setattr(DraftModel, "_decode",
-                        lambda self, *a: codes.append(decode(self, *a)) or codes[-1])
+
+    def counted(self: DraftModel, rows: list) -> bool:
+        seen.append((len(rows), decode(self, rows)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(DraftModel, "_decode", counted)
+    return seen
+
+
+def test_calibration_times_decodes_that_succeed(draft: DraftModel,
+                                                decodes: list[tuple[int, bool]]) -> None:
     draft.calibrate()
-    assert codes == [0, 0] and 0 < draft.token_cost < float("inf")
+    assert decodes == [(1, True), (1, True)] and 0 < draft.token_cost < float("inf")
 
 
 def test_guesses_are_the_greedy_continuation(model: LoadedModel, draft: DraftModel) -> None:
@@ -55,16 +65,22 @@ def test_guesses_are_the_greedy_continuation(model: LoadedModel, draft: DraftMod
 
 
 def test_a_draft_after_accepted_guesses_decodes_only_what_is_new(
-        model: LoadedModel, draft: DraftModel, monkeypatch: pytest.MonkeyPatch) -> None:
+        model: LoadedModel, draft: DraftModel, decodes: list[tuple[int, bool]]) -> None:
     tokens = prompt(model, "The capital of France is")
     guesses = draft.draft(0, tokens, 2)
-    decoded: list[int] = []
-    decode = DraftModel._decode
-    monkeypatch.setattr(DraftModel, "_decode",
-                        lambda self, slot, new, pos: decoded.append(len(new))
-                        or decode(self, slot, new, pos))
+    decodes.clear()
     draft.draft(0, tokens + guesses, 1)
-    assert decoded == [1]  # the second guess (the first is in its cells already)
+    assert decodes == [(1, True)]  # the second guess (the first is in its cells already)
+
+
+def test_sequences_guess_together_one_decode_a_position(
+        model: LoadedModel, draft: DraftModel, decodes: list[tuple[int, bool]]) -> None:
+    first, second = prompt(model, "One, two, three,"), prompt(model, "Monday, Tuesday,")
+    alone = [draft.draft(0, first, 3), draft.draft(1, second, 3)]
+    draft.calibrate()  # empties the context: both histories are new again
+    decodes.clear()
+    assert draft.draft_many([(0, first, 3), (1, second, 3)]) == alone
+    assert decodes == [(len(first) + len(second), True), (2, True), (2, True)]
 
 
 def test_a_long_history_is_caught_up_over_steps_without_guesses(
@@ -82,11 +98,10 @@ def test_a_token_the_draft_does_not_know_ends_only_that_draft(
     monkeypatch.setattr(draft_model.LlamaMemory, "clear",
                         lambda self, data=False: cleared.append(data))
     assert draft.draft(0, prompt(model, "Hello") + [draft.n_vocab + 5], 2) == []
-    decoded: list[int] = []
     decode = DraftModel._decode
+    decoded: list[int] = []
     monkeypatch.setattr(DraftModel, "_decode",
-                        lambda self, slot, new, pos: decoded.append(len(new))
-                        or decode(self, slot, new, pos))
+                        lambda self, rows: decoded.append(len(rows)) or decode(self, rows))
     assert draft.draft(1, other, 1)  # slot 1 kept its cells: only the last token is decoded
     assert decoded == [1] and cleared == []
 
