@@ -51,8 +51,11 @@ def test_streamed_logprobs_come_with_their_tokens_and_equal_the_whole_ones(
     whole = client.chat(model=MODEL, messages=[{"role": "user", "content": "Hello!"}],
                         options=GREEDY, logprobs=True, top_logprobs=2)
     assert_own_top_one(streamed, parts[-1].eval_count)
-    assert [(e.token, round(e.logprob, 4)) for e in streamed] == \
-        [(e.token, round(e.logprob, 4)) for e in whole.logprobs]
+    assert [e.token for e in streamed] == [e.token for e in whole.logprobs]
+    # The second request's prompt comes from the cache, whose arithmetic may differ in the last
+    # digits: close, not rounded alike (a rounding boundary would fail by chance).
+    assert all(math.isclose(a.logprob, b.logprob, abs_tol=1e-3)
+               for a, b in zip(streamed, whole.logprobs))
 
 
 def test_logprobs_not_asked_for_are_not_sent(client: ollama.Client) -> None:
