@@ -6,7 +6,9 @@
 # 2. the GPU tests (tests/e2e/test_gpu.py: placement on the device, whole offload, num_gpu 0,
 #    a split over two GPUs where there are two);
 # 3. the throughput bench at 1, 8, 32 and 64 streams beside raw llama.cpp and llama-server
-#    (bench/llama_server.py builds it once, with the same CUDA flags), as one table.
+#    (bench/llama_server.py builds it once, with the same CUDA flags), as one table;
+# 4. on a GPU, speculative decoding off / auto / always on the rewrite and story workloads at 1
+#    and 8 streams (the 1.5x at one stream on rewrites is a GPU figure).
 # Without a GPU it says so, the GPU tests skip with their reason, and the bench runs on the
 # CPU at 1 and 8 streams, so the script itself is exercised anywhere.
 set -euo pipefail
@@ -18,6 +20,7 @@ if nvidia-smi >/dev/null 2>&1; then
     echo "[gpu] $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)"
     "$PY" -m pytest -q -m gpu -rs tests/e2e/test_gpu.py tests/unit/test_devices.py
     "$PY" bench/throughput.py --levels 1,8,32,64 --repeat 2 --llama-server
+    "$PY" bench/speculation.py --levels 1,8 --repeat 1
 else
     echo "[gpu] no NVIDIA GPU answers nvidia-smi: the GPU tests skip, the bench runs on the CPU"
     "$PY" -m pytest -q -m gpu -rs tests/e2e/test_gpu.py
