@@ -112,8 +112,13 @@ def estimate(model: ModelMemory, kv_cells: int, slots: int, gpu_layers: int,
     )
 
 
+def logits_bytes(n_vocab: int, n_embd: int, ubatch: int = UBATCH) -> int:
+    """The compute buffer with flash attention: the output layer's result for a ubatch."""
+    return FLOAT * ubatch * (n_vocab + 2 * n_embd)
+
+
 def compute_bytes(model: ModelMemory, kv_cells: int, flash_attention: bool) -> int:
-    logits = FLOAT * UBATCH * (model.n_vocab + 2 * model.n_embd)
+    logits = logits_bytes(model.n_vocab, model.n_embd)
     if flash_attention:
         return logits
     scores = FLOAT * UBATCH * (1 + 4 * model.n_embd + kv_cells * (1 + model.n_head))

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from scheduler.memory import FLOAT, ModelMemory, kv_cell_scale
+from scheduler.memory import ModelMemory, kv_cell_scale, logits_bytes
 from scheduler.runner import ModelRef
 from scheduler.scheduler import Scheduler
 from server import errors
@@ -83,7 +83,7 @@ def model_ref(spec: ModelSpec, kv_cache_type: str = "f16") -> ModelRef:
     if draft is not None:
         draft_info = cached_info(str(draft))
         # Its weights and its compute buffer, which holds logits for DRAFT_UBATCH tokens.
-        compute = FLOAT * DRAFT_UBATCH * (draft_info.n_vocab + 2 * draft_info.embedding_length)
+        compute = logits_bytes(draft_info.n_vocab, draft_info.embedding_length, DRAFT_UBATCH)
         memory = replace(memory, draft_bytes=draft.stat().st_size + compute,
                          draft_kv_bytes_per_cell=round(draft_info.kv_bytes_per_token
                                                        * kv_cell_scale(kv_cache_type)))

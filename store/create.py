@@ -82,7 +82,7 @@ class _GGUFFile:
     name: str  # the file name the request gives it, or the FROM text
     path: Path
     digest: str | None  # None: a server-side file, copied in once every check passed
-    media_type: str = MODEL_MEDIA  # or PROJECTOR_MEDIA
+    media_type: str = MODEL_MEDIA  # or PROJECTOR_MEDIA, ADAPTER_MEDIA, DRAFT_MEDIA
 
 
 @dataclass
@@ -217,29 +217,27 @@ def _from_gguf(info: GGUFInfo, layers: list[Layer]) -> _Base:
 def _adapter_layers(store: Store, spec: CreateSpec, family: str) -> list[Layer]:
     """LoRA adapters from uploaded blobs and allowed paths, each checked to be a GGUF adapter
     for this model's architecture before any path is copied into the store."""
-    found: list[tuple[str, Path, str | None]] = []
-    for filename, digest in spec.adapters.items():
-        digest = normalize_digest(digest)
-        if not store.has_blob(digest):
-            raise InvalidInput(f"blob {digest} for {filename} not found; "
-                               f"upload it with POST /api/blobs/{digest}")
-        found.append((filename, store.blob_path(digest), digest))
-    for text in spec.adapter_paths:
-        path, digest = _import_path(store, text, spec.import_dirs)
-        found.append((text, path, digest))
-    layers = []
-    for filename, path, digest in found:
-        _check_magic(path, filename)
-        info = validate_gguf(path)
+    found = _named_files(store, spec.adapters, spec.adapter_paths, spec.import_dirs,
+                         ADAPTER_MEDIA)
+    for file in found:
+        _check_magic(file.path, file.name)
+        info = validate_gguf(file.path)
         if info.metadata.get("general.type") != "adapter":
-            raise InvalidInput(f"{filename} is not a LoRA adapter (general.type is not adapter)")
+            raise InvalidInput(f"{file.name} is not a LoRA adapter (general.type is not adapter)")
         if family and info.architecture != family:
-            raise InvalidInput(f"adapter {filename} is for {info.architecture}, "
+            raise InvalidInput(f"adapter {file.name} is for {info.architecture}, "
                                f"the model is {family}")
-    for filename, path, digest in found:
-        digest = digest or store.add_blob_file(path)
-        layers.append(Layer(ADAPTER_MEDIA, digest, store.blob_path(digest).stat().st_size))
-    return layers
+    return [_file_layer(store, file) for file in found]
+
+
+def _named_files(store: Store, uploaded: dict[str, str], paths: list[str],
+                 import_dirs: tuple[Path, ...], media_type: str) -> list[_GGUFFile]:
+    """The files a request names: uploaded blobs (file name -> digest), then server-side paths
+    (copied into the store only by `_file_layer`, once every check passed)."""
+    found = [_GGUFFile(name, _uploaded(store, name, digest), normalize_digest(digest), media_type)
+             for name, digest in uploaded.items()]
+    return found + [_GGUFFile(text, *_import_path(store, text, import_dirs), media_type)
+                    for text in paths]
 
 
 def _weights_path(store: Store, base: _Base) -> Path:
@@ -253,14 +251,13 @@ def _draft_layer(store: Store, spec: CreateSpec, weights: Path) -> tuple[Layer, 
     projector) whose vocabulary is the weights' as llama.cpp's speculative decoding requires
     (same tokenizer, BOS and EOS; sizes within DRAFT_VOCAB_SLACK). A path is copied into the
     store only after every check passed."""
-    found = [(name, _uploaded(store, name, digest), normalize_digest(digest))
-             for name, digest in spec.draft_files.items()]
-    found += [(text, *_import_path(store, text, spec.import_dirs)) for text in spec.draft_paths]
+    found = _named_files(store, spec.draft_files, spec.draft_paths, spec.import_dirs, DRAFT_MEDIA)
     if len(found) != 1:
         raise InvalidInput(f"a draft model is one GGUF file, not {len(found)}")
-    name, path, digest = found[0]
-    _check_magic(path, name)
-    info = validate_gguf(path)
+    [draft] = found
+    name = draft.name
+    _check_magic(draft.path, name)
+    info = validate_gguf(draft.path)
     if info.metadata.get("general.type") == "adapter" or is_projector(info):
         raise InvalidInput(f"draft {name} is not a model (it is an adapter or a projector)")
     model = validate_gguf(weights)
@@ -270,8 +267,7 @@ def _draft_layer(store: Store, spec: CreateSpec, weights: Path) -> tuple[Layer, 
     if differs or abs(info.n_vocab - model.n_vocab) > DRAFT_VOCAB_SLACK:
         raise InvalidInput(f"draft {name} does not share the model's vocabulary "
                            f"({', '.join(differs) or 'its size'} differs)")
-    digest = digest or store.add_blob_file(path)
-    return Layer(DRAFT_MEDIA, digest, store.blob_path(digest).stat().st_size), info.architecture
+    return _file_layer(store, draft), info.architecture
 
 
 def _new_contents(spec: CreateSpec, params: dict[str, Any]) -> list[tuple[bytes, str]]:
