@@ -207,3 +207,21 @@ def test_a_text_only_model_refuses_images(server: Server) -> None:
     reply = server.post("/api/generate", {"model": MODEL, "prompt": ASK, "images": [b64(png())]})
     assert reply.status == 400
     assert reply.json() == {"error": f'"{MODEL}" does not support images'}
+
+
+def test_a_history_is_cut_counting_each_image_as_ollamas_768_positions(
+        server: Server, vision: str) -> None:
+    # The image's own positions (16 here) would fit in 512; counted as Ollama counts an image,
+    # its message is the oldest that goes, and the answer still comes.
+    history = [{"role": "user", "content": ASK, "images": [b64(png())]},
+               {"role": "assistant", "content": "A small square."},
+               {"role": "user", "content": "What colour is it?"}]
+
+    def prompt_size(num_ctx: int) -> int:
+        reply = server.post("/api/chat", {"model": vision, "messages": history, "stream": False,
+                                          "options": {**GREEDY, "num_ctx": num_ctx}})
+        assert reply.status == 200, reply.body
+        return reply.json()["prompt_eval_count"]
+
+    whole = prompt_size(2048)
+    assert whole > PROJECTOR_IMAGE_TOKENS and prompt_size(512) < whole - PROJECTOR_IMAGE_TOKENS

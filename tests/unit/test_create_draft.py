@@ -120,3 +120,16 @@ def test_show_prints_the_draft_after_the_adapters_as_ollama_does() -> None:
 def test_draft_quantize_is_a_400_not_a_silent_no_op() -> None:
     with pytest.raises(BadRequest, match="draft_quantize is not supported"):
         CreateRequest.parse({"model": "m", "from": "x", "draft_quantize": "q4_K_M"})
+
+
+async def test_the_config_blob_places_the_draft_as_gos_configv2_encodes_it(
+        store: Store, sources: Path) -> None:
+    # types/model/config.go: `Draft *Draft json:"draft,omitempty"` follows base_name and precedes
+    # architecture and os; Draft's empty tensor_prefix and config are omitted.
+    await _create(store, model="m", files=_upload(store, sources / "model.gguf"),
+                  draft_files=_upload(store, sources / "draft.gguf"))
+    manifest = store.read_manifest(parse_name("m"))
+    assert manifest is not None
+    blob = store.read_blob(manifest.config.digest)
+    assert blob.endswith(b'"file_type":"F16","draft":{"model_format":"gguf","architecture":'
+                         b'"llama"},"architecture":"amd64","os":"linux"}\n'), blob
