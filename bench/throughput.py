@@ -11,8 +11,9 @@ OLLAMA_NUM_PARALLEL=N with --parallel). The same work (same prompt tokens, same 
 generated tokens, same threads) is then done by the fastest raw loop we know on llama-cpp-python's
 low-level API in this process: one context, flash attention as llama.cpp picks it, one unified
 KV cache sized to the work, every prompt prefilled in one batch, then all sequences decoded
-together, greedy sampling and detokenization as served. Each figure is the best of `--repeat`
-rounds, server and raw alternating, since these machines are noisy: ratios are the result.
+together, greedy sampling (an argmax, as served) and detokenization. Each figure is the best
+of `--repeat` rounds, server and raw alternating, since these machines are noisy: ratios are
+the result.
 
 Columns: aggregate generated tokens/s; p50/p95 time to first token (server: request sent to the
 first text; raw: start to the first sampled token, i.e. the batched prefill); p95 inter-token
@@ -46,6 +47,7 @@ from typing import Callable
 from pathlib import Path
 
 import aiohttp
+import numpy as np
 import orjson
 import psutil
 
@@ -183,8 +185,7 @@ class Raw:
         cparams.flash_attn_type = -1
         ctx = llama.llama_init_from_model(self.model, cparams)
         batch = llama.llama_batch_init(max(512, need), 0, 1)
-        chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
-        llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_greedy())
+        n_vocab = llama.llama_vocab_n_tokens(self.vocab)
         buf = (llama.ctypes.c_char * 256)()
         start = time.perf_counter()
         k, last_index = 0, []
@@ -204,7 +205,9 @@ class Raw:
             for seq in range(n):
                 if produced[seq] >= counts[seq]:
                     continue
-                tok = llama.llama_sampler_sample(chain, ctx, last_index[seq])
+                # Greedy as served (workers/sampling.py): the argmax of the logits row.
+                tok = int(np.ctypeslib.as_array(llama.llama_get_logits_ith(ctx, last_index[seq]),
+                                                shape=(n_vocab,)).argmax())
                 llama.llama_token_to_piece(self.vocab, tok, buf, 256, 0, False)
                 now = time.perf_counter()
                 if stamps[seq]:
@@ -224,7 +227,6 @@ class Raw:
             llama.llama_decode(ctx, batch)
             last_index = [index.get(s, -1) for s in range(n)]
         wall = time.perf_counter() - start
-        llama.llama_sampler_free(chain)
         llama.llama_batch_free(batch)
         llama.llama_free(ctx)
         return Round(wall, sum(counts), [first - start] * n, gaps)

@@ -31,7 +31,7 @@ from workers.logprobs import Distribution
 from workers.planner import StepCosts, Work, plan_step
 from workers.prompt import Built
 from workers.render_pool import RenderCrashed, RenderStopped, RenderTimeout
-from workers.sampling import build_chain, free_chain
+from workers.sampling import Chain
 from workers.sequence import Sequence, Status
 from workers.speculation import CALIBRATION_SIZES, FREE, MAX_DRAFT, Costs, Drafter, plan_drafts
 from workers.textstream import TextStream
@@ -115,8 +115,7 @@ class ModelBatcher:
         seq.prompt = seq.window.fit_prompt(tokens)
         seq.tokens = list(seq.prompt)
         seq.limit = predict_limit(opts["num_predict"], model.num_ctx)
-        seq.chain = build_chain(opts, model.num_ctx, model.n_vocab,
-                                [t for t in seq.prompt if t >= 0])
+        seq.chain = Chain(opts, model.num_ctx, model.n_vocab, [t for t in seq.prompt if t >= 0])
         seq.text = TextStream(opts["stop"])
         if self._decode_costs is not None and seq.grammar is None and seq.logprobs < 0:
             seq.drafter = Drafter()
@@ -360,7 +359,7 @@ class ModelBatcher:
         seq.n_computed += 1  # the pending token's cell
         accepted = 0
         for j in range(len(drafts) + 1):
-            token = llama.llama_sampler_sample(seq.chain, self.model.ctx, first + j)
+            token = seq.chain.sample(self.model, first + j)  # type: ignore[union-attr]
             self._accept(seq, token)
             if seq.job_id not in self._seqs or j == len(drafts) or token != drafts[j]:
                 break
@@ -374,13 +373,14 @@ class ModelBatcher:
         """The sequence's next token, or None while its grammar's pass runs on a side thread.
         A sequence that asked for logprobs measures its logits row first (it is raw still)."""
         grammar, chain = seq.grammar, seq.chain
+        assert chain is not None
         if grammar is None and seq.logprobs < 0:  # the common case: nothing to look at first
-            return llama.llama_sampler_sample(chain, self.model.ctx, index)
+            return chain.sample(self.model, index)
         logits = self.model.logits(index)
         if seq.logprobs >= 0:
             seq.distribution = Distribution.of(logits, seq.logprobs)
         if grammar is None:
-            return llama.llama_sampler_sample(chain, self.model.ctx, index)
+            return chain.sample(self.model, index)
         token = grammar.try_token(chain, logits)
         if token is None:
             seq.status = Status.SAMPLING
@@ -472,7 +472,7 @@ class ModelBatcher:
 
 def _free_samplers(seq: Sequence) -> None:
     if seq.chain is not None:
-        free_chain(seq.chain)
+        seq.chain.free()
     if seq.grammar is not None:
         seq.grammar.free()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import re
+from typing import TYPE_CHECKING
 
 import llama_cpp as llama
 import numpy as np
@@ -15,6 +16,9 @@ import orjson
 
 from workers.protocol import OutputFormat
 from workers.schema_grammar import JSON_GRAMMAR, SchemaError, schema_grammar
+
+if TYPE_CHECKING:
+    from workers.sampling import Chain
 
 # llama_token_data as numpy sees it, so a candidate array for 262k tokens is one vector copy.
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
@@ -59,25 +63,25 @@ class Grammar:
             raise ValueError("the format could not be compiled into a grammar")
         self._ids = np.arange(n_vocab, dtype=np.int32)
 
-    def try_token(self, chain: llama.llama_sampler_p, logits: np.ndarray) -> int | None:
+    def try_token(self, chain: Chain, logits: np.ndarray) -> int | None:
         """The chain's choice if the grammar allows it (then taken by both), else None."""
-        token = self._apply(logits, chain)
+        token = self._apply(logits, chain.handle)
         if not self._allows(token):
             return None
         self._take(chain, token)
         return token
 
-    def full_pass(self, chain: llama.llama_sampler_p, logits: np.ndarray) -> int:
+    def full_pass(self, chain: Chain, logits: np.ndarray) -> int:
         """The chain's choice among the tokens the grammar allows (taken by both)."""
-        token = self._apply(logits, self._sampler, chain)
+        token = self._apply(logits, self._sampler, chain.handle)
         if not self._allows(token):  # nothing was allowed: accepting it would abort()
             raise GrammarDeadEnd("the format's grammar allows no token to follow")
         self._take(chain, token)
         return token
 
-    def _take(self, chain: llama.llama_sampler_p, token: int) -> None:
+    def _take(self, chain: Chain, token: int) -> None:
         llama.llama_sampler_accept(self._sampler, token)
-        llama.llama_sampler_accept(chain, token)
+        chain.accept(token)
 
     def _apply(self, logits: np.ndarray, *samplers: llama.llama_sampler_p) -> int:
         data = np.empty(len(self._ids), dtype=_TOKEN_DATA)

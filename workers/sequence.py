@@ -19,9 +19,8 @@ from workers.context import Window
 from workers.options import RequestOptions
 
 if TYPE_CHECKING:
-    import llama_cpp as llama
-
     from workers.grammar import Grammar
+    from workers.sampling import Chain
     from workers.logprobs import Distribution
     from workers.speculation import Drafter
     from workers.protocol import Logprob
@@ -59,7 +58,7 @@ class Sequence:
     last_chunk: int = 0  # where the prefill chunk that ended its prompt began
     window: Window | None = None
     limit: int = 0  # most tokens it may generate
-    chain: llama.llama_sampler_p | None = None
+    chain: Chain | None = None
     grammar: Grammar | None = None  # structured output (`format`)
     text: TextStream | None = None
     generated: list[int] = field(default_factory=list)

@@ -75,9 +75,9 @@ def test_a_decode_failure_fails_only_the_sequence_that_caused_it(engine_and_mess
                                          for s in batcher._seqs.values()):
             engine.poll()  # both prompts rendered first, so both go into the same batch
             time.sleep(0.01)
-        final = _run_until_final(engine, sent, {1, 2})
     finally:
-        model.n_vocab = vocab
+        model.n_vocab = vocab  # the size of the logits rows the sampling reads
+    final = _run_until_final(engine, sent, {1, 2})
     assert isinstance(final[1], protocol.Done) and final[1].eval_count > 0
     assert isinstance(final[2], protocol.Failed) and "llama_decode" in final[2].message
 
