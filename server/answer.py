@@ -44,6 +44,8 @@ class Answer:
             self._thinking.opened()
 
     def feed(self, text: str) -> Parts:
+        if self._thinking is None and self._tools is None:
+            return Parts(content=text)  # every token of most answers: nothing to split
         thinking, content = self._thinking.feed(text) if self._thinking else ("", text)
         return Parts(thinking) + self._content(content, final=False)
 

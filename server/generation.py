@@ -52,7 +52,8 @@ async def bodies(request: web.Request, run: Run, stream: bool, chunk: Callable[[
                         held.append(event.text)
                         logprobs += event.logprobs or ()
                         continue
-                    parts = run.answer.feed(event.text) + Parts(logprobs=event.logprobs or [])
+                    parts = run.answer.feed(event.text)
+                    parts.logprobs += event.logprobs or ()
                     if parts:  # else held back: a tag forming
                         for body in _each(chunk(parts)):
                             yield body

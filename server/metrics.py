@@ -104,6 +104,7 @@ class Generation:
         self._model = model
         self._arrived = request[ARRIVED]
         self._last_token: float | None = None
+        self._latency = self._metrics.inter_token_latency.labels(model)  # looked up once
 
     def saw(self, msg: protocol.FromWorker | protocol.Chunk) -> None:
         if isinstance(msg, protocol.Chunk) and msg.token_count:
@@ -114,7 +115,7 @@ class Generation:
                 # A chunk holds several tokens when the worker held text back (a partial
                 # character, a possible stop sequence): each token gets its share of the gap.
                 gap = (now - self._last_token) / msg.token_count
-                latency = self._metrics.inter_token_latency.labels(self._model)
+                latency = self._latency
                 for _ in range(msg.token_count):
                     latency.observe(gap)
             self._last_token = now
