@@ -15,13 +15,11 @@ import numpy as np
 import orjson
 
 from workers.protocol import OutputFormat
+from workers.sampling import TOKEN_DATA, token_array
 from workers.schema_grammar import JSON_GRAMMAR, SchemaError, schema_grammar
 
 if TYPE_CHECKING:
     from workers.sampling import Chain
-
-# llama_token_data as numpy sees it, so a candidate array for 262k tokens is one vector copy.
-_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
 
 
 def grammar_text(output_format: OutputFormat, prefix: str = "") -> str:
@@ -84,20 +82,16 @@ class Grammar:
         chain.accept(token)
 
     def _apply(self, logits: np.ndarray, *samplers: llama.llama_sampler_p) -> int:
-        data = np.empty(len(self._ids), dtype=_TOKEN_DATA)
+        data = np.empty(len(self._ids), dtype=TOKEN_DATA)
         data["id"], data["logit"], data["p"] = self._ids, logits, 0.0
-        candidates = llama.llama_token_data_array(
-            data=data.ctypes.data_as(ctypes.POINTER(llama.llama_token_data)),
-            size=len(data), selected=-1, sorted=False)
+        candidates = token_array(data)
         for sampler in samplers:
             llama.llama_sampler_apply(sampler, ctypes.byref(candidates))
         return int(data["id"][candidates.selected])
 
     def _allows(self, token: int) -> bool:
-        single = np.array([(token, 1.0, 0.0)], dtype=_TOKEN_DATA)
-        candidates = llama.llama_token_data_array(
-            data=single.ctypes.data_as(ctypes.POINTER(llama.llama_token_data)),
-            size=1, selected=-1, sorted=False)
+        single = np.array([(token, 1.0, 0.0)], dtype=TOKEN_DATA)
+        candidates = token_array(single)
         llama.llama_sampler_apply(self._sampler, ctypes.byref(candidates))
         return bool(np.isfinite(single["logit"][0]))
 

@@ -5,16 +5,21 @@ are slow: Gemma has 262k tokens), then typical-p, top-p, min-p, temperature and 
 <= 0 means greedy, as in Ollama; there the penalties see the whole vocabulary so that they can
 still change the choice. Structured output adds a grammar beside the chain (grammar.py).
 
-A greedy chain's choice is made here in numpy rather than by `llama_sampler_sample`, which first
-copies the whole vocabulary's logits into a candidate array: ~0.4 ms a token for Gemma's 262k on
-a CPU (measured), paid by every sequence in every step, where an argmax is ~25 µs. The choice is
-the chain's own, token for token: the first highest logit after llama.cpp's penalties, in
-float32 as its C code computes them (tests/unit/test_sampling.py holds the two side by side);
-and the chain still accepts every token, so its state stays what llama.cpp's would be.
+`llama_sampler_sample` first copies the whole vocabulary's logits into a candidate array: ~0.4 ms
+a token for Gemma's 262k on a CPU (measured), paid by every sequence in every step, before the
+chain looks at it. So the common chains start from fewer candidates, with the same outcome
+token for token (tests/unit/test_sampling.py holds each beside llama.cpp's own):
+- greedy: the first highest logit after llama.cpp's penalties, in numpy (an argmax is ~25 µs),
+  in float32 as its C code computes them;
+- top-k first (Ollama's default): the chain runs on the k highest logits, already in the order
+  its partial sort leaves them, which is only one order when they are distinct and above the
+  rest; with a tie there, the whole vocabulary, as before.
+The chain accepts every token either way, so its state stays what llama.cpp's would be.
 """
 
 from __future__ import annotations
 
+import ctypes
 from collections import Counter, deque
 from typing import TYPE_CHECKING
 
@@ -25,6 +30,40 @@ from workers.options import RequestOptions
 
 if TYPE_CHECKING:
     from workers.llm import LoadedModel
+
+# llama_token_data as numpy sees it, so a candidate array for 262k tokens is one vector copy.
+TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
+TOP_K_SORTED = 128  # llama.cpp partial-sorts a top-k up to this size (a bucket sort beyond)
+ROWS = 64  # top_candidates folds the logits into 64 rows: a column's maximum is one vector max
+
+
+def token_array(data: np.ndarray, is_sorted: bool = False) -> llama.llama_token_data_array:
+    """A llama_token_data_array over a TOKEN_DATA array (which must outlive it)."""
+    return llama.llama_token_data_array(
+        data=data.ctypes.data_as(ctypes.POINTER(llama.llama_token_data)), size=len(data),
+        selected=-1, sorted=is_sorted)
+
+
+def top_candidates(logits: np.ndarray, k: int) -> np.ndarray | None:
+    """The ids of the k highest logits, highest first, where that order is the only one (k
+    distinct values, all above the rest); None where a tie leaves it to the sorting algorithm."""
+    width = len(logits) // ROWS
+    if width <= k:
+        return None
+    folded = logits[:ROWS * width].reshape(ROWS, width)
+    maxima = folded.max(axis=0)
+    # k columns hold a logit at or above the k-th highest column maximum, so the top k of all
+    # are at or above it too, in those columns or in the tail the fold left out.
+    floor = np.partition(maxima, width - k)[width - k]
+    columns = np.flatnonzero(maxima >= floor)
+    ids = np.concatenate([(columns + width * np.arange(ROWS)[:, None]).ravel(),
+                          np.arange(ROWS * width, len(logits))])
+    ids = ids[logits[ids] >= floor]
+    order = np.argsort(logits[ids])[::-1][:k + 1]
+    top = logits[ids[order]]
+    if not (top[:-1] > top[1:]).all():
+        return None
+    return ids[order[:k]]
 
 
 class Penalties:
@@ -78,6 +117,7 @@ class Chain:
                                    or presence != 0)
         greedy = opts["temperature"] <= 0
         self._greedy = greedy and (not penalize or Penalties.exact(frequency, presence))
+        self._top_k = opts["top_k"] if not greedy and 0 < opts["top_k"] <= TOP_K_SORTED else 0
         self._penalties = (Penalties(last_n, opts["repeat_penalty"], frequency, presence)
                            if self._greedy and penalize else None)
 
@@ -112,13 +152,29 @@ class Chain:
 
     def sample(self, model: LoadedModel, index: int) -> int:
         """The chain's token for batch output `index`, accepted."""
-        if not self._greedy:
-            return llama.llama_sampler_sample(self.handle, model.ctx, index)
-        logits = model.logits(index)
-        if self._penalties is not None:
-            logits = self._penalties.apply(logits)
-        token = int(logits.argmax())  # the first of equal maxima, as llama.cpp's greedy takes
-        self.accept(token)
+        if self._greedy:
+            logits = model.logits(index)
+            if self._penalties is not None:
+                logits = self._penalties.apply(logits)
+            token = int(logits.argmax())  # the first of equal maxima, as llama.cpp's greedy takes
+            self.accept(token)
+            return token
+        if self._top_k:
+            logits = model.logits(index)
+            ids = top_candidates(logits, self._top_k)
+            if ids is not None:
+                return self._choose_among(ids, logits[ids])
+        return llama.llama_sampler_sample(self.handle, model.ctx, index)
+
+    def _choose_among(self, ids: np.ndarray, logits: np.ndarray) -> int:
+        """The chain run on a top-k's candidates, highest first (as its partial sort leaves
+        them), and its token accepted: what llama_sampler_sample does with the whole row."""
+        data = np.empty(len(ids), dtype=TOKEN_DATA)
+        data["id"], data["logit"], data["p"] = ids, logits, 0.0
+        candidates = token_array(data, is_sorted=True)
+        llama.llama_sampler_apply(self.handle, ctypes.byref(candidates))
+        token = int(data["id"][candidates.selected])
+        llama.llama_sampler_accept(self.handle, token)
         return token
 
     def accept(self, token: int) -> None:

@@ -1,5 +1,6 @@
-"""A greedy chain picks in numpy exactly what llama.cpp's own chain picks from the same logits
-(workers/sampling.py), repetition penalties, their window and ties included."""
+"""The chains start from fewer candidates than the whole vocabulary and still choose exactly
+what llama.cpp's own chain chooses from the same logits (workers/sampling.py): greedy with
+repetition penalties, their window and ties; top-k with its seeded draw."""
 
 from __future__ import annotations
 
@@ -10,19 +11,20 @@ import numpy as np
 import pytest
 
 from workers.options import merge
-from workers.sampling import Chain
+from workers.sampling import TOKEN_DATA, Chain, token_array, top_candidates
 
 N_VOCAB = 48
-TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+WIDE_VOCAB = 32_768 + 37  # enough that a top-k of 128 is taken from a part of it, and a tail
 
 
 class Rows:
-    """What Chain.sample reads of a model: output rows of logits (a greedy chain needs no ctx)."""
+    """What Chain.sample reads of a model: output rows of logits. No context: a chain that
+    fell back to llama_sampler_sample would fail on it."""
 
-    ctx = None
+    ctx = object()
 
-    def __init__(self) -> None:
-        self.row = np.zeros(N_VOCAB, dtype=np.float32)
+    def __init__(self, n_vocab: int = N_VOCAB) -> None:
+        self.row = np.zeros(n_vocab, dtype=np.float32)
 
     def logits(self, index: int) -> np.ndarray:
         assert index == 0
@@ -32,11 +34,9 @@ class Rows:
 def llama_choice(chain: Chain, logits: np.ndarray) -> int:
     """What llama_sampler_sample does with a row: the whole vocabulary as candidates, in id
     order, through the chain; then the chain accepts the token."""
-    data = np.empty(N_VOCAB, dtype=TOKEN_DATA)
-    data["id"], data["logit"], data["p"] = np.arange(N_VOCAB), logits, 0.0
-    candidates = llama.llama_token_data_array(
-        data=data.ctypes.data_as(ctypes.POINTER(llama.llama_token_data)), size=N_VOCAB,
-        selected=-1, sorted=False)
+    data = np.empty(len(logits), dtype=TOKEN_DATA)
+    data["id"], data["logit"], data["p"] = np.arange(len(logits)), logits, 0.0
+    candidates = token_array(data)
     llama.llama_sampler_apply(chain.handle, ctypes.byref(candidates))
     token = int(data["id"][candidates.selected])
     llama.llama_sampler_accept(chain.handle, token)
@@ -96,3 +96,51 @@ def test_sampling_leaves_the_models_logits_as_they_were() -> None:
     finally:
         ours.free()
         theirs.free()
+
+
+def sampling(**options: float) -> tuple[Chain, Chain]:
+    opts, _ = merge({}, options, 4096)
+    history = [3, 5, 5, 7, 3, 11, 3]
+    return (Chain(opts, 4096, WIDE_VOCAB, history), Chain(opts, 4096, WIDE_VOCAB, history))
+
+
+@pytest.mark.parametrize("options", [
+    {"seed": 42},  # Ollama's defaults: top-k 40, penalty 1.1, top-p 0.9, temperature 0.8
+    {"seed": 7, "top_k": 1},
+    {"seed": 7, "top_k": 128, "top_p": 1.0, "temperature": 1.5},
+    {"seed": 7, "typical_p": 0.8, "min_p": 0.05, "repeat_penalty": 1.0},
+], ids=str)
+def test_a_top_k_chain_draws_what_llama_cpp_draws(options: dict[str, float]) -> None:
+    ours, theirs = sampling(**options)
+    rows, rng = Rows(WIDE_VOCAB), np.random.default_rng(11)
+    try:
+        for _ in range(300):
+            # Distinct logits: a tie among the top k is left to llama.cpp, which needs a model.
+            rows.row[:] = (rng.permutation(WIDE_VOCAB) - WIDE_VOCAB / 2) * (24 / WIDE_VOCAB)
+            want = llama_choice(theirs, rows.row)
+            assert ours.sample(rows, 0) == want  # type: ignore[arg-type]
+    finally:
+        ours.free()
+        theirs.free()
+
+
+def test_top_candidates_are_the_k_highest_highest_first() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        row = rng.standard_normal(WIDE_VOCAB, dtype=np.float32)
+        ids = top_candidates(row, 40)
+        assert ids is not None
+        assert list(ids) == list(np.argsort(row)[::-1][:40])
+
+
+@pytest.mark.parametrize(("tied", "leaves_it"), [
+    ((0, 1), True),  # the first two
+    ((38, 39), True),  # inside the top 40
+    ((39, 40), True),  # the 40th and the 41st: which one is kept is the sort's choice
+    ((40, 41), False),  # below the top 40: the top 40 are still one order
+])
+def test_a_tie_among_the_top_k_is_left_to_llama_cpp(tied: tuple[int, int],
+                                                    leaves_it: bool) -> None:
+    row = np.linspace(10, -10, WIDE_VOCAB, dtype=np.float32)  # id 0 highest
+    row[tied[1]] = row[tied[0]]
+    assert (top_candidates(row, 40) is None) == leaves_it
