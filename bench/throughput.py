@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/throughput.py [--tokens 64] [--levels 1,2,4,8,16] [--json]
                                          [--parallel N] [--batch-invariant] [--long-prompt]
-                                         [--logprobs K] [--llama-server]
+                                         [--logprobs K] [--llama-server] [--sampled]
 
 For each concurrency level N, N different prompts are streamed at once from /api/generate
 (greedy, no repeat penalty, `--tokens` each) on a server with default settings (or
@@ -26,6 +26,11 @@ our pinned llama-cpp-python vendors, with our build flags) on the same model fil
 with `-np` the highest level and a unified KV cache of 4096 cells a slot, and streams the same
 templated prompts to its /completion, alternating with the other two: its tokens/s and corral's
 ratio to it come beside raw's.
+
+--sampled samples as Ollama does by default instead of greedily (top-k 40, repeat penalty 1.1
+over 64 tokens, top-p 0.9, temperature 0.8, a seeded draw), on all three: corral's request
+options, llama-server's /completion fields (min-p 0, as Ollama's), and a llama.cpp sampler chain
+of the same samplers in the raw loop.
 
 --logprobs K asks every served request for its tokens' logprobs and K top alternatives (the raw
 loop computes none): the ratio against a run without it is what logprobs cost.
@@ -61,6 +66,10 @@ PROMPTS = [f"Write a long story about a {animal} who learns to {skill}." for ski
            ("sail", "sing") for animal in
            ("cat", "dog", "fox", "owl", "bear", "wolf", "hare", "seal")]
 GREEDY = {"temperature": 0, "repeat_penalty": 1.0}
+# Ollama's default sampling (api/types.go DefaultOptions), seeded; --sampled
+SAMPLED = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.1,
+           "repeat_last_n": 64, "seed": 42}
+SAMPLING = GREEDY  # what every request of this run asks for
 
 
 @dataclass
@@ -113,7 +122,7 @@ async def stream(session: aiohttp.ClientSession, url: str, prompt: str, tokens: 
                  extra: dict | None = None) -> Stream:
     """One NDJSON /api/generate stream from corral; `extra`: more request fields (logprobs)."""
     body = {"model": MODEL, "prompt": prompt, "stream": True,
-            "options": {"num_predict": tokens, **GREEDY}, **(extra or {})}
+            "options": {"num_predict": tokens, **SAMPLING}, **(extra or {})}
     return await timed_stream(session, f"{url}/api/generate", body,
                               lambda line: orjson.loads(line) if line.strip() else None,
                               lambda msg: msg["eval_count"] if msg["done"] else None)
@@ -123,7 +132,7 @@ async def peer_stream(session: aiohttp.ClientSession, url: str, prompt: str,
                       tokens: int) -> Stream:
     """One streamed /completion from llama-server (its SSE `data:` lines)."""
     body = {"prompt": prompt, "n_predict": tokens, "stream": True, "cache_prompt": True,
-            "temperature": 0, "repeat_penalty": 1.0}
+            **SAMPLING}
     return await timed_stream(
         session, f"{url}/completion", body,
         lambda line: orjson.loads(line[6:]) if line.startswith(b"data: ") else None,
@@ -173,6 +182,21 @@ class Raw:
         k = llama.llama_tokenize(self.vocab, data, len(data), arr, len(arr), True, True)
         return list(arr[:k])
 
+    def _chain(self):  # type: ignore[no-untyped-def]
+        """SAMPLED as a plain llama.cpp program samples: top-k, penalties, top-p, temperature,
+        a seeded draw, on the whole row each time."""
+        llama = self.llama
+        chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+        for sampler in (llama.llama_sampler_init_top_k(SAMPLED["top_k"]),
+                        llama.llama_sampler_init_penalties(
+                            llama.llama_vocab_n_tokens(self.vocab), SAMPLED["repeat_last_n"],
+                            SAMPLED["repeat_penalty"], 0.0, 0.0),
+                        llama.llama_sampler_init_top_p(SAMPLED["top_p"], 1),
+                        llama.llama_sampler_init_temp(SAMPLED["temperature"]),
+                        llama.llama_sampler_init_dist(SAMPLED["seed"])):
+            llama.llama_sampler_chain_add(chain, sampler)
+        return chain
+
     def run(self, prompts: list[str], counts: list[int]) -> Round:
         llama, n = self.llama, len(prompts)
         token_lists = [self.tokenize(self.prompt_text(p)) for p in prompts]
@@ -186,6 +210,7 @@ class Raw:
         ctx = llama.llama_init_from_model(self.model, cparams)
         batch = llama.llama_batch_init(max(512, need), 0, 1)
         n_vocab = llama.llama_vocab_n_tokens(self.vocab)
+        chain = self._chain() if SAMPLING is SAMPLED else None
         buf = (llama.ctypes.c_char * 256)()
         start = time.perf_counter()
         k, last_index = 0, []
@@ -205,9 +230,11 @@ class Raw:
             for seq in range(n):
                 if produced[seq] >= counts[seq]:
                     continue
-                # Greedy as served (workers/sampling.py): the argmax of the logits row.
-                tok = int(np.ctypeslib.as_array(llama.llama_get_logits_ith(ctx, last_index[seq]),
-                                                shape=(n_vocab,)).argmax())
+                if chain is not None:  # one chain for all: same samplers, same work
+                    tok = llama.llama_sampler_sample(chain, ctx, last_index[seq])
+                else:  # greedy as served (workers/sampling.py): the argmax of the logits row
+                    tok = int(np.ctypeslib.as_array(
+                        llama.llama_get_logits_ith(ctx, last_index[seq]), shape=(n_vocab,)).argmax())
                 llama.llama_token_to_piece(self.vocab, tok, buf, 256, 0, False)
                 now = time.perf_counter()
                 if stamps[seq]:
@@ -227,6 +254,8 @@ class Raw:
             llama.llama_decode(ctx, batch)
             last_index = [index.get(s, -1) for s in range(n)]
         wall = time.perf_counter() - start
+        if chain is not None:
+            llama.llama_sampler_free(chain)
         llama.llama_batch_free(batch)
         llama.llama_free(ctx)
         return Round(wall, sum(counts), [first - start] * n, gaps)
@@ -325,12 +354,16 @@ def main() -> int:
                         help="serve with CORRAL_BATCH_INVARIANT=1")
     parser.add_argument("--long-prompt", action="store_true",
                         help="also measure streams' latency while an 8,000-token prompt is admitted")
+    parser.add_argument("--sampled", action="store_true",
+                        help="sample with Ollama's default options instead of greedily")
     parser.add_argument("--logprobs", type=int, default=-1, metavar="K",
                         help="ask each served request for logprobs with K top alternatives")
     parser.add_argument("--llama-server", action="store_true",
                         help="also measure llama-server on the same model (built once)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
+    global SAMPLING
+    SAMPLING = SAMPLED if args.sampled else GREEDY
     levels = [int(x) for x in args.levels.split(",")]
     threads = psutil.cpu_count(logical=False) or 1
     env = {"OLLAMA_KEEP_ALIVE": "-1", "OLLAMA_CONTEXT_LENGTH": "9000" if args.long_prompt else "4096"}
@@ -360,7 +393,8 @@ def main() -> int:
                 if peer is not None:
                     peer.stop()
             result: dict = {"model": MODEL, "tokens": args.tokens, "threads": threads,
-                            "settings": env, "request": extra, "levels": rows}
+                            "settings": env, "request": extra, "sampling": SAMPLING,
+                            "levels": rows}
             if args.long_prompt:
                 base = min(asyncio.run(long_prompt_itl(url, 200, False)) for _ in range(2))
                 loaded = min(asyncio.run(long_prompt_itl(url, 200, True)) for _ in range(2))
@@ -373,7 +407,7 @@ def main() -> int:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
         return 0
     print(f"model {MODEL}, {args.tokens} tokens per request, {threads} threads, "
-          f"server settings {env}, request fields {extra}\n")
+          f"server settings {env}, request fields {extra}, sampling {SAMPLING}\n")
     print_table(rows)
     if args.long_prompt:
         lp = result["long_prompt"]
