@@ -5,6 +5,8 @@ repetition penalties, their window and ties; top-k with its seeded draw."""
 from __future__ import annotations
 
 import ctypes
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import llama_cpp as llama
 import numpy as np
@@ -43,11 +45,28 @@ def llama_choice(chain: Chain, logits: np.ndarray) -> int:
     return token
 
 
-def greedy(**options: float) -> tuple[Chain, Chain]:
-    """Two chains of the same options over the same prompt: one for numpy, one for llama.cpp."""
-    opts, _ = merge({}, {"temperature": 0, **options}, 4096)
+@contextmanager
+def paired(n_vocab: int, **options: float) -> Iterator[tuple[Chain, Chain]]:
+    """Two chains of the same options over the same prompt: ours, and one for llama.cpp."""
+    opts, _ = merge({}, options, 4096)
     history = [3, 5, 5, 7, 3, 11, 3]
-    return (Chain(opts, 4096, N_VOCAB, history), Chain(opts, 4096, N_VOCAB, history))
+    ours, theirs = Chain(opts, 4096, n_vocab, history), Chain(opts, 4096, n_vocab, history)
+    try:
+        yield ours, theirs
+    finally:
+        ours.free()
+        theirs.free()
+
+
+def assert_same_choices(options: dict[str, float], n_vocab: int,
+                        rows: Callable[[np.random.Generator], np.ndarray]) -> None:
+    """Row after row (the chains' states carrying on), our token is llama.cpp's."""
+    model, rng = Rows(n_vocab), np.random.default_rng(7)
+    with paired(n_vocab, **options) as (ours, theirs):
+        for _ in range(300):
+            model.row[:] = rows(rng)
+            want = llama_choice(theirs, model.row)
+            assert ours.sample(model, 0) == want  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("options", [
@@ -59,49 +78,27 @@ def greedy(**options: float) -> tuple[Chain, Chain]:
     {"repeat_penalty": 1.2, "presence_penalty": -0.6},
 ], ids=str)
 def test_a_greedy_chain_picks_what_llama_cpp_picks(options: dict[str, float]) -> None:
-    ours, theirs = greedy(**options)
-    rows, rng = Rows(), np.random.default_rng(7)
-    try:
-        for _ in range(400):
-            # Few distinct values, both signs: ties and penalties that change the choice.
-            rows.row[:] = rng.integers(-6, 7, N_VOCAB) / np.float32(4)
-            want = llama_choice(theirs, rows.row)
-            assert ours.sample(rows, 0) == want  # type: ignore[arg-type]
-    finally:
-        ours.free()
-        theirs.free()
+    # Few distinct values, both signs: ties and penalties that change the choice.
+    assert_same_choices({"temperature": 0, **options}, N_VOCAB,
+                        lambda rng: rng.integers(-6, 7, N_VOCAB) / np.float32(4))
 
 
 def test_the_first_of_equal_maxima_is_chosen() -> None:
-    ours, theirs = greedy(repeat_penalty=1.0)
-    rows = Rows()
-    rows.row[[9, 20, 31]] = 2.5
-    try:
-        assert ours.sample(rows, 0) == 9  # type: ignore[arg-type]
-        assert llama_choice(theirs, rows.row) == 9
-    finally:
-        ours.free()
-        theirs.free()
+    model = Rows()
+    model.row[[9, 20, 31]] = 2.5
+    with paired(N_VOCAB, temperature=0, repeat_penalty=1.0) as (ours, theirs):
+        assert ours.sample(model, 0) == 9  # type: ignore[arg-type]
+        assert llama_choice(theirs, model.row) == 9
 
 
 def test_sampling_leaves_the_models_logits_as_they_were() -> None:
     """Penalties act on a copy: logprobs and a grammar's pass read the raw row after it."""
-    ours, theirs = greedy(repeat_penalty=1.5)
-    rows = Rows()
-    rows.row[:] = np.linspace(-1, 1, N_VOCAB, dtype=np.float32)
-    before = rows.row.copy()
-    try:
-        ours.sample(rows, 0)  # type: ignore[arg-type]
-        assert np.array_equal(rows.row, before)
-    finally:
-        ours.free()
-        theirs.free()
-
-
-def sampling(**options: float) -> tuple[Chain, Chain]:
-    opts, _ = merge({}, options, 4096)
-    history = [3, 5, 5, 7, 3, 11, 3]
-    return (Chain(opts, 4096, WIDE_VOCAB, history), Chain(opts, 4096, WIDE_VOCAB, history))
+    model = Rows()
+    model.row[:] = np.linspace(-1, 1, N_VOCAB, dtype=np.float32)
+    before = model.row.copy()
+    with paired(N_VOCAB, temperature=0, repeat_penalty=1.5) as (ours, _):
+        ours.sample(model, 0)  # type: ignore[arg-type]
+    assert np.array_equal(model.row, before)
 
 
 @pytest.mark.parametrize("options", [
@@ -111,17 +108,9 @@ def sampling(**options: float) -> tuple[Chain, Chain]:
     {"seed": 7, "typical_p": 0.8, "min_p": 0.05, "repeat_penalty": 1.0},
 ], ids=str)
 def test_a_top_k_chain_draws_what_llama_cpp_draws(options: dict[str, float]) -> None:
-    ours, theirs = sampling(**options)
-    rows, rng = Rows(WIDE_VOCAB), np.random.default_rng(11)
-    try:
-        for _ in range(300):
-            # Distinct logits: a tie among the top k is left to llama.cpp, which needs a model.
-            rows.row[:] = (rng.permutation(WIDE_VOCAB) - WIDE_VOCAB / 2) * (24 / WIDE_VOCAB)
-            want = llama_choice(theirs, rows.row)
-            assert ours.sample(rows, 0) == want  # type: ignore[arg-type]
-    finally:
-        ours.free()
-        theirs.free()
+    # Distinct logits: a tie among the top k is left to llama.cpp, which needs a model.
+    assert_same_choices(options, WIDE_VOCAB, lambda rng: (
+        rng.permutation(WIDE_VOCAB) - WIDE_VOCAB / 2) * (24 / WIDE_VOCAB))
 
 
 def test_top_candidates_are_the_k_highest_highest_first() -> None:
