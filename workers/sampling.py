@@ -106,7 +106,8 @@ class Penalties:
 
 
 class Chain:
-    """A sequence's sampler chain: llama.cpp's (`handle`), with greedy choices made in numpy."""
+    """A sequence's sampler chain: llama.cpp's (`handle`), given a greedy choice made in numpy
+    or a top-k's candidates instead of the whole row where that gives the same token."""
 
     def __init__(self, opts: RequestOptions, n_ctx: int, n_vocab: int,
                  history: list[int]) -> None:
