@@ -46,12 +46,15 @@ def token_array(data: np.ndarray, is_sorted: bool = False) -> llama.llama_token_
 
 def top_candidates(logits: np.ndarray, k: int) -> np.ndarray | None:
     """The ids of the k highest logits, highest first, where that order is the only one (k
-    distinct values, all above the rest); None where a tie leaves it to the sorting algorithm."""
+    distinct values, all above the rest); None where a tie leaves it to the sorting algorithm,
+    or a NaN, which has no place in an order."""
     width = len(logits) // ROWS
     if width <= k:
         return None
     folded = logits[:ROWS * width].reshape(ROWS, width)
-    maxima = folded.max(axis=0)
+    maxima = folded.max(axis=0)  # a NaN anywhere in a column is its maximum
+    if np.isnan(maxima).any() or np.isnan(logits[ROWS * width:]).any():
+        return None
     # k columns hold a logit at or above the k-th highest column maximum, so the top k of all
     # are at or above it too, in those columns or in the tail the fold left out.
     floor = np.partition(maxima, width - k)[width - k]
@@ -158,6 +161,8 @@ class Chain:
             if self._penalties is not None:
                 logits = self._penalties.apply(logits)
             token = int(logits.argmax())  # the first of equal maxima, as llama.cpp's greedy takes
+            if np.isnan(logits[token]):  # C's `>` skips a NaN, unless it is the first it holds
+                token = 0 if np.isnan(logits[0]) else int(np.nanargmax(logits))
             self.accept(token)
             return token
         if self._top_k:

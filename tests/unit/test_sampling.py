@@ -91,6 +91,16 @@ def test_the_first_of_equal_maxima_is_chosen() -> None:
         assert llama_choice(theirs, model.row) == 9
 
 
+@pytest.mark.parametrize("nans", [[0], [5], [0, 5], [40, 47]], ids=str)
+def test_a_greedy_chain_treats_nan_logits_as_llama_cpp_does(nans: list[int]) -> None:
+    """A broken model's NaN: llama.cpp's greedy never moves to one, but keeps one it starts on."""
+    model = Rows()
+    model.row[:] = np.linspace(-1, 1, N_VOCAB, dtype=np.float32)
+    model.row[nans] = np.nan
+    with paired(N_VOCAB, temperature=0, repeat_penalty=1.1) as (ours, theirs):
+        assert ours.sample(model, 0) == llama_choice(theirs, model.row)  # type: ignore[arg-type]
+
+
 def test_sampling_leaves_the_models_logits_as_they_were() -> None:
     """Penalties act on a copy: logprobs and a grammar's pass read the raw row after it."""
     model = Rows()
@@ -120,6 +130,13 @@ def test_top_candidates_are_the_k_highest_highest_first() -> None:
         ids = top_candidates(row, 40)
         assert ids is not None
         assert list(ids) == list(np.argsort(row)[::-1][:40])
+
+
+@pytest.mark.parametrize("at", [0, 40, WIDE_VOCAB - 1], ids=["first", "middle", "tail"])
+def test_a_nan_leaves_the_top_k_to_llama_cpp(at: int) -> None:
+    row = np.linspace(10, -10, WIDE_VOCAB, dtype=np.float32)
+    row[at] = np.nan
+    assert top_candidates(row, 40) is None
 
 
 @pytest.mark.parametrize(("tied", "leaves_it"), [
