@@ -213,9 +213,11 @@ class ModelBatcher:
             self._decode_image(at_image)
         admitted = [s for s in admitted if s.job_id in self._seqs]
         self._draft(admitted)
-        decoding = any(s.status == Status.GENERATING for s in admitted)
+        generating = sum(1 for s in admitted if s.status == Status.GENERATING)
+        waiting = sum(1 for s in admitted if s.status == Status.PREFILLING)
         budget = self.model.batch_tokens
-        return (plan_step(admitted, budget, self._costs.prefill_budget(budget, decoding)),
+        return (plan_step(admitted, budget,
+                          self._costs.prefill_budget(budget, generating, waiting)),
                 at_image is not None)
 
     def _draft(self, admitted: list[Sequence]) -> None:

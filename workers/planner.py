@@ -6,7 +6,10 @@ preemption) then share what is left of the step: each gets a fair share in arriv
 one long prompt cannot starve a short one behind it, and leftover room goes to the oldest.
 While anything is generating, the prefill part of a step is sized by `StepCosts` so the step
 takes about twice a decode-only step: a long prompt being admitted slows running streams by at
-most ~2x instead of stalling them for a whole batch.
+most ~2x instead of stalling them for a whole batch. Where more prompts wait than streams run
+(a burst of requests, whose first started alone), the step takes one decode step more per
+waiting prompt and running stream: the running streams together give up about one decode
+step per prompt, and the burst is not admitted 16 tokens a step (seconds to a first token).
 """
 
 from __future__ import annotations
@@ -92,10 +95,13 @@ class StepCosts:
         elif decoded == 0 and prefilled >= self.MEASURE_FROM:
             self.token_ns = self._mix(self.token_ns, ns / prefilled)
 
-    def prefill_budget(self, cap: int, decoding: bool) -> int:
-        if not decoding or not self.decode_ns or not self.token_ns:
+    def prefill_budget(self, cap: int, generating: int, waiting: int) -> int:
+        """Prompt tokens for a step that decodes `generating` sequences while `waiting`
+        prompts are prefilling (the module's rule), at most `cap`."""
+        if not generating or not self.decode_ns or not self.token_ns:
             return cap
-        return max(MIN_CHUNK, min(cap, int(self.decode_ns / self.token_ns)))
+        steps = max(1.0, waiting / generating)
+        return max(MIN_CHUNK, min(cap, int(steps * self.decode_ns / self.token_ns)))
 
     def _mix(self, old: float, new: float) -> float:
         return new if not old else old + self.SMOOTHING * (new - old)

@@ -147,17 +147,29 @@ def test_nothing_to_do_gives_an_empty_plan() -> None:
 
 def test_step_costs_give_the_whole_cap_until_measured_or_when_nothing_decodes() -> None:
     costs = StepCosts()
-    assert costs.prefill_budget(512, decoding=True) == 512
+    assert costs.prefill_budget(512, generating=1, waiting=1) == 512
     costs.record(decoded=4, prefilled=0, ns=20_000_000)
     costs.record(decoded=0, prefilled=100, ns=100_000_000)
-    assert costs.prefill_budget(512, decoding=False) == 512
+    assert costs.prefill_budget(512, generating=0, waiting=1) == 512
 
 
 def test_step_costs_size_prefill_to_about_one_decode_step_more() -> None:
     costs = StepCosts()
     costs.record(decoded=4, prefilled=0, ns=30_000_000)  # a decode step: 30 ms
     costs.record(decoded=0, prefilled=100, ns=100_000_000)  # a prefill token: 1 ms
-    assert costs.prefill_budget(512, decoding=True) == 30
+    assert costs.prefill_budget(512, generating=4, waiting=1) == 30
+    assert costs.prefill_budget(512, generating=4, waiting=4) == 30
+
+
+def test_step_costs_give_a_burst_of_prompts_one_decode_step_each() -> None:
+    """15 requests that came with one already running: not 16 tokens a step, seconds to a
+    first token, but about 15 decode steps' worth."""
+    costs = StepCosts()
+    costs.record(decoded=1, prefilled=0, ns=15_000_000)
+    costs.record(decoded=0, prefilled=100, ns=100_000_000)
+    assert costs.prefill_budget(512, generating=1, waiting=15) == 225
+    assert costs.prefill_budget(512, generating=2, waiting=15) == 112
+    assert costs.prefill_budget(100, generating=1, waiting=15) == 100
 
 
 def test_step_costs_learn_nothing_from_mixed_or_small_prefill_steps() -> None:
@@ -166,11 +178,11 @@ def test_step_costs_learn_nothing_from_mixed_or_small_prefill_steps() -> None:
     costs.record(decoded=0, prefilled=100, ns=100_000_000)
     costs.record(decoded=4, prefilled=16, ns=90_000_000)  # small chunks cost more per token
     costs.record(decoded=0, prefilled=16, ns=60_000_000)
-    assert costs.prefill_budget(512, decoding=True) == 30
+    assert costs.prefill_budget(512, generating=4, waiting=1) == 30
 
 
 def test_step_costs_never_give_less_than_the_minimum_chunk() -> None:
     costs = StepCosts()
     costs.record(decoded=1, prefilled=0, ns=1_000)
     costs.record(decoded=0, prefilled=100, ns=100_000_000)
-    assert costs.prefill_budget(512, decoding=True) == MIN_CHUNK
+    assert costs.prefill_budget(512, generating=1, waiting=1) == MIN_CHUNK
