@@ -1,9 +1,11 @@
 """The worker's render processes (workers/render_process.py), shared by its side threads (side_threads.py).
 
 `render()` is called on a side thread and blocks (without the GIL) until the text comes
-back. The pool grows while every process is busy, up to MAX_RENDERERS: the OS then shares the
-cores among the renderings, so a short prompt never waits for slow templates to finish, and
-each rendering is charged only its own CPU time. Beyond one, a process left idle for IDLE_EXIT
+back. The pool grows, up to MAX_RENDERERS, when every process has stayed busy for GROW_AFTER:
+the OS then shares the cores among the renderings, so a short prompt never waits long for slow
+templates to finish, and each rendering is charged only its own CPU time. A render takes
+~0.3 ms and a new process ~0.2 s of CPU to start, so a burst of requests is rendered by the
+processes already up rather than by new ones competing with the decoding for the cores. Beyond one, a process left idle for IDLE_EXIT
 seconds exits. A rendering is killed when its request is cancelled, and at WALL_LIMIT (a render
 stuck where the CPU timer cannot reach, or starved of CPU for that long); its process is
 replaced by the next one needed.
@@ -30,6 +32,7 @@ MAX_RENDERERS = 16  # processes per worker: ~25 MB each, only while that many re
 RENDER_CPU_SECONDS = 10.0  # CPU time one rendering may take
 WALL_LIMIT = 60.0  # seconds a rendering may take in all, however little CPU it got
 IDLE_EXIT = 30.0  # seconds a spare process stays for the next burst
+GROW_AFTER = 0.05  # seconds a rendering waits for a busy process before starting a new one
 _ROOT = Path(__file__).resolve().parent.parent  # what `-m workers.render_process` imports from
 
 
@@ -157,6 +160,7 @@ class RenderPool:
 
     def _acquire(self, job_id: int) -> _Process:
         with self._changed:
+            grow_at = time.monotonic() + GROW_AFTER
             while True:
                 if job_id in self._cancelled or self._closed:
                     raise RenderStopped
@@ -164,7 +168,8 @@ class RenderPool:
                 if self._idle:
                     process = self._idle.pop()
                     break
-                if self._count < self._max:
+                wait = grow_at - time.monotonic()
+                if self._count < self._max and (wait <= 0 or not self._count):
                     self._count += 1
                     try:
                         process = _Process()
@@ -172,7 +177,7 @@ class RenderPool:
                         self._count -= 1
                         raise
                     break
-                self._changed.wait()
+                self._changed.wait(wait if self._count < self._max else None)
             self._busy[job_id] = process
         return process
 
