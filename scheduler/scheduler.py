@@ -80,7 +80,7 @@ class Scheduler:
         self._ids = itertools.count(1)
         self._stopping = False
         self._tasks = Background()
-        self._crashed_loads: set[str] = set()  # weights digests whose load killed a worker
+        self._crashed_loads: set[LoadKey] = set()  # loads that killed a worker
         self._no_replicas: set[str] = set()  # digests whose replica failed to load
         self._max_loaded = config.max_loaded
         self._max_replicas = config.max_replicas
@@ -185,7 +185,7 @@ class Scheduler:
             while True:
                 if self._stopping:
                     raise SchedulerError("server is shutting down")
-                if ref.digest in self._crashed_loads:
+                if _load_key(ref.digest, load) in self._crashed_loads:
                     raise SchedulerError(f"unable to load model {ref.name}: loading it crashed "
                                          "the model runner (a damaged or unsupported file?)")
                 first = self._first_load(ref.digest)
@@ -468,10 +468,19 @@ class Scheduler:
             # It died loading this model; loading it again would crash it again. (A split's
             # worker may as well have died starting up, or of the split: not held against it.)
             if not runner.ready.done() and not others_ready and not split:
-                log.error("%s crashed its worker while loading; refusing it from now on",
-                          runner.ref.name)
-                self._crashed_loads.add(runner.ref.digest)
+                log.error("%s crashed its worker while loading; refusing it with these load "
+                          "options from now on: %s", runner.ref.name, runner.options)
+                self._crashed_loads.add(_load_key(runner.ref.digest, runner.options))
             self._drop(runner)
+
+
+# A load is refused after a crash with its load options only: other options (a context of
+# its own, another batch) may load the same weights, as a request's defaults do.
+LoadKey = tuple[str, tuple[tuple[str, object], ...]]
+
+
+def _load_key(digest: str, options: LoadOptions) -> LoadKey:
+    return digest, tuple(sorted(options.items()))
 
 
 def _state(runner: Runner) -> RunnerState:

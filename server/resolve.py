@@ -24,6 +24,8 @@ from workers import options
 from workers.options import LoadOptions, RequestOptions
 from workers.protocol import DRAFT_UBATCH, ChatMessage
 
+MIN_CONTEXT, MIN_VISION_CONTEXT = 4, 2048  # Ollama's floors for num_ctx (server/sched.go)
+
 
 @dataclass
 class Prepared:
@@ -57,8 +59,10 @@ async def prepare(request: web.Request, model: str, request_options: dict[str, A
                                           settings.context_length)
     except options.InvalidOption as exc:
         raise errors.BadRequest(str(exc)) from None
-    # As Ollama does: never allocate more context than the model was trained for.
-    load["num_ctx"] = min(load["num_ctx"], ref.context_length or load["num_ctx"])
+    # As Ollama's scheduler does: at least 4 cells (llama.cpp aborts the worker below that),
+    # 2048 for a model that takes images, and no more than the model was trained for.
+    num_ctx = max(load["num_ctx"], MIN_VISION_CONTEXT if ref.projector else MIN_CONTEXT)
+    load["num_ctx"] = max(MIN_CONTEXT, min(num_ctx, ref.context_length or num_ctx))
     return Prepared(spec, ref, per_request, load, request.app[SCHEDULER], capabilities)
 
 

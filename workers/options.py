@@ -23,6 +23,7 @@ SPECULATION = "speculation"
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+GGML_MAX_N_THREADS = 512
 MAX_STOP_STRINGS = 64
 # Stop strings clients send are a few characters ("<|im_end|>", "\nUser:"); a long one only
 # costs: the worker holds back up to its length of output while it might still match.
@@ -45,7 +46,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("num_batch", int, 512, LOAD, 1, INT32_MAX),  # tokens per llama_decode at most
     Option("num_gpu", int, -1, LOAD, -1, INT32_MAX),  # layers on the GPU; -1: as many as fit
     Option("main_gpu", int, 0, LOAD, 0, INT32_MAX),  # the GPU for a split's small tensors
-    Option("num_thread", int, 0, LOAD, 0, INT32_MAX),  # 0: the worker's (physical cores)
+    # 0: the worker's (physical cores); llama.cpp aborts beyond ggml's GGML_MAX_N_THREADS
+    Option("num_thread", int, 0, LOAD, 0, GGML_MAX_N_THREADS),
     Option("use_mmap", bool, None, LOAD),  # None: llama.cpp's choice (mapped)
     Option("num_keep", int, 4, PROMPT, -1, INT32_MAX),
     Option("seed", int, -1, SAMPLING, INT64_MIN, INT64_MAX),

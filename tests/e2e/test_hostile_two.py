@@ -288,3 +288,20 @@ def test_a_null_max_completion_tokens_leaves_max_tokens_in_force(server: Server)
         "model": MODEL, "max_tokens": 4, "max_completion_tokens": None,
         "messages": [{"role": "user", "content": "Count to a thousand."}]}, timeout=120)
     assert reply.status == 200 and reply.json()["usage"]["completion_tokens"] <= 4
+
+
+@pytest.mark.parametrize("load", [{"num_ctx": 1}, {"num_ctx": 3}, {"num_batch": 2**31 - 1}],
+                         ids=str)
+def test_load_options_llama_cpp_aborts_on_are_served_by_the_same_worker(
+        server: Server, load: dict) -> None:
+    """Each aborted the worker while loading, and the model was refused from then on."""
+    pid = worker_process(server).pid
+    reply = generate(server, options={**QUICK, **load})
+    assert reply["status"] == 200 and reply["done"]
+    assert worker_process(server).pid == pid
+
+
+def test_a_context_under_four_cells_is_raised_to_four_as_ollama_does(server: Server) -> None:
+    assert generate(server, options={**QUICK, "num_ctx": 1})["status"] == 200
+    [running] = server.get("/api/ps").json()["models"]
+    assert running["context_length"] == 4

@@ -71,14 +71,16 @@ def test_numbers_that_are_not_finite_are_refused(name: str, value: float) -> Non
 @pytest.mark.parametrize("name,value", [("seed", -(2**63)), ("seed", 2**63 - 1),
                                         ("top_k", 2**31 - 1), ("top_k", -(2**31)),
                                         ("num_ctx", 1), ("num_predict", -2),
-                                        ("num_keep", -1), ("repeat_last_n", -1)])
+                                        ("num_keep", -1), ("repeat_last_n", -1),
+                                        ("num_thread", 512)])
 def test_values_at_the_exact_range_boundaries_are_accepted(name: str, value: int) -> None:
     assert options.validate({name: value}) == {name: value}
 
 
 @pytest.mark.parametrize("name,value", [("seed", -(2**63) - 1), ("seed", 2**63),
                                         ("top_k", 2**31), ("num_predict", -3),
-                                        ("num_keep", -2)])
+                                        ("num_keep", -2),
+                                        ("num_thread", 513)])  # llama.cpp aborts there
 def test_values_just_past_the_range_boundaries_are_refused(name: str, value: int) -> None:
     with pytest.raises(options.InvalidOption, match=f'"{name}" must be between'):
         options.validate({name: value})

@@ -306,7 +306,7 @@ async def test_probe_reports_a_hung_worker_as_not_responding() -> None:
     assert await sched.probe(timeout=0.05) == {"cpu": "not responding"}
 
 
-async def test_a_model_whose_load_killed_the_worker_is_refused_afterwards() -> None:
+async def test_a_load_that_killed_the_worker_is_refused_with_its_load_options_only() -> None:
     sched, worker = await make()
     load_started = asyncio.Event()
 
@@ -323,6 +323,10 @@ async def test_a_model_whose_load_killed_the_worker_is_refused_afterwards() -> N
         await first
     with pytest.raises(SchedulerError, match="crashed"):
         await submit(sched, "bad")
+    # Other load options may load the same weights: a request's own options crashed it.
+    job = await submit(sched, "bad", num_ctx=2048)
+    assert loaded(sched) == ["bad"]
+    await run_to_end(job)
 
 
 async def test_the_watchdog_kills_a_worker_that_stops_answering() -> None:
