@@ -285,7 +285,7 @@ def _reasoning_text(where: str, item: dict[str, Any]) -> str:
 
 
 def _message(where: str, item: dict[str, Any]) -> dict[str, Any]:
-    role = _ROLES.get(item.get("role"))  # type: ignore[arg-type]
+    role = _ROLES.get(item["role"]) if isinstance(item.get("role"), str) else None
     if role is None:
         raise errors.BadRequest(f'{where} has invalid role "{item.get("role")}"; expected one '
                                 "of user, assistant, system, developer")

@@ -282,6 +282,7 @@ def test_a_field_without_effect_is_taken_and_runs_the_same_chat(field: str) -> N
 
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("include", ["message.output_text.logprobs"], "include value"),
+    ("include", 5, '"include" must be'),
     ("top_logprobs", 5, "top_logprobs"),
     ("store", "yes", '"store" must be a boolean'),
     ("metadata", ["k"], '"metadata" must be'),
@@ -314,6 +315,8 @@ def test_only_function_tools_with_a_name_are_taken(tool: dict[str, Any], message
     ({"type": "item_reference", "id": "msg_1"}, 'unknown input item type "item_reference"'),
     ({"content": "no role"}, "needs a type or a role"),
     ({"role": "tool", "content": "x"}, 'invalid role "tool"'),
+    ({"role": {"a": 1}, "content": "x"}, "invalid role"),
+    ({"role": ["user"], "content": "x"}, "invalid role"),
     ({"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"},
      "arguments must be a JSON object"),
     ({"type": "function_call_output", "output": "x"}, "needs call_id"),
