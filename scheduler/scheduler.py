@@ -399,8 +399,13 @@ class Scheduler:
                      reply.load_duration / 1e9)
             runner.plan = runner.plan.with_weights(reply.weights_size)
             runner.ready.set_result(None)
-            if runner.refcount == 0 and len(self._runners[runner.ref.digest]) > 1:
-                self._arm_expiry(runner)  # a replica nobody ended up needing
+            if runner.refcount == 0:
+                # Idle from now until a waiter takes it (which disarms this): a replica nobody
+                # ended up needing, or a model whose requests all went away while it loaded,
+                # which would otherwise stay loaded, unexpiring, until evicted.
+                runner.last_used = time.monotonic()
+                runner.expires_at = time.time() + min(runner.keep_alive, 1e10)
+                self._arm_expiry(runner)
         else:
             message = reply.message if isinstance(reply, protocol.LoadFailed) else "load failed"
             log.error("loading %s failed: %s", runner.ref.name, message)

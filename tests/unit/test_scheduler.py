@@ -233,6 +233,20 @@ async def test_keep_alive_zero_unloads_when_the_last_job_ends() -> None:
     assert worker.loaded == [] and loaded(sched) == []
 
 
+async def test_a_model_whose_requests_left_while_it_loaded_expires_at_its_keep_alive() -> None:
+    sched, worker = await make()
+    worker.hold_loads = asyncio.Event()
+    gone = asyncio.create_task(submit(sched, "a", keep_alive=0.05))
+    await settle()
+    gone.cancel()  # the client went away during the load
+    worker.hold_loads.set()
+    await settle()
+    assert loaded(sched) == ["a"] and sched.snapshot().runners[0].expires_at > time.time()
+    await asyncio.sleep(0.1)
+    await settle()
+    assert loaded(sched) == [] and worker.loaded == []
+
+
 async def test_leaving_an_unfinished_job_cancels_it_and_frees_its_slot() -> None:
     sched, worker = await make(slots=1)
     async with await submit(sched, "a") as job:
