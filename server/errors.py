@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from scheduler.errors import JobFailed, QueueFull, SchedulerError
+from server.accesslog import CLIENT_GONE
 from server.anthropic.errors import error_body as anthropic_error, is_anthropic
 from store import errors as store_errors
 
@@ -100,7 +101,9 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
     except store_errors.NoSpace as exc:
         return json_error(request.path, 507, str(exc))  # the disk's state, not a fault of ours
     except ConnectionResetError:
-        raise  # the client is gone (mid-stream); there is nobody to answer
+        # The client is gone (mid-body or mid-stream): nobody reads this answer, and raising
+        # would have aiohttp log a traceback at ERROR for every client that hangs up.
+        return web.Response(status=CLIENT_GONE)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
