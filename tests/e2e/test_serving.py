@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -74,6 +76,36 @@ def test_client_disconnect_frees_the_slot(make_server: Callable[..., Server]) ->
     reply = server.post("/api/generate", {"model": MODEL, "prompt": "hi", "stream": False,
                                           "options": QUICK}, timeout=60)
     assert reply.status == 200 and reply.json()["eval_count"] == 8
+
+
+def test_a_model_loaded_for_a_client_that_left_unloads_at_its_keep_alive(
+        make_server: Callable[..., Server]) -> None:
+    server = make_server(OLLAMA_KEEP_ALIVE="3s")
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    conn.request("POST", "/api/generate", orjson.dumps({"model": MODEL, "prompt": "hi"}))
+    while "loading gemma3" not in server.log():
+        time.sleep(0.01)
+    conn.close()  # the client goes away while its model loads
+    time.sleep(1.5)
+    [running] = server.get("/api/ps").json()["models"]
+    assert running["expires_at"] > time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    time.sleep(3)
+    assert server.get("/api/ps").json()["models"] == []
+
+
+def test_a_client_that_hangs_up_mid_body_is_logged_as_499_without_a_traceback(
+        server: Server) -> None:
+    seen = len(server.log())
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(f"POST /api/chat HTTP/1.1\r\nHost: {server.base}\r\n"
+                     "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                     '{"model": "'.encode())
+        time.sleep(0.2)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset
+    time.sleep(0.5)
+    since = server.log()[seen:]
+    assert '"path":"/api/chat","status":499' in since
+    assert "Traceback" not in since
 
 
 def test_full_queue_answers_503(make_server: Callable[..., Server]) -> None:
