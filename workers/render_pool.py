@@ -5,10 +5,10 @@ back. The pool grows, up to MAX_RENDERERS, when every process has stayed busy fo
 the OS then shares the cores among the renderings, so a short prompt never waits long for slow
 templates to finish, and each rendering is charged only its own CPU time. A render takes
 ~0.3 ms and a new process ~0.2 s of CPU to start, so a burst of requests is rendered by the
-processes already up rather than by new ones competing with the decoding for the cores. Beyond one, a process left idle for IDLE_EXIT
-seconds exits. A rendering is killed when its request is cancelled, and at WALL_LIMIT (a render
-stuck where the CPU timer cannot reach, or starved of CPU for that long); its process is
-replaced by the next one needed.
+processes already up rather than by new ones competing with the decoding for the cores.
+Beyond one, a process left idle for IDLE_EXIT seconds exits. A rendering is killed when its
+request is cancelled, and at WALL_LIMIT (a render stuck where the CPU timer cannot reach, or
+starved of CPU for that long); its process is replaced by the next one needed.
 """
 
 from __future__ import annotations
