@@ -7,9 +7,10 @@ with 16384 KV cells for 32 slots: weights 235 MiB, KV 288 MiB, compute 514.5 MiB
   every block is there (n_gpu_layers > blocks), and a model with tied embeddings gets a copy of
   the embeddings for it;
 - the KV cache: bytes per cell times the cells, each layer's share on its layer's device;
-- the compute buffer, sized for one 512-token ubatch: logits for every token (n_vocab floats
-  each) or, without flash attention, the attention scores; the allocator reuses memory between
-  them, so the larger of the two counts (4 x 512 x (262144 + 2 x 640) bytes for Gemma);
+- the compute buffer, sized for one ubatch (512 tokens unless `num_batch` says otherwise, see
+  workers/protocol.py batch_tokens): logits for every token (n_vocab floats each) or, without
+  flash attention, the attention scores; the allocator reuses memory between them, so the larger
+  of the two counts (4 x 512 x (262144 + 2 x 640) bytes for Gemma at 512 tokens);
 - the output buffer: one row of logits per slot, in host memory.
 With layers on both sides, both the GPU and the CPU get a compute buffer.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-UBATCH = 512  # the worker's n_ubatch at most (workers/llm.py batch_tokens, num_batch's default)
+UBATCH = 512  # the worker's n_ubatch with num_batch's default
 FLOAT = 4
 # OLLAMA_KV_CACHE_TYPE: bytes per element of the K and V caches (ggml's block sizes: q8_0 is 34
 # bytes per 32 elements, q4_0 18); the same memory holds 1.9x (q8_0) or 3.6x (q4_0) the cells.
@@ -85,13 +86,13 @@ class Estimate:
 
 
 def estimate(model: ModelMemory, kv_cells: int, slots: int, gpu_layers: int,
-             flash_attention: bool = True) -> Estimate:
+             flash_attention: bool = True, ubatch: int = UBATCH) -> Estimate:
     n = len(model.layers)
     gpu_layers = max(0, min(gpu_layers, model.all_layers))
     on_gpu = min(gpu_layers, n)
     head_on_gpu = gpu_layers > n
     layer_kv = model.kv_bytes_per_cell * kv_cells // n if n else 0
-    compute = compute_bytes(model, kv_cells, flash_attention)
+    compute = compute_bytes(model, kv_cells, flash_attention, ubatch)
     head = model.output_bytes + (model.input_bytes if model.tied_output else 0)
     # The worker loads the projector and the draft model on the GPU whenever any layer is there
     # (workers/llm.py).
@@ -117,20 +118,21 @@ def logits_bytes(n_vocab: int, n_embd: int, ubatch: int = UBATCH) -> int:
     return FLOAT * ubatch * (n_vocab + 2 * n_embd)
 
 
-def compute_bytes(model: ModelMemory, kv_cells: int, flash_attention: bool) -> int:
-    logits = logits_bytes(model.n_vocab, model.n_embd)
+def compute_bytes(model: ModelMemory, kv_cells: int, flash_attention: bool,
+                  ubatch: int = UBATCH) -> int:
+    logits = logits_bytes(model.n_vocab, model.n_embd, ubatch)
     if flash_attention:
         return logits
-    scores = FLOAT * UBATCH * (1 + 4 * model.n_embd + kv_cells * (1 + model.n_head))
+    scores = FLOAT * ubatch * (1 + 4 * model.n_embd + kv_cells * (1 + model.n_head))
     return max(logits, scores)
 
 
 def fit_layers(model: ModelMemory, kv_cells: int, slots: int, vram_free: int,
-               flash_attention: bool = True) -> int:
+               flash_attention: bool = True, ubatch: int = UBATCH) -> int:
     """The most layers whose share (with the compute buffer) fits in `vram_free`; 0: none."""
     best = 0
     for layers in range(1, model.all_layers + 1):
-        if estimate(model, kv_cells, slots, layers, flash_attention).vram > vram_free:
+        if estimate(model, kv_cells, slots, layers, flash_attention, ubatch).vram > vram_free:
             break
         best = layers
     return best

@@ -34,6 +34,7 @@ class Wanted:
     slots: int
     kv_cells: int
     num_gpu: int = -1  # layers on the GPU (Ollama's option); -1: as many as fit
+    ubatch: int = memory.UBATCH  # tokens one decode computes: the compute buffer's size
     replica_of: frozenset[str] | None = None  # a replica: the devices its model's runners use
 
 
@@ -104,13 +105,13 @@ def plan(want: Wanted, room: Room) -> Plan | None:
         raise _fits_nowhere(want, room)
     most_free = max(placement.free_memory(d, room.loaded, room.limits.gpu_overhead) for d in gpus)
     layers = memory.fit_layers(want.memory, want.kv_cells, want.slots, most_free,
-                               room.flash_attention)
+                               room.flash_attention, want.ubatch)
     return _offload(want, room, gpus, layers)
 
 
 def _estimate(want: Wanted, room: Room, gpu_layers: int) -> Estimate:
     return memory.estimate(want.memory, want.kv_cells, want.slots, gpu_layers,
-                           room.flash_attention)
+                           room.flash_attention, want.ubatch)
 
 
 def _whole(decision: placement.Placement, room: Room, gpu: Estimate, cpu: Estimate) -> Plan:

@@ -331,7 +331,8 @@ class Scheduler:
                                             self._config.batch_invariant,
                                             memory.kv_cell_scale(self._config.kv_cache_type))
         taken = frozenset(d for r in self._runners.get(ref.digest, []) for d in r.plan.devices)
-        where = plan(Wanted(ref.memory, slots, kv_cells, load["num_gpu"],
+        ubatch = protocol.batch_tokens(load["num_batch"], kv_cells, slots)
+        where = plan(Wanted(ref.memory, slots, kv_cells, load["num_gpu"], ubatch,
                             replica_of=taken if replica else None), self._room())
         if where is None:
             return

@@ -50,12 +50,7 @@ class LoadedModel:
         self.n_threads = req.n_threads or n_threads
         self._flash_attention = req.flash_attention
         self._kv_cache_type = req.kv_cache_type
-        # Tokens one llama_decode takes: `num_batch`, but never fewer than one per slot, since
-        # every generating sequence adds its token to each step, nor more than the cells it
-        # could fill (llama.cpp bounds its own n_batch so; a num_batch of 2^31 was a 45 GB
-        # llama_batch that crashed the worker).
-        kv_cells = req.kv_cells or req.num_ctx * req.slots
-        self.batch_tokens = max(min(req.num_batch, kv_cells), req.slots)
+        self.batch_tokens = req.batch_tokens
         self.gpu = req.n_gpu_layers > 0
         mparams = llama.llama_model_default_params()
         mparams.n_gpu_layers = req.n_gpu_layers
@@ -80,7 +75,7 @@ class LoadedModel:
         self._projector_size = os.path.getsize(req.projector) if req.projector else 0
         self._piece_buf = ctypes.create_string_buffer(256)
         self._adapters = [self._load_adapter(path) for path in req.adapters]
-        self.kv_cells = kv_cells
+        self.kv_cells = req.kv_cells or req.num_ctx * req.slots
         self.ctx = self._new_context(self.model, self.kv_cells, req.slots, embeddings=False)
         self.batch = llama.llama_batch_init(self.batch_tokens, 0, 1)
         self._embed_ctx: llama.llama_context_p | None = None

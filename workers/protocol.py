@@ -80,6 +80,19 @@ class Load:
     speculative: str = "auto"  # CORRAL_SPECULATIVE: auto (drafts weighed by cost), always, off
     draft: str = ""  # a draft model GGUF's path (workers/draft_model.py); "": prompt lookup
 
+    @property
+    def batch_tokens(self) -> int:
+        return batch_tokens(self.num_batch, self.kv_cells or self.num_ctx * self.slots, self.slots)
+
+
+def batch_tokens(num_batch: int, kv_cells: int, slots: int) -> int:
+    """Tokens one llama_decode takes, and computes at once (its n_batch and n_ubatch, as
+    Ollama sets both): `num_batch`, but never fewer than one per slot, since every generating
+    sequence adds its token to each step, nor more than the cells it could fill (llama.cpp
+    bounds its own n_batch so; a num_batch of 2^31 was a 45 GB llama_batch that crashed the
+    worker). The compute buffer grows with it (scheduler/memory.py)."""
+    return max(min(num_batch, kv_cells), slots)
+
 
 @dataclass(slots=True)
 class Unload:

@@ -2,7 +2,7 @@
 
 llama.cpp's log for the Gemma file with 16384 KV cells shared by 32 slots (flash attention on,
 CPU): model 235.16 MiB (llama_model_size 246587904 bytes), KV 288 MiB, compute 514.50 MiB,
-output 32 MiB.
+output 32 MiB; with n_batch = n_ubatch = 2048 (`num_batch` 2048), compute 2063.01 MiB.
 """
 
 from __future__ import annotations
@@ -44,6 +44,12 @@ def test_partial_offload_puts_the_last_layers_and_their_kv_on_the_gpu() -> None:
     assert est.kv_gpu == est.kv_ram == 144 * MiB
     assert est.compute_gpu == int(514.5 * MiB)  # both sides compute
     assert est.compute_ram == int(514.5 * MiB) + 32 * MiB
+
+
+def test_the_compute_buffer_grows_with_the_ubatch_as_llama_cpps_does() -> None:
+    est = estimate(GEMMA, CELLS, SLOTS, gpu_layers=0, ubatch=2048)
+    compute = est.compute_ram - 32 * MiB  # less the logits rows of the slots
+    assert abs(compute - 2063.01 * MiB) < 0.005 * compute
 
 
 def test_without_flash_attention_the_attention_scores_can_outgrow_the_logits() -> None:

@@ -669,6 +669,14 @@ async def test_the_load_options_travel_in_the_load_message() -> None:
     assert (load.num_batch, load.main_gpu, load.n_threads, load.use_mmap) == (128, 1, 3, False)
 
 
+async def test_a_bigger_num_batch_is_booked_with_its_bigger_compute_buffer() -> None:
+    sched, worker = await make(simulated("gpu:24G"))
+    small = (await submit(sched, "a")).runner.plan.estimate
+    big = (await submit(sched, "b", num_batch=2048)).runner.plan.estimate
+    assert big.compute_gpu == 4 * small.compute_gpu  # its ubatch: 2048 tokens against 512
+    assert [load.batch_tokens for load in worker.loads] == [512, 2048]
+
+
 async def test_another_load_option_reloads_the_model_once_it_is_idle() -> None:
     sched, worker = await make()
     job = await submit(sched, "a")
