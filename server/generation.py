@@ -55,13 +55,13 @@ async def bodies(request: web.Request, run: Run, stream: bool, chunk: Callable[[
                     parts = run.answer.feed(event.text)
                     parts.logprobs += event.logprobs or ()
                     if parts:  # else held back: a tag forming
-                        for body in _each(chunk(parts)):
+                        for body in each_body(chunk(parts)):
                             yield body
                 else:
                     request[TOKENS] = (event.prompt_eval_count, event.eval_count)
                     parts = (run.answer.feed("".join(held)) + run.answer.finish()
                              + Parts(logprobs=logprobs))
-                    for body in _each(final(parts, event)):
+                    for body in each_body(final(parts, event)):
                         yield body
 
 
@@ -83,5 +83,5 @@ def final_stats(done: protocol.Done, load_duration: int, started: int) -> Body:
     }
 
 
-def _each(bodies: Bodies) -> list[Body]:
+def each_body(bodies: Bodies) -> list[Body]:
     return bodies if isinstance(bodies, list) else [bodies]

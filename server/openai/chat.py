@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ from server import errors
 from server.answer import Parts
 from server.api.chat import submit_chat
 from server.api.generate import submit_generate
-from server.generation import Bodies, Body, bodies
+from server.generation import Bodies, Body, bodies, each_body
 from server.openai import convert, fields
 from server.resolve import prepare
 from server.schemas import ChatRequest, GenerateRequest, read_request
@@ -54,34 +55,49 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     run = await submit_chat(await prepare(request, req.model, req.options), req, call)
     reply_id, created, usage = convert.new_id("chatcmpl"), convert.now(), convert.include_usage(body)
     called = False  # whether a tool call went out, for the finish reason
+    opened = False  # whether a chunk went out: only the first names the role, as OpenAI's
 
     def envelope(kind: str, choice: dict[str, Any]) -> dict[str, Any]:
         return {"id": reply_id, "object": kind, "created": created, "model": req.model,
                 "system_fingerprint": convert.SYSTEM_FINGERPRINT, "choices": [choice]}
 
-    def delta(parts: Parts) -> dict[str, Any]:
-        out: dict[str, Any] = {"role": "assistant", "content": parts.content}
+    def message(parts: Parts, role: bool = True, content: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": "assistant"} if role else {}
+        if content:
+            out["content"] = parts.content
         if parts.thinking:
             out["reasoning"] = parts.thinking  # Ollama's name for it on /v1
         if parts.tool_calls:
             out["tool_calls"] = convert.tool_calls(parts)
         return out
 
-    def choice(parts: Parts, reason: str | None, key: str = "delta") -> dict[str, Any]:
-        return {"index": 0, key: delta(parts), "logprobs": convert.chat_logprobs(parts),
-                "finish_reason": reason}
+    def delta(fields: dict[str, Any], parts: Parts | None = None,
+              reason: str | None = None) -> Body:
+        logprobs = convert.chat_logprobs(parts) if parts else None
+        return envelope("chat.completion.chunk", {"index": 0, "delta": fields,
+                                                  "logprobs": logprobs, "finish_reason": reason})
 
-    def chunk(parts: Parts) -> Body:
-        nonlocal called
+    def chunk(parts: Parts) -> Bodies:
+        nonlocal called, opened
         called = called or bool(parts.tool_calls)
-        return envelope("chat.completion.chunk", choice(parts, None))
+        role, opened = not opened, True
+        if parts.thinking and (parts.content or parts.tool_calls):
+            # As Ollama: the reasoning first, then what follows it, in chunks of their own.
+            return [delta(message(Parts(thinking=parts.thinking), role, content=False), parts),
+                    delta(message(replace(parts, thinking=""), False))]
+        return delta(message(parts, role), parts)
 
     def final(parts: Parts, done: protocol.Done) -> Bodies:
         reason = convert.finish_reason(done, called or bool(parts.tool_calls))
         if not req.stream:
-            return {**envelope("chat.completion", choice(parts, reason, "message")),
+            return {**envelope("chat.completion", {"index": 0, "message": message(parts),
+                                                   "logprobs": convert.chat_logprobs(parts),
+                                                   "finish_reason": reason}),
                     "usage": convert.usage(done)}
-        events = [envelope("chat.completion.chunk", choice(parts, reason))]
+        # What is left to say, then the finish reason in a chunk of its own (as OpenAI and
+        # Ollama end a stream), then the usage when asked for.
+        events = each_body(chunk(parts)) if parts or not opened else []
+        events.append(delta({}, reason=reason))
         if usage:
             events.append({**envelope("chat.completion.chunk", {}), "choices": [],
                            "usage": convert.usage(done)})

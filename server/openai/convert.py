@@ -120,14 +120,18 @@ def usage(done: protocol.Done) -> dict[str, int]:
 
 
 def finish_reason(done: protocol.Done, tool_called: bool) -> str:
-    if tool_called:
-        return "tool_calls"
-    return "length" if done.done_reason == "length" else "stop"
+    """As Ollama: a call makes a stop "tool_calls"; an answer cut at its limit stays "length"."""
+    if done.done_reason == "length":
+        return "length"
+    return "tool_calls" if tool_called else "stop"
 
 
 def tool_calls(parts: Parts) -> list[dict[str, Any]]:
     """Native tool calls as OpenAI writes them: arguments as a JSON string."""
-    return [{"index": i, "id": call.get("id") or new_id("call"), "type": "function",
+    # The index counts the answer's calls (the parser's), not this chunk's: a client merges
+    # streamed calls of the same index into one.
+    return [{"index": call["function"].get("index", i), "id": call.get("id") or new_id("call"),
+             "type": "function",
              "function": {"name": call["function"]["name"],
                           "arguments": orjson.dumps(call["function"].get("arguments", {})).decode()}}
             for i, call in enumerate(parts.tool_calls)]

@@ -48,6 +48,48 @@ def test_streamed_chat_completion_with_usage(client: openai.OpenAI) -> None:
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 8
 
 
+def test_a_stream_names_the_role_once_and_ends_with_a_finish_chunk(client: openai.OpenAI) -> None:
+    chunks = list(client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=8,
+                                                 stream=True, temperature=0))
+    assert [c.choices[0].delta.role for c in chunks] == ["assistant"] + [None] * (len(chunks) - 1)
+    last = chunks[-1].choices[0]
+    assert last.finish_reason == "length" and last.delta.content is None
+
+
+def test_the_sdks_stream_helper_puts_together_the_answer_given_whole(
+        client: openai.OpenAI) -> None:
+    # Cut at a stop, not the limit: the helper raises on "length".
+    ask = {"model": MODEL, "messages": ASK, "max_tokens": 64, "temperature": 0, "stop": ["."]}
+    whole = client.chat.completions.create(**ask).choices[0]
+    with client.chat.completions.stream(**ask) as stream:
+        streamed = stream.get_final_completion().choices[0]
+    assert streamed.message.role == "assistant"
+    assert streamed.message.content == whole.message.content
+    assert streamed.finish_reason == whole.finish_reason
+
+
+def test_two_streamed_tool_calls_stay_two_calls_in_the_sdk(server: Server,
+                                                           client: openai.OpenAI) -> None:
+    from tests.e2e.test_tools_thinking import CALL, TOOL_TEMPLATE, WEATHER  # noqa: PLC0415
+
+    # Its calls go out as a JSON list, each call streamed as soon as it is complete.
+    listing = (TOOL_TEMPLATE.replace("{{ if .ToolCalls }}{{ range", "{{ if .ToolCalls }}[{{ range")
+               .replace("{{ end }}{{ else }}", "{{ end }}]{{ else }}"))
+    server.post("/api/create", {"model": "lister", "from": MODEL, "template": listing,
+                                "stream": False})
+    two = {"type": "array", "items": CALL, "minItems": 2, "maxItems": 2}
+    with client.chat.completions.stream(
+            model="lister", messages=[{"role": "user", "content": "Weather in Paris and Rome?"}],
+            tools=[WEATHER], max_tokens=340, seed=1,
+            response_format={"type": "json_schema",
+                             "json_schema": {"name": "calls", "schema": two}}) as stream:
+        final = stream.get_final_completion().choices[0]
+    calls = final.message.tool_calls
+    assert [call.function.name for call in calls] == ["get_weather", "get_weather"]
+    assert all("city" in json.loads(call.function.arguments) for call in calls)
+    assert final.finish_reason == "tool_calls"
+
+
 async def test_async_chat_completion(async_client: openai.AsyncOpenAI) -> None:
     reply = await async_client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=4)
     assert reply.choices[0].message.content
