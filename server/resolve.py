@@ -41,6 +41,11 @@ class Prepared:
         if "completion" not in self.capabilities:
             raise errors.BadRequest(f'"{model}" does not support {endpoint}')
 
+    def think(self, asked: bool | str | None) -> bool | str | None:
+        """The request's `think`; where it says nothing, on for a model that can think, as
+        Ollama's handlers turn it on for every such model (routes.go)."""
+        return True if asked is None and "thinking" in self.capabilities else asked
+
     def require_vision(self, model: str, messages: list[ChatMessage]) -> None:
         """400 for images to a model without a projector."""
         if not self.ref.projector and any(m.get("images") for m in messages):

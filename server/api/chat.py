@@ -49,10 +49,11 @@ async def submit_chat(p: Prepared, req: ChatRequest, call: ForcedCall | None = N
                                    for m in p.spec.messages] + req.messages
     if p.spec.system and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": p.spec.system})
+    think = p.think(req.think)
     # Inferring thinking tags and the tool-call format parses the template: not on the loop.
-    output = await threads.parse(answer_for, req.model, p.spec.template, req.think, req.tools)
+    output = await threads.parse(answer_for, req.model, p.spec.template, think, req.tools)
     prompt: PromptSpec = {"raw": None, "messages": messages, "template": p.spec.template,
-                          "context": [], "tools": req.tools, "think": req.think,
+                          "context": [], "tools": req.tools, "think": think,
                           "truncate": req.truncate}
     output_format, prefix = req.format, ""
     if call is not None:

@@ -36,7 +36,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
         return {**body(parts), "done": False}
 
     def final(parts: Parts, done: protocol.Done) -> Body:
-        return {**body(parts), "done": True, "context": done.context,
+        context = {} if req.raw else {"context": done.context}  # as Ollama: none for raw
+        return {**body(parts), "done": True, **context,
                 **final_stats(done, run.job.load_duration, started)}
 
     return await respond(request, bodies(request, run, req.stream, chunk, final), req.stream)
@@ -45,6 +46,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
 async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
     """The prompt (templated unless raw, after any `context`) handed to the scheduler."""
     p.require_completion(req.model, "generate")
+    if req.raw and (req.template or req.system or req.context):
+        raise errors.BadRequest("raw mode does not support template, system, or context")
     out_of_range = next((t for t in req.context if p.ref.n_vocab and t >= p.ref.n_vocab), None)
     if out_of_range is not None:
         raise errors.BadRequest(f'"context" holds token {out_of_range}, out of range for this '
@@ -54,6 +57,7 @@ async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
     if req.suffix and ".Suffix" not in template:
         raise errors.BadRequest(f'"{req.model}" does not support insert')
     messages: list[ChatMessage] = []
+    think = p.think(req.think)
     if req.raw and req.images:
         raise errors.BadRequest("raw mode does not support images: the template places them")
     if req.raw:
@@ -71,12 +75,13 @@ async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
         messages.append(user)
         p.require_vision(req.model, messages)
         prompt = {"raw": None, "messages": messages, "template": template,
-                  "context": req.context, "think": req.think, "suffix": req.suffix,
+                  "context": req.context, "think": think, "suffix": req.suffix,
                   "truncate": req.truncate}
-    output = await threads.parse(answer_for, req.model, "" if req.raw else template, req.think)
+    # As Ollama: the model's own template says whether it thinks and with which tags.
+    output = await threads.parse(answer_for, req.model, p.spec.template, think)
     with errors.scheduler_errors():
         job = await p.scheduler.submit(p.ref, p.load, req.keep_alive, prompt, p.options,
-                                       want_context=True, output_format=req.format,
+                                       want_context=not req.raw, output_format=req.format,
                                        logprobs=req.logprobs, shift=req.shift)
     return Run(job, output)
 

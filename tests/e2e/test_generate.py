@@ -86,6 +86,15 @@ def test_raw_prompt_is_not_templated(server: Server) -> None:
     templated = generate(server, options=QUICK)[-1]["prompt_eval_count"]
     raw = generate(server, raw=True, options=QUICK)[-1]
     assert raw["prompt_eval_count"] < templated  # no <start_of_turn> wrapping
+    assert "context" not in raw  # as Ollama: a raw prompt gives no context to continue
+
+
+def test_raw_with_a_system_template_or_context_is_a_400_in_ollamas_words(server: Server) -> None:
+    for extra in ({"system": "Be brief."}, {"template": "{{ .Prompt }}"}, {"context": [1, 2]}):
+        reply = server.post("/api/generate", {"model": MODEL, "prompt": PROMPT, "raw": True,
+                                              **extra})
+        assert reply.status == 400
+        assert reply.json() == {"error": "raw mode does not support template, system, or context"}
 
 
 def test_system_and_template_overrides_reach_the_prompt(server: Server) -> None:

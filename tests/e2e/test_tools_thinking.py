@@ -139,3 +139,15 @@ def test_a_template_that_opens_the_thinking_block_gets_its_output_as_thinking(
     message = server.post("/api/chat", body).json()["message"]
     # The prompt ended inside <think>: what the model says is thinking until it writes </think>.
     assert message.get("thinking") and "</think>" not in message["thinking"]
+
+
+def test_a_model_that_can_think_thinks_unless_the_request_says_not_to(server: Server) -> None:
+    # As Ollama (routes.go): `think` left out is on for a model whose template thinks.
+    server.post("/api/create", {"model": "prefilled", "from": MODEL, "stream": False,
+                                "template": PREFILLED_THINK_TEMPLATE})
+    ask = {"model": "prefilled", "stream": False, "options": {"num_predict": 12, "temperature": 0}}
+    chat = server.post("/api/chat", {**ask, "messages": ASK}).json()["message"]
+    generated = server.post("/api/generate", {**ask, "prompt": ASK[0]["content"]}).json()
+    assert chat.get("thinking") and generated.get("thinking")
+    plain = server.post("/api/chat", {**ask, "messages": ASK, "think": False}).json()["message"]
+    assert "thinking" not in plain and plain["content"]
