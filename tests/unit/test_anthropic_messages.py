@@ -304,7 +304,7 @@ async def test_an_image_url_source_is_refused_as_ollama_refuses_image_urls(
 @pytest.mark.parametrize(("thinking", "output_config", "think"), [
     ({"type": "enabled", "budget_tokens": 1024}, None, True),
     ({"type": "disabled"}, None, False),
-    ({"type": "adaptive"}, None, None),
+    ({"type": "adaptive"}, None, True),  # the model's default: one that can think does
     ({"type": "adaptive"}, {"effort": "low"}, "low"),
     (None, {"effort": "xhigh"}, "high"),
 ])
