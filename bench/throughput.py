@@ -27,8 +27,8 @@ with `-np` the highest level and a unified KV cache of 4096 cells a slot, and st
 templated prompts to its /completion, alternating with the other two: its tokens/s and corral's
 ratio to it come beside raw's.
 
---sampled samples as Ollama does by default instead of greedily (top-k 40, repeat penalty 1.1
-over 64 tokens, top-p 0.9, temperature 0.8, a seeded draw), on all three: corral's request
+--sampled samples with the whole chain instead of greedily (Ollama's defaults before 0.32.10:
+top-k 40, repeat penalty 1.1 over 64 tokens, top-p 0.9, temperature 0.8, a seeded draw), on all three: corral's request
 options, llama-server's /completion fields (min-p 0, as Ollama's), and a llama.cpp sampler chain
 of the same samplers in the raw loop.
 
@@ -66,7 +66,7 @@ PROMPTS = [f"Write a long story about a {animal} who learns to {skill}." for ski
            ("sail", "sing") for animal in
            ("cat", "dog", "fox", "owl", "bear", "wolf", "hare", "seal")]
 GREEDY = {"temperature": 0, "repeat_penalty": 1.0}
-# Ollama's default sampling (api/types.go DefaultOptions), seeded; --sampled
+# Ollama's default sampling before 0.32.10 (a repeat penalty: every stage runs), seeded; --sampled
 SAMPLED = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.1,
            "repeat_last_n": 64, "seed": 42}
 SAMPLING = GREEDY  # what every request of this run asks for

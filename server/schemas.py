@@ -290,6 +290,8 @@ def parse_messages(raw: list[Any]) -> list[ChatMessage]:
         if not isinstance(msg, dict):
             raise errors.BadRequest(f"messages[{i}] must be an object")
         role, content = msg.get("role"), msg.get("content", "")
+        if isinstance(role, str):
+            role = role.lower()  # as Ollama's Message.UnmarshalJSON: "User" is "user"
         if role not in ROLES:
             raise errors.BadRequest(f'messages[{i}] has invalid role "{role}"; '
                                     f"expected one of {', '.join(ROLES)}")

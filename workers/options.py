@@ -56,11 +56,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("top_p", float, 0.9, SAMPLING),
     Option("min_p", float, 0.0, SAMPLING),
     Option("typical_p", float, 1.0, SAMPLING),
-    Option("repeat_penalty", float, 1.1, SAMPLING),
+    Option("repeat_penalty", float, 1.0, SAMPLING),  # Ollama 0.32.10 on: off by default
     Option("repeat_last_n", int, 64, SAMPLING, -1, INT32_MAX),
     Option("presence_penalty", float, 0.0, SAMPLING),
     Option("frequency_penalty", float, 0.0, SAMPLING),
-    Option("num_predict", int, -1, STOPPING, -2, INT32_MAX),
+    # -2 fills the context; any other negative is open-ended, as Ollama takes every negative.
+    Option("num_predict", int, -1, STOPPING, INT32_MIN, INT32_MAX),
     # A Runner option in Ollama; here per request, as drafts are planned per sequence and step.
     Option("draft_num_predict", int, 4, SPECULATION, 0, INT32_MAX),  # a draft model's guesses
     Option("stop", list, [], STOPPING),
@@ -84,6 +85,7 @@ IGNORED: dict[str, str] = {
     "numa": "Ollama removed it from its runner options",
     "low_vram": "Ollama removed it from its runner options",
     "vocab_only": "Ollama removed it from its runner options",
+    "embedding_only": "whether a model embeds is read from the model file",
 }
 
 # The worker's wire type: every option that is not a load option (those shape the loaded

@@ -47,7 +47,8 @@ async def submit_chat(p: Prepared, req: ChatRequest, call: ForcedCall | None = N
     p.require_vision(req.model, req.messages)
     messages: list[ChatMessage] = [{"role": m["role"], "content": m["content"]}
                                    for m in p.spec.messages] + req.messages
-    if p.spec.system and messages[0]["role"] != "system":
+    # As Ollama: the Modelfile's system goes first unless the request brings its own.
+    if p.spec.system and (not req.messages or req.messages[0]["role"] != "system"):
         messages.insert(0, {"role": "system", "content": p.spec.system})
     think = p.think(req.think)
     # Inferring thinking tags and the tool-call format parses the template: not on the loop.

@@ -26,6 +26,18 @@ def test_load_options_merge_like_the_others_with_ollamas_defaults() -> None:
                     "num_thread": 3, "use_mmap": None}
 
 
+# api/types.go DefaultOptions, Ollama 0.33 (repeat_penalty 1.0 since 0.32.10).
+OLLAMA_DEFAULTS = {"num_predict": -1, "num_keep": 4, "temperature": 0.8, "top_k": 40,
+                   "top_p": 0.9, "min_p": 0.0, "typical_p": 1.0, "repeat_last_n": 64,
+                   "repeat_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+                   "seed": -1, "draft_num_predict": 4}
+
+
+def test_the_defaults_are_ollamas() -> None:
+    per_request, _ = options.merge({}, {}, default_num_ctx=4096)
+    assert {name: per_request[name] for name in OLLAMA_DEFAULTS} == OLLAMA_DEFAULTS
+
+
 def test_integers_given_as_whole_floats_are_accepted() -> None:
     assert options.validate({"num_predict": 8.0}) == {"num_predict": 8}
 
@@ -70,7 +82,7 @@ def test_numbers_that_are_not_finite_are_refused(name: str, value: float) -> Non
 
 @pytest.mark.parametrize("name,value", [("seed", -(2**63)), ("seed", 2**63 - 1),
                                         ("top_k", 2**31 - 1), ("top_k", -(2**31)),
-                                        ("num_ctx", 1), ("num_predict", -2),
+                                        ("num_ctx", 1), ("num_predict", -(2**31)),
                                         ("num_keep", -1), ("repeat_last_n", -1),
                                         ("num_thread", 512)])
 def test_values_at_the_exact_range_boundaries_are_accepted(name: str, value: int) -> None:
@@ -78,7 +90,7 @@ def test_values_at_the_exact_range_boundaries_are_accepted(name: str, value: int
 
 
 @pytest.mark.parametrize("name,value", [("seed", -(2**63) - 1), ("seed", 2**63),
-                                        ("top_k", 2**31), ("num_predict", -3),
+                                        ("top_k", 2**31), ("num_predict", -(2**31) - 1),
                                         ("num_keep", -2),
                                         ("num_thread", 513)])  # llama.cpp aborts there
 def test_values_just_past_the_range_boundaries_are_refused(name: str, value: int) -> None:
@@ -105,7 +117,7 @@ def test_merge_refuses_an_out_of_range_stored_parameter() -> None:
         options.merge({"top_k": 1e40}, {}, default_num_ctx=2048)
 
 
-@pytest.mark.parametrize("name", ["mirostat", "tfs_z", "penalize_newline"])
+@pytest.mark.parametrize("name", ["mirostat", "tfs_z", "penalize_newline", "embedding_only"])
 def test_options_older_ollama_had_are_accepted_and_ignored(name: str) -> None:
     assert options.validate({name: 1}) == {}
 

@@ -1,0 +1,62 @@
+"""POST /api/chat in process: what the scheduler is handed for a conversation (Ollama's
+ChatHandler is the reference)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from server.app import build_app
+from server.settings import load as load_settings
+from store.store import Store
+from tests.gguf_files import one_block_model
+from tests.unit.test_anthropic_messages import Client, ScriptedScheduler
+
+
+@pytest.fixture
+async def client(aiohttp_client: Client, tmp_path: Path) -> tuple[TestClient, ScriptedScheduler]:
+    scheduler = ScriptedScheduler()
+    app = build_app(load_settings({}), Store(tmp_path / "models"),
+                    scheduler)  # type: ignore[arg-type]
+    client = await aiohttp_client(app)
+    weights = one_block_model()
+    digest = "sha256:" + hashlib.sha256(weights).hexdigest()
+    assert (await client.post(f"/api/blobs/{digest}", data=weights)).status == 201
+    resp = await client.post("/api/create", json={
+        "model": "primed", "files": {"m.gguf": digest}, "system": "Modelfile system.",
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+        "stream": False})
+    assert resp.status == 200, await resp.text()
+    return client, scheduler
+
+
+async def chat(client: tuple[TestClient, ScriptedScheduler],
+               messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages the scheduler was handed for this request."""
+    resp = await client[0].post("/api/chat", json={"model": "primed", "messages": messages,
+                                                   "stream": False})
+    assert resp.status == 200, await resp.text()
+    return client[1].submitted[-1]["prompt"]["messages"]
+
+
+async def test_the_modelfile_system_comes_first_when_the_request_brings_none(
+        client: tuple[TestClient, ScriptedScheduler]) -> None:
+    sent = await chat(client, [{"role": "user", "content": "Q"}])
+    assert [m["content"] for m in sent] == ["Modelfile system.", "Hi", "Hello", "Q"]
+
+
+async def test_a_request_that_brings_its_own_system_gets_only_that_one(
+        client: tuple[TestClient, ScriptedScheduler]) -> None:
+    sent = await chat(client, [{"role": "system", "content": "Mine."},
+                               {"role": "user", "content": "Q"}])
+    assert [m["content"] for m in sent] == ["Hi", "Hello", "Mine.", "Q"]
+
+
+async def test_a_role_in_capitals_is_taken_lowercased_as_ollama_takes_it(
+        client: tuple[TestClient, ScriptedScheduler]) -> None:
+    sent = await chat(client, [{"role": "User", "content": "Q"}])
+    assert sent[-1] == {"role": "user", "content": "Q"}
