@@ -26,8 +26,16 @@ def now() -> int:
     return int(time.time())
 
 
+# What Ollama's openai package sets where a request leaves it out, over the model's own
+# parameters (OpenAI's defaults): FromChatRequest and FromCompleteRequest both, FromResponsesRequest
+# the temperature only.
+CHAT_DEFAULTS = {"temperature": 1.0, "top_p": 1.0}
+RESPONSES_DEFAULTS = {"temperature": 1.0}
+
+
 def common(body: dict[str, Any],
-           limits: tuple[str, ...] = ("max_completion_tokens", "max_tokens")) -> dict[str, Any]:
+           limits: tuple[str, ...] = ("max_completion_tokens", "max_tokens"),
+           defaults: dict[str, float] = CHAT_DEFAULTS) -> dict[str, Any]:
     """The native fields every generating /v1 request maps to: model, stream and options.
     `limits`: the fields that may give num_predict, the first one set winning."""
     if not isinstance(body.get("model"), str) or not body["model"]:
@@ -35,8 +43,8 @@ def common(body: dict[str, Any],
     n = body.get("n")
     if n not in (None, 1):
         raise errors.BadRequest("n other than 1 is not supported")
-    options = {native: body[name] for name, native in _OPTIONS.items()
-               if body.get(name) is not None}
+    options = {**defaults, **{native: body[name] for name, native in _OPTIONS.items()
+                              if body.get(name) is not None}}
     # max_completion_tokens replaces max_tokens; a null one is no limit of its own.
     key = next((k for k in limits if body.get(k) is not None), None)
     if key is not None:

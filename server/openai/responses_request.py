@@ -96,7 +96,8 @@ def parse_request(body: dict[str, Any]) -> ResponsesRequest:
         raise errors.BadRequest("input must not be empty")
     _typed(body, "stream", bool, False)  # convert.common takes anything but true as false
     # model, stream, temperature, top_p, reasoning.effort as think, max_output_tokens
-    native = convert.common(body, limits=("max_output_tokens",))
+    native = convert.common(body, limits=("max_output_tokens",),
+                            defaults=convert.RESPONSES_DEFAULTS)
     chat = ChatRequest.parse({
         **native, "messages": messages, "format": output_format,
         "truncate": truncation == "auto",

@@ -28,3 +28,10 @@ def test_a_streamed_calls_index_counts_the_answers_calls_not_the_chunks() -> Non
     [call] = convert.tool_calls(Parts(tool_calls=[second]))
     assert call == {"index": 1, "id": "call_b", "type": "function",
                     "function": {"name": "f", "arguments": '{"x":1}'}}
+
+
+def test_chat_and_completions_sample_at_openais_defaults_where_the_request_is_silent() -> None:
+    # Ollama's FromChatRequest / FromCompleteRequest: 1.0 over the Modelfile's parameters.
+    assert convert.common({"model": "m"})["options"] == {"temperature": 1.0, "top_p": 1.0}
+    given = convert.common({"model": "m", "temperature": 0.2, "top_p": 0.5})["options"]
+    assert given == {"temperature": 0.2, "top_p": 0.5}

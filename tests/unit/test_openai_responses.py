@@ -537,7 +537,11 @@ async def test_the_reply_says_the_sampling_values_the_model_ran_with(
         client: TestClient, scheduler: Scheduler) -> None:
     scheduler.says("x")
     reply = await sdk(client).responses.create(model="plain", input="Hi", top_p=0.5)
-    assert (reply.temperature, reply.top_p) == (0.3, 0.5)  # the Modelfile's, the request's
+    # Ollama's /v1/responses default temperature over the Modelfile's 0.3; the request's top_p
+    assert (reply.temperature, reply.top_p) == (1.0, 0.5)
+    scheduler.says("x")
+    reply = await sdk(client).responses.create(model="plain", input="Hi", temperature=0.2)
+    assert (reply.temperature, reply.top_p) == (0.2, 0.9)  # the request's; top_p the model's
 
 
 async def test_the_sdks_stream_helper_collects_the_text_and_the_final_response(
