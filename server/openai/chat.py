@@ -179,10 +179,25 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
             if not isinstance(msg["reasoning"], str):
                 raise errors.BadRequest(f"messages[{i}].reasoning must be a string")
             native["thinking"] = msg["reasoning"]
-        if msg.get("name") and msg.get("role") == "tool":
-            native["tool_name"] = msg["name"]
+        if msg.get("role") == "tool":
+            # As Ollama's FromChatRequest: the message's name, else the name of the call its
+            # tool_call_id answers (SDK tool messages carry only the id).
+            name = msg.get("name") or _called(raw, msg.get("tool_call_id"))
+            if name:
+                native["tool_name"] = name
         out.append(native)
     return out
+
+
+def _called(messages: list[Any], call_id: Any) -> str:
+    """The function name of the call with this id, the last one where ids repeat."""
+    for msg in reversed(messages):
+        for call in (msg.get("tool_calls") or []) if isinstance(msg, dict) else []:
+            if isinstance(call, dict) and call_id and call.get("id") == call_id:
+                function = call.get("function")
+                name = function.get("name") if isinstance(function, dict) else None
+                return name if isinstance(name, str) else ""
+    return ""
 
 
 def _content_parts(i: int, parts: list[Any]) -> tuple[str, list[str]]:
@@ -211,4 +226,7 @@ def _tool_call(i: int, call: Any) -> dict[str, Any]:
             arguments = orjson.loads(arguments)
         except orjson.JSONDecodeError:
             raise errors.BadRequest(f"messages[{i}].tool_calls: arguments are not JSON") from None
-    return {"function": {"name": function.get("name"), "arguments": arguments}}
+    native: dict[str, Any] = {"function": {"name": function.get("name"), "arguments": arguments}}
+    if isinstance(call.get("id"), str) and call["id"]:
+        native["id"] = call["id"]  # a template may name it (`.ID`), as it answers to it
+    return native

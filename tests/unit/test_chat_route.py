@@ -1,5 +1,5 @@
-"""POST /api/chat in process: what the scheduler is handed for a conversation (Ollama's
-ChatHandler is the reference)."""
+"""POST /api/chat and /v1/chat/completions in process: what the scheduler is handed for a
+conversation (Ollama's ChatHandler and openai.FromChatRequest are the reference)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,24 @@ async def test_a_request_that_brings_its_own_system_gets_only_that_one(
     sent = await chat(client, [{"role": "system", "content": "Mine."},
                                {"role": "user", "content": "Q"}])
     assert [m["content"] for m in sent] == ["Hi", "Hello", "Mine.", "Q"]
+
+
+async def test_an_openai_history_keeps_its_call_ids_and_names_each_result_by_its_call(
+        client: tuple[TestClient, ScriptedScheduler]) -> None:
+    calls = [{"id": "call_1", "type": "function",
+              "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+             {"id": "call_2", "type": "function",
+              "function": {"name": "get_time", "arguments": "{}"}}]
+    resp = await client[0].post("/v1/chat/completions", json={"model": "primed", "messages": [
+        {"role": "user", "content": "Weather and time?"},
+        {"role": "assistant", "content": None, "tool_calls": calls},
+        {"role": "tool", "tool_call_id": "call_2", "content": "noon"},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 degrees"}]})
+    assert resp.status == 200, await resp.text()
+    sent = client[1].submitted[-1]["prompt"]["messages"]
+    assert [c["id"] for c in sent[-3]["tool_calls"]] == ["call_1", "call_2"]
+    assert [(m["tool_call_id"], m["tool_name"]) for m in sent[-2:]] == [
+        ("call_2", "get_time"), ("call_1", "get_weather")]
 
 
 async def test_a_role_in_capitals_is_taken_lowercased_as_ollama_takes_it(
