@@ -53,6 +53,15 @@ class TensorBytes:
         return tuple(self.blocks[n] for n in sorted(self.blocks))
 
 
+@dataclass(frozen=True)
+class Tensor:
+    """One tensor as /api/show lists it (Ollama's api.Tensor): its type as ggml names it."""
+
+    name: str
+    type: str
+    shape: tuple[int, ...]
+
+
 @dataclass
 class GGUFInfo:
     metadata: dict[str, Any]
@@ -62,6 +71,7 @@ class GGUFInfo:
     tensor_bytes: TensorBytes = field(default_factory=lambda: TensorBytes({}, 0, 0, False))
     # Each key's GGUF value type as TYPE_NAMES spells it; an array's as "arr[<item type>]".
     types: dict[str, str] = field(default_factory=dict)
+    tensors: tuple[Tensor, ...] = ()
 
     @property
     def architecture(self) -> str:
@@ -165,11 +175,12 @@ class _Parser:
         alignment = metadata.get("general.alignment", 32)
         if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
             raise NotGGUF(f"invalid GGUF alignment {alignment!r}")
-        params, blocks, extents = 0, set(), []
+        params, blocks, extents, tensors = 0, set(), [], []
         sizes = _Sizes()
         for _ in range(n_tensors):
             name = self._string()
-            count, nbytes = self._tensor_shape(name)
+            tensor, count, nbytes = self._tensor_shape(name)
+            tensors.append(tensor)
             offset = self._scalar(10)
             if offset % alignment:
                 raise NotGGUF(f"tensor {name} is not aligned")
@@ -183,10 +194,10 @@ class _Parser:
             if data_start + offset + nbytes > self.size:
                 raise NotGGUF(f"truncated GGUF file: data of tensor {name} lies past its end")
         return GGUFInfo(metadata, params, self.long_arrays, len(blocks), sizes.result(),
-                        self.types)
+                        self.types, tuple(tensors))
 
-    def _tensor_shape(self, name: str) -> tuple[int, int]:
-        """(element count, data bytes) of one tensor info record."""
+    def _tensor_shape(self, name: str) -> tuple[Tensor, int, int]:
+        """The tensor, its element count and its data bytes, of one tensor info record."""
         n_dims = self._scalar(4)
         if not 1 <= n_dims <= _MAX_DIMS:
             raise NotGGUF(f"tensor {name} has {n_dims} dimensions (at most {_MAX_DIMS})")
@@ -201,7 +212,8 @@ class _Parser:
             count *= d
         if count == 0 or dims[0] % block or count > self.size * block:
             raise NotGGUF(f"tensor {name} has an invalid shape {list(dims)}")
-        return count, count // block * type_size
+        tensor = Tensor(name, GGMLQuantizationType(ggml_type).name, tuple(dims))
+        return tensor, count, count // block * type_size
 
     def _count(self, n: int, min_bytes: int, what: str) -> int:
         """A count of items each taking at least `min_bytes`: it must fit in what is left."""

@@ -98,24 +98,34 @@ async def show(request: web.Request) -> web.Response:
     # A verbose header holds every vocabulary entry (262k for Gemma): read it off the event loop.
     info = await asyncio.to_thread(_header, spec.model_path, verbose)
     projector = spec.projector_path
+    # As Ollama's GetModelInfo: the request's system shows in what it returns, and the name
+    # and the chat template are left out of model_info.
+    system = body.get("system") if isinstance(body.get("system"), str) and body["system"] \
+        else spec.system
+    model_info = {k: v for k, v in info.metadata.items()
+                  if k not in ("general.name", "tokenizer.chat_template")}
     reply: dict[str, Any] = {
         "license": "\n".join(spec.licenses),
         "modelfile": format_modelfile(str(spec.model_path), name=spec.name.display,
-                                      template=spec.template, system=spec.system,
-                                      parameters=spec.params, messages=spec.messages,
+                                      template=spec.template, system=system,
+                                      parameters=spec.params,
+                                      messages=spec.messages,
                                       licenses=spec.licenses,
                                       adapters=[str(p) for p in spec.adapter_paths],
                                       projectors=[str(projector)] if projector else [],
                                       draft=str(spec.draft_path) if spec.draft_path else None),
         "parameters": parameters_text(spec.params),
         "template": spec.template,
-        "system": spec.system,
+        "system": system,
         "details": details(spec.config),
-        "model_info": info.metadata,  # long arrays are [] unless verbose, as in Ollama
+        "model_info": model_info,  # long arrays are [] unless verbose, as in Ollama
+        "tensors": [{"name": t.name, "type": t.type, "shape": list(t.shape)}
+                    for t in info.tensors],
         "projector_info": (await asyncio.to_thread(_header, projector, verbose)).metadata
         if projector else None,
         "capabilities": capabilities(spec.template, info.metadata, projector=bool(projector)),
         "modified_at": rfc3339(spec.manifest.modified_at),
+        "requires": spec.config.get("requires"),
     }
     if spec.messages:
         reply["messages"] = spec.messages

@@ -76,6 +76,30 @@ def test_show_returns_template_parameters_and_gguf_metadata(server: Server) -> N
     assert body["capabilities"] == ["completion"]
 
 
+def test_show_lists_the_tensors_as_the_gguf_reader_reads_them(server: Server) -> None:
+    from gguf import GGUFReader  # noqa: PLC0415
+
+    body = server.post("/api/show", {"model": MODEL}).json()
+    blob = server.models_dir / "blobs" / model_blob_digest(server).replace(":", "-")
+    reader = GGUFReader(blob)
+    assert body["tensors"] == [{"name": t.name, "type": t.tensor_type.name,
+                                "shape": [int(d) for d in t.shape]} for t in reader.tensors]
+
+
+def test_show_leaves_the_name_and_chat_template_out_and_shows_a_given_system(
+        server: Server) -> None:
+    body = server.post("/api/show", {"model": MODEL, "system": "Be terse."}).json()
+    assert "general.name" not in body["model_info"]  # as Ollama's GetModelInfo
+    assert "tokenizer.chat_template" not in body["model_info"]
+    assert body["system"] == "Be terse." and 'SYSTEM """Be terse."""' in body["modelfile"]
+
+
+def test_show_says_the_ollama_version_a_model_requires(server: Server) -> None:
+    assert server.post("/api/create", {"model": "needy", "from": MODEL, "requires": "0.14.0",
+                                       "stream": False}).status == 200
+    assert server.post("/api/show", {"model": "needy"}).json()["requires"] == "0.14.0"
+
+
 def test_show_verbose_includes_the_vocabulary(server: Server) -> None:
     info = server.post("/api/show", {"model": MODEL, "verbose": True}).json()["model_info"]
     assert len(info["tokenizer.ggml.tokens"]) == 262144
