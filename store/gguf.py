@@ -235,8 +235,25 @@ class _Parser:
         return self._read(self._count(self._scalar(10), 1, "string length")).decode(
             "utf-8", errors="replace")
 
-    def _skip_string(self) -> None:
-        self.f.seek(self._count(self._scalar(10), 1, "string length"), 1)
+    def _skip_strings(self, count: int) -> None:
+        """Skips `count` strings, walking their lengths in pieces read a megabyte at a time (a
+        vocabulary is 262k strings: one read and seek each took 0.7 s for Gemma)."""
+        base = self.f.tell()  # the file offset of buf[0]
+        buf, pos = b"", 0
+        for _ in range(count):
+            if pos + 8 > len(buf):
+                base += pos
+                self.f.seek(base)
+                buf, pos = self.f.read(1 << 20), 0
+                if len(buf) < 8:
+                    raise NotGGUF("truncated GGUF header")
+            (length,) = struct.unpack_from("<Q", buf, pos)
+            pos += 8
+            if length > self.size - (base + pos):
+                raise NotGGUF(f"truncated or invalid GGUF file: string length {length} does "
+                              "not fit in it")
+            pos += length
+        self.f.seek(base + pos)
 
     def _value(self, key: str, vtype: int) -> Any:
         if vtype == _STRING:
@@ -255,8 +272,7 @@ class _Parser:
             return [self._value(key, item_type) for _ in range(count)]
         self.long_arrays[key] = count
         if item_type == _STRING:
-            for _ in range(count):
-                self._skip_string()
+            self._skip_strings(count)
         else:
             self.f.seek(item_bytes * count, 1)
         return []

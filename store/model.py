@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-from store.errors import InvalidName, model_not_found
+from store.errors import InvalidName, NotGGUF, model_not_found
+from store.gguf import cached_info
 from store.names import ModelName, parse_name
 from store.store import (ADAPTER_MEDIA, CONFIG_MEDIA_TYPE, DRAFT_MEDIA, LICENSE_MEDIA,
                          MESSAGES_MEDIA, MODEL_MEDIA, PARAMS_MEDIA, PROJECTOR_MEDIA, SYSTEM_MEDIA,
@@ -115,6 +116,29 @@ def details(config: dict[str, Any]) -> dict[str, Any]:
         "parameter_size": config.get("model_type", ""),
         "quantization_level": config.get("file_type", ""),
     }
+
+
+def listed(store: Store, manifest: Manifest, config: dict[str, Any]) -> tuple[dict[str, Any],
+                                                                              list[str]]:
+    """A stored model's /api/tags `details` and `capabilities`, as Ollama's model list gives
+    them (server/model_list_cache.go): the context and embedding lengths from the config, else
+    the weights' GGUF header; capabilities from the header, the template and a projector. Weights
+    whose header cannot be read give neither the lengths nor the capabilities."""
+    info = details(config)
+    layer = manifest.layer(MODEL_MEDIA)
+    try:
+        gguf = cached_info(str(store.blob_path(layer.digest))) if layer else None
+    except (OSError, NotGGUF):
+        gguf = None
+    lengths = {"context_length": config.get("context_length") or (gguf and gguf.context_length),
+               "embedding_length": config.get("embedding_length")
+               or (gguf and gguf.embedding_length)}
+    info.update({key: value for key, value in lengths.items() if value})
+    if gguf is None:
+        return info, []
+    template = manifest.layer(TEMPLATE_MEDIA)
+    text = store.read_blob(template.digest).decode() if template else ""
+    return info, capabilities(text, gguf.metadata, manifest.layer(PROJECTOR_MEDIA) is not None)
 
 
 def read_config(store: Store, manifest: Manifest) -> dict[str, Any]:

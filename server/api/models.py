@@ -18,7 +18,7 @@ from server.streaming import json_response
 from server.timestamps import rfc3339
 from store import errors as store_errors
 from store.gguf import GGUFInfo, cached_info, read_gguf
-from store.model import capabilities, details, name_field, read_config, resolve
+from store.model import capabilities, details, listed, name_field, read_config, resolve
 from store.modelfile import format_modelfile
 from store.store import Store
 
@@ -77,11 +77,14 @@ async def tags(request: web.Request) -> web.Response:
 
 
 def _local_models(store: Store) -> list[dict[str, Any]]:
-    """Every stored model, newest first (reads each manifest and config)."""
-    models = [{"name": name.display, "model": name.display,
-               "modified_at": rfc3339(manifest.modified_at), "size": manifest.size,
-               "digest": manifest.digest, "details": details(read_config(store, manifest))}
-              for name, manifest in store.list_manifests()]
+    """Every stored model, newest first (reads each manifest, config and GGUF header)."""
+    models = []
+    for name, manifest in store.list_manifests():
+        info, caps = listed(store, manifest, read_config(store, manifest))
+        models.append({"name": name.display, "model": name.display,
+                       "modified_at": rfc3339(manifest.modified_at), "size": manifest.size,
+                       "digest": manifest.digest, "details": info,
+                       **({"capabilities": caps} if caps else {})})
     return sorted(models, key=lambda m: m["modified_at"], reverse=True)
 
 

@@ -57,9 +57,12 @@ def test_tags_lists_the_model_with_gguf_details(server: Server) -> None:
     entry = models[MODEL]
     assert entry["model"] == MODEL and entry["size"] > 200_000_000
     assert len(entry["digest"]) == 64 and entry["modified_at"].endswith("Z")
+    # As Ollama's model list (0.30 on): the lengths and capabilities too.
     assert entry["details"] == {"parent_model": "", "format": "gguf", "family": "gemma3",
                                 "families": ["gemma3"], "parameter_size": "268.10M",
-                                "quantization_level": "Q4_K_M"}
+                                "quantization_level": "Q4_K_M", "context_length": 32768,
+                                "embedding_length": 640}
+    assert entry["capabilities"] == ["completion"]
 
 
 def test_show_returns_template_parameters_and_gguf_metadata(server: Server) -> None:

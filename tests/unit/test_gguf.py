@@ -124,6 +124,22 @@ def test_a_file_cut_before_its_tensor_data_ends_is_refused(tmp_path: Path) -> No
         validate_gguf(_write(tmp_path, one_block_model(data=b"\0" * 63)))
 
 
+def test_a_long_string_array_is_skipped_to_the_key_after_it(tmp_path: Path) -> None:
+    words = [f"word{i}" * (i % 7) for i in range(100_000)]  # 2 MB: more than one read
+    kv = (string("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, len(words))
+          + b"".join(string(w) for w in words))
+    info = read_gguf(_write(tmp_path, gguf([kv, kv_string("general.name", "after")], [])))
+    assert info.long_arrays == {"tokenizer.ggml.tokens": 100_000}
+    assert info.metadata["general.name"] == "after"
+
+
+def test_a_string_of_a_long_array_that_runs_past_the_file_is_refused(tmp_path: Path) -> None:
+    kv = (string("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 20)
+          + b"".join(string("w") for _ in range(19)) + struct.pack("<Q", 1 << 40) + b"w")
+    with pytest.raises(NotGGUF, match="string length"):
+        read_gguf(_write(tmp_path, gguf([kv], [])))
+
+
 def test_the_real_model_truncated_to_8_mb_is_refused(tmp_path: Path, gemma: Path) -> None:
     with open(gemma, "rb") as f:
         cut = f.read(8 << 20)
