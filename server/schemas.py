@@ -96,6 +96,13 @@ MESSAGE_FIELDS = frozenset({"role", "content", "thinking", "images", "tool_calls
 EMBED_FIELDS = frozenset({"model", "name", "input", "keep_alive", "truncate", "dimensions",
                           "options"})
 EMBEDDINGS_FIELDS = frozenset({"model", "name", "prompt", "keep_alive", "options"})
+# Not read: `renderer` and `parser` (Ollama's Go-coded prompt formats, which no model here can
+# hold, as the Modelfile's RENDERER and PARSER), `remote_host` and `info` (cloud models).
+# `modelfile` is the older API's; `quantization` the older spelling of `quantize`.
+CREATE_FIELDS = frozenset({"model", "name", "stream", "modelfile", "quantize", "quantization",
+                           "draft_quantize", "from", "files", "draft_files", "adapters",
+                           "template", "license", "system", "parameters", "messages",
+                           "requires"})
 
 
 def only(known: Collection[str],
@@ -399,12 +406,16 @@ class CreateRequest:
     @classmethod
     def parse(cls, body: dict[str, Any]) -> "CreateRequest":
         model = _model(body)
+        # An empty field is an absent one (Go's omitempty), so a client that writes out every
+        # field is not refused for "renderer": "".
+        refuse_unknown({k: v for k, v in body.items() if v not in ("", {}, [])}, CREATE_FIELDS)
         stream = _typed(body, "stream", bool, True)
+        quantize = _typed(body, "quantize", str, "") or _typed(body, "quantization", str, "")
         modelfile = _typed(body, "modelfile", str, "")
         if modelfile:  # the older API: the whole Modelfile in one field
             spec = to_create_spec(parse_modelfile(modelfile), model)
             _limit_template(spec.template)
-            spec.quantize = _typed(body, "quantize", str, "")
+            spec.quantize = quantize
             _refuse_draft_quantize(body)
             return cls(spec=spec, stream=stream)
         _refuse_draft_quantize(body)
@@ -428,7 +439,7 @@ class CreateRequest:
             system=_typed(body, "system", str, None),
             parameters=parameters,
             licenses=licenses or [],
-            quantize=_typed(body, "quantize", str, ""),
+            quantize=quantize,
             adapters=adapters,
             draft_files=_blob_map(body, "draft_files"),
             requires=_requires(body),
