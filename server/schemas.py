@@ -353,7 +353,9 @@ class EmbedRequest:
             return isinstance(value, str) or (token_ids and _token_ids(value))
 
         inputs: list[str | list[int]]
-        if raw is None or raw == []:
+        # As Ollama's EmbedHandler, "" is no input (the model loads, no vectors come back);
+        # OpenAI's embeddings embed the empty string.
+        if raw is None or raw == [] or (raw == "" and not token_ids):
             inputs = []
         elif one(raw):
             inputs = [raw]
@@ -366,9 +368,8 @@ class EmbedRequest:
         if len(inputs) > MAX_EMBED_INPUTS:
             raise errors.BadRequest(f'"input" holds {len(inputs)} items; at most '
                                     f"{MAX_EMBED_INPUTS} per request")
-        dimensions = _typed(body, "dimensions", int, 0)
-        if dimensions < 0:
-            raise errors.BadRequest('"dimensions" must not be negative')
+        # As Ollama: a vector is cut only to a positive count.
+        dimensions = max(0, _typed(body, "dimensions", int, 0))
         return cls(model=_model(body), inputs=inputs, truncate=_typed(body, "truncate", bool, True),
                    dimensions=dimensions, options=_options(body), keep_alive=_keep_alive(body))
 

@@ -37,6 +37,18 @@ def test_batch_equals_one_by_one(server: Server) -> None:
     assert batch[0] != batch[1]
 
 
+def test_an_empty_string_is_no_input_and_only_loads_the_model(server: Server) -> None:
+    body = embed(server, input="")  # as Ollama's EmbedHandler
+    assert body["embeddings"] == [] and body["prompt_eval_count"] == 0
+    assert MODEL in [m["name"] for m in server.get("/api/ps").json()["models"]]
+
+
+def test_dimensions_below_one_keep_the_whole_vector(server: Server) -> None:
+    [whole] = embed(server, input="hello")["embeddings"]
+    [negative] = embed(server, input="hello", dimensions=-5)["embeddings"]
+    assert negative == whole
+
+
 def test_dimensions_truncates_then_normalizes(server: Server) -> None:
     [vector] = embed(server, input="hello", dimensions=32)["embeddings"]
     assert len(vector) == 32 and abs(norm(vector) - 1.0) < 1e-5

@@ -352,7 +352,7 @@ INVALID = [
     ("GenerateStreamLine", {"model": "m", "created_at": NOW, "response": "", "done": True,
                             "done_reason": "eos"}),
     ("EmbedRequest", {"model": "m", "input": [1, 2]}),
-    ("EmbedRequest", {"model": "m", "dimensions": -1}),
+    ("EmbedRequest", {"model": "m", "dimensions": 1.5}),
     ("CreateRequest", {"model": "m", "files": {"x.gguf": "md5:abc"}}),
     ("ChatCompletionRequest", {"model": "m", "messages": []}),
     ("ChatCompletionRequest", {"model": "m", "n": 2, "messages": [{"role": "user",
