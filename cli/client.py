@@ -123,7 +123,9 @@ class Client:
             raise CLIError(f"{self.base}: {exc or type(exc).__name__}") from None
 
     async def version(self) -> str:
-        return str((await self.call("GET", "/api/version") or {}).get("version", ""))
+        """The server's corral version (an Ollama server answers only its own: that one)."""
+        reply = await self.call("GET", "/api/version") or {}
+        return str(reply.get("corral") or reply.get("version", ""))
 
     async def list(self) -> list[dict[str, Any]]:
         return list((await self.call("GET", "/api/tags") or {}).get("models") or [])

@@ -7,7 +7,7 @@ import asyncio
 
 from aiohttp import web
 
-from server import __version__, threads
+from server import OLLAMA_VERSION, __version__, threads
 from server.context import SCHEDULER
 from server.streaming import json_response
 
@@ -20,7 +20,8 @@ async def root(request: web.Request) -> web.Response:
 
 
 async def version(request: web.Request) -> web.Response:
-    return json_response({"version": __version__})
+    """The Ollama version corral's API matches, and corral's own."""
+    return json_response({"version": OLLAMA_VERSION, "corral": __version__})
 
 
 async def ready(request: web.Request) -> web.Response:

@@ -7,6 +7,7 @@ import os
 
 import orjson
 
+from server import OLLAMA_VERSION, __version__
 from tests.e2e.conftest import MODEL, QUICK
 from tests.e2e.server import Server
 
@@ -27,8 +28,8 @@ def test_root_answers_get_and_head(server: Server) -> None:
     assert server.request("HEAD", "/").status == 200
 
 
-def test_version(server: Server) -> None:
-    assert isinstance(server.get("/api/version").json()["version"], str)
+def test_version_is_the_ollama_release_matched_and_corrals_own(server: Server) -> None:
+    assert server.get("/api/version").json() == {"version": OLLAMA_VERSION, "corral": __version__}
 
 
 def test_blob_upload_checks_the_digest(server: Server) -> None:
