@@ -376,6 +376,8 @@ class ModelBatcher:
         A sequence that asked for logprobs measures its logits row first (it is raw still)."""
         grammar, chain = seq.grammar, seq.chain
         assert chain is not None
+        if grammar is not None and grammar.waiting:  # thinking first: not held to it yet
+            grammar = None
         if grammar is None and seq.logprobs < 0:  # the common case: nothing to look at first
             return chain.sample(self.model, index)
         logits = self.model.logits(index)
@@ -417,6 +419,8 @@ class ModelBatcher:
         seq.generated.append(token)
         seq.unsent_tokens += 1
         piece = model.piece(token)
+        if seq.grammar is not None and seq.grammar.waiting:
+            seq.grammar.saw(piece)
         if seq.distribution is not None:
             seq.unsent_logprobs.append((seq.distribution.entry(token, model.piece),
                                         len(piece.decode(errors="ignore"))))

@@ -55,11 +55,30 @@ class Grammar:
     side thread with a copy of the logits). Prompt tokens never reach it, and constrained and
     free sequences share one batch."""
 
-    def __init__(self, vocab: llama.llama_vocab_p, gbnf: str, n_vocab: int) -> None:
+    def __init__(self, vocab: llama.llama_vocab_p, gbnf: str, n_vocab: int,
+                 after: str = "") -> None:
+        """`after`: a text (a thinking block's closing tag) that the answer writes freely
+        before the grammar holds it: as Ollama constrains only what follows a model's thinking."""
         self._sampler = llama.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root")
         if not self._sampler:
             raise ValueError("the format could not be compiled into a grammar")
         self._ids = np.arange(n_vocab, dtype=np.int32)
+        self._after = after.encode()
+        self._seen = b""  # the answer's last bytes while waiting, where the text may be forming
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the answer is still before `after`: its tokens are not held to the grammar."""
+        return bool(self._after)
+
+    def saw(self, piece: bytes) -> None:
+        """A token's text, sampled freely while waiting; once `after` is written, the grammar
+        holds the tokens that follow."""
+        seen = self._seen + piece
+        if self._after in seen:
+            self._after = self._seen = b""
+        else:
+            self._seen = seen[-len(self._after):]
 
     def try_token(self, chain: Chain, logits: np.ndarray) -> int | None:
         """The chain's choice if the grammar allows it (then taken by both), else None."""

