@@ -56,11 +56,13 @@ _FORMAT_KEYS = {"type", "schema",
                 "name", "description", "strict"}  # labels; a schema always holds the answer
 _TOOL_KEYS = {"type", "name", "description", "parameters",
               "strict"}  # arguments match the schema only where tool_choice forces the call
+_NAMESPACE_KEYS = {"type", "name", "description", "tools"}
 _STREAM_OPTION_KEYS = {"include_obfuscation"}
 # Input items and their parts: `id`, `status`, `phase`, annotations and logprobs label output
 # a client sends back; a reasoning item's encrypted_content is another server's opaque state.
 _ITEM_KEYS = {"message": {"type", "role", "content", "id", "status", "phase"},
-              "function_call": {"type", "call_id", "name", "arguments", "id", "status"},
+              "function_call": {"type", "call_id", "name", "arguments", "id", "status",
+                                "namespace"},
               "function_call_output": {"type", "call_id", "output", "id", "status"},
               "reasoning": {"type", "content", "id", "status", "summary", "encrypted_content"}}
 _PART_KEYS = {"input_text": {"type", "text"},
@@ -101,7 +103,8 @@ def parse_request(body: dict[str, Any]) -> ResponsesRequest:
     chat = ChatRequest.parse({
         **native, "messages": messages, "format": output_format,
         "truncate": truncation == "auto",
-        "tools": [] if tool_choice == "none" else [_native_tool(tool) for tool in tools]})
+        "tools": [] if tool_choice == "none" else [
+            native for tool in tools for native in _native_tools(tool)]})
     echo = {
         "instructions": body.get("instructions"), "tools": tools, "tool_choice": tool_choice,
         "parallel_tool_calls": _typed(body, "parallel_tool_calls", bool, True),
@@ -178,26 +181,50 @@ def _text(body: dict[str, Any]) -> tuple[OutputFormat, dict[str, Any]]:
 
 
 def _tools(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """The function tools, in OpenAI's flat shape (checked; echoed as given)."""
+    """The function tools and namespaces of them, in OpenAI's flat shape (checked; echoed as
+    given)."""
     tools = _typed(body, "tools", list, [])
     for i, tool in enumerate(tools):
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind != "function":
-            raise errors.BadRequest(f'tools[{i}]: tool type "{kind}" is not supported; only '
-                                    '"function" tools are')
-        refuse_unknown(tool, _TOOL_KEYS, f"tools[{i}].")
-        if not isinstance(tool.get("name"), str) or not tool["name"]:
-            raise errors.BadRequest(f"tools[{i}].name must be a non-empty string")
-        if tool.get("parameters") is not None and not isinstance(tool["parameters"], dict):
-            raise errors.BadRequest(f"tools[{i}].parameters must be an object")
+        _check_tool(tool, f"tools[{i}]")
     return tools
 
 
-def _native_tool(tool: dict[str, Any]) -> dict[str, Any]:
-    """A flat Responses tool as the native one, nested under `function`."""
+def _check_tool(tool: Any, where: str) -> None:
+    kind = tool.get("type") if isinstance(tool, dict) else None
+    if kind == "namespace":  # a group of functions (Codex sends its MCP servers' tools so)
+        refuse_unknown(tool, _NAMESPACE_KEYS, f"{where}.")
+        if not isinstance(tool.get("name", ""), str):
+            raise errors.BadRequest(f"{where}.name must be a string")
+        members = tool.get("tools")
+        if not isinstance(members, list):
+            raise errors.BadRequest(f"{where}.tools must be a list")
+        for j, member in enumerate(members):
+            _check_tool(member, f"{where}.tools[{j}]")
+        return
+    if kind != "function":
+        raise errors.BadRequest(f'{where}: tool type "{kind}" is not supported; only '
+                                '"function" tools and "namespace" groups of them are')
+    refuse_unknown(tool, _TOOL_KEYS, f"{where}.")
+    if not isinstance(tool.get("name"), str) or not tool["name"]:
+        raise errors.BadRequest(f"{where}.name must be a non-empty string")
+    if tool.get("parameters") is not None and not isinstance(tool["parameters"], dict):
+        raise errors.BadRequest(f"{where}.parameters must be an object")
+
+
+def _native_tools(tool: dict[str, Any]) -> list[dict[str, Any]]:
+    """A flat Responses tool as the native one, nested under `function`; a namespace as its
+    members named `namespace.member`, as Ollama's convertTools expands it (a native tool has
+    a flat name only)."""
+    if tool["type"] == "namespace":
+        prefix = f"{tool['name']}." if tool.get("name") else ""
+        natives = [native for member in tool["tools"] for native in _native_tools(member)]
+        for native in natives:
+            if not native["function"]["name"].startswith(prefix):
+                native["function"]["name"] = prefix + native["function"]["name"]
+        return natives
     function = {key: tool[key] for key in ("name", "description", "parameters")
                 if tool.get(key) is not None}
-    return {"type": "function", "function": function}
+    return [{"type": "function", "function": function}]
 
 
 def _tool_choice(body: dict[str, Any]) -> str | dict[str, str]:
@@ -338,6 +365,9 @@ def _function_call(where: str, item: dict[str, Any]) -> dict[str, Any]:
         arguments = None
     if not isinstance(arguments, dict):
         raise errors.BadRequest(f"{where}.arguments must be a JSON object, as a string")
+    namespace = item.get("namespace")
+    if isinstance(namespace, str) and namespace and not name.startswith(f"{namespace}."):
+        name = f"{namespace}.{name}"  # the tool's name as its namespace's expansion gave it
     return {"id": call_id, "function": {"name": name, "arguments": arguments}}
 
 

@@ -311,6 +311,22 @@ def test_only_function_tools_with_a_name_are_taken(tool: dict[str, Any], message
     assert message in refused(request(tools=[tool]))
 
 
+def test_a_namespace_of_tools_becomes_its_members_named_within_it() -> None:
+    # As Ollama's convertTools: Codex sends its MCP servers' tools as namespaces.
+    crm = {"type": "namespace", "name": "crm", "description": "The CRM",
+           "tools": [WEATHER, {**WEATHER, "name": "crm.lookup"}]}
+    chat = parse_request(request(tools=[crm])).chat
+    assert [t["function"]["name"] for t in chat.tools] == ["crm.get_weather", "crm.lookup"]
+    assert chat.tools[0]["function"]["parameters"] == WEATHER["parameters"]
+
+
+def test_a_namespaced_call_in_the_input_is_named_within_its_namespace() -> None:
+    call = {"type": "function_call", "call_id": "c1", "namespace": "crm", "name": "get_weather",
+            "arguments": '{"city": "Paris"}'}
+    [message] = parse_request(request(input=[call])).chat.messages
+    assert message["tool_calls"][0]["function"]["name"] == "crm.get_weather"
+
+
 @pytest.mark.parametrize(("item", "message"), [
     ({"type": "item_reference", "id": "msg_1"}, 'unknown input item type "item_reference"'),
     ({"content": "no role"}, "needs a type or a role"),
@@ -576,6 +592,17 @@ async def test_a_tool_call_from_the_models_template_comes_back_as_a_function_cal
     assert call.type == "function_call" and call.name == "get_weather"
     assert orjson.loads(call.arguments) == {"city": "Paris"} and call.call_id.startswith("call_")
     assert scheduler.submitted[0]["prompt"]["tools"][0]["function"]["name"] == "get_weather"
+
+
+async def test_a_call_of_a_namespaced_tool_comes_back_under_its_qualified_name(
+        client: TestClient, scheduler: Scheduler) -> None:
+    scheduler.says('{"name": "crm.get_weather", "arguments": {"city": "Paris"}}')
+    crm = {"type": "namespace", "name": "crm", "description": "The CRM", "tools": [WEATHER]}
+    reply = await sdk(client).responses.create(model="toolbox", input="Weather?",
+                                               tools=[crm])  # type: ignore[list-item]
+    [call] = reply.output
+    assert call.type == "function_call" and call.name == "crm.get_weather"  # as Ollama names it
+    assert reply.tools[0].type == "namespace"  # echoed as given, read by the SDK
 
 
 async def test_a_required_tool_choice_sends_the_calls_grammar_to_the_worker(
