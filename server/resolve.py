@@ -16,6 +16,7 @@ from scheduler.scheduler import Scheduler
 from server import errors
 from server.accesslog import MODEL
 from server.context import SCHEDULER, SETTINGS, STORE
+from store import errors as store_errors
 from store.gguf import GGUFInfo, cached_info
 from store.model import ModelSpec, capabilities, details, resolve
 from store.projector import check_projector
@@ -52,13 +53,22 @@ class Prepared:
             raise errors.BadRequest(f'"{model}" does not support images')
 
 
-async def prepare(request: web.Request, model: str, request_options: dict[str, Any]) -> Prepared:
+# What an unknown model is, in Ollama's words: its generate and chat handlers' (which its /v1
+# and Anthropic routes pass on); its embed handlers say what store/errors.py does.
+NOT_FOUND = "model '{}' not found"
+
+
+async def prepare(request: web.Request, model: str, request_options: dict[str, Any],
+                  not_found: str | None = NOT_FOUND) -> Prepared:
     """The model resolved (its manifest, layers and GGUF header read off the event loop) and
-    the options merged."""
+    the options merged; `not_found`: the 404's text for an unknown model (None: the store's)."""
     request[MODEL] = model
     settings = request.app[SETTINGS]
-    spec, ref, capabilities = await asyncio.to_thread(_resolved, request.app[STORE], model,
-                                                      settings.kv_cache_type)
+    try:
+        spec, ref, capabilities = await asyncio.to_thread(_resolved, request.app[STORE], model,
+                                                          settings.kv_cache_type)
+    except store_errors.NotFound as exc:
+        raise errors.NotFound(str(exc) if not_found is None else not_found.format(model)) from None
     try:
         per_request, load = options.merge(spec.params, request_options,
                                           settings.context_length)

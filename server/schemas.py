@@ -160,6 +160,17 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
         raise errors.BadRequest(str(exc)) from None
 
 
+def unknown_without_model(parse: Callable[[dict[str, Any]], T]) -> Callable[[dict[str, Any]], T]:
+    """`parse`, for a route where Ollama takes a missing model for an unknown one: its generate
+    and embed handlers answer 404 "model '' not found" (chat and the rest: "model is
+    required")."""
+    def checked(body: dict[str, Any]) -> T:
+        if not (body.get("model") or body.get("name")):
+            raise errors.NotFound("model '' not found")
+        return parse(body)
+    return checked
+
+
 def _model(body: dict[str, Any]) -> str:
     model = body.get("model") or body.get("name")  # "name" is the older spelling
     if not isinstance(model, str) or not model:

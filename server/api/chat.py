@@ -25,7 +25,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     p = await prepare(request, req.model, req.options)
     if not req.messages:
         return await load_or_unload(p, req.model, req.keep_alive,
-                                    {"message": {"role": "assistant", "content": ""}})
+                                    {"message": {"role": "assistant", "content": ""}}, "chat")
     run = await submit_chat(p, req)
 
     def chunk(parts: Parts) -> Body:

@@ -13,13 +13,14 @@ from server.accesslog import TOKENS
 from server.metrics import METRICS
 from server.resolve import prepare
 from server.schemas import (EMBED_FIELDS, EMBEDDINGS_FIELDS, EmbedRequest, only, read_json,
-                            read_request, refuse_unknown)
+                            read_request, refuse_unknown, unknown_without_model)
 from server.streaming import json_response
 
 
 async def run_embed(request: web.Request, req: EmbedRequest) -> Embeddings:
     """The request's inputs embedded (mean-pooled, not yet normalized)."""
-    p = await prepare(request, req.model, req.options)
+    # Ollama's embed handlers: 'model "x" not found, try pulling it first'
+    p = await prepare(request, req.model, req.options, not_found=None)
     with errors.scheduler_errors():
         if not req.inputs:  # Ollama loads the model and answers with no vectors
             return Embeddings([], 0, await p.scheduler.load(p.ref, p.load, req.keep_alive))
@@ -41,7 +42,7 @@ def normalized(vectors: list[list[float]], dimensions: int) -> list[list[float]]
 
 async def embed(request: web.Request) -> web.Response:
     started = time.perf_counter_ns()
-    req = await read_request(request, only(EMBED_FIELDS, EmbedRequest.parse))
+    req = await read_request(request, only(EMBED_FIELDS, unknown_without_model(EmbedRequest.parse)))
     result = await run_embed(request, req)
     return json_response({
         "model": req.model,

@@ -11,7 +11,7 @@ from server.answer import Parts, answer_for
 from server.generation import Body, Run, bodies, final_stats, with_logprobs
 from server.resolve import Prepared, prepare
 from server.schemas import (GENERATE_FIELDS, GenerateRequest, check_template, only,
-                            read_request)
+                            read_request, unknown_without_model)
 from server.streaming import json_response, respond
 from server.timestamps import now_rfc3339
 from workers import protocol
@@ -20,10 +20,11 @@ from workers.protocol import ChatMessage, PromptSpec
 
 async def generate(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter_ns()
-    req = await read_request(request, only(GENERATE_FIELDS, GenerateRequest.parse))
+    req = await read_request(request, only(GENERATE_FIELDS,
+                                           unknown_without_model(GenerateRequest.parse)))
     p = await prepare(request, req.model, req.options)
     if not req.prompt and not req.context:
-        return await load_or_unload(p, req.model, req.keep_alive, {"response": ""})
+        return await load_or_unload(p, req.model, req.keep_alive, {"response": ""}, "generate")
     run = await submit_generate(p, req)
 
     def body(parts: Parts) -> Body:
@@ -87,12 +88,15 @@ async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
 
 
 async def load_or_unload(p: Prepared, model: str, keep_alive: float | None,
-                         empty: Body) -> web.Response:
-    """An empty prompt (or chat) loads the model; with keep_alive 0 it unloads it instead."""
+                         empty: Body, endpoint: str) -> web.Response:
+    """An empty prompt (or chat) loads the model; with keep_alive 0 it unloads it instead.
+    As Ollama's handlers, only a model that can answer `endpoint` is loaded so (an embedding
+    model is a 400), while any model unloads."""
     if keep_alive == 0:
         await p.scheduler.unload(p.ref.digest)
         reason = "unload"
     else:
+        p.require_completion(model, endpoint)
         with errors.scheduler_errors():
             await p.scheduler.load(p.ref, p.load, keep_alive)
         reason = "load"

@@ -12,6 +12,8 @@ from server.timestamps import rfc3339
 
 
 async def ps(request: web.Request) -> web.Response:
+    """As Ollama's PsHandler: the longest time left to live first."""
+    runners = sorted(request.app[SCHEDULER].snapshot().runners, key=lambda r: -r.expires_at)
     models = [{
         "name": runner.name,
         "model": runner.name,
@@ -21,5 +23,5 @@ async def ps(request: web.Request) -> web.Response:
         "expires_at": rfc3339(datetime.fromtimestamp(runner.expires_at, timezone.utc)),
         "size_vram": runner.size_vram,
         "context_length": runner.context_length,
-    } for runner in request.app[SCHEDULER].snapshot().runners]
+    } for runner in runners]
     return json_response({"models": models})

@@ -109,6 +109,8 @@ def test_a_paraphrase_is_closer_than_an_unrelated_sentence(server: Server,
 @pytest.mark.parametrize("path,body,endpoint", [
     ("/api/generate", {"prompt": "hi"}, "generate"),
     ("/api/chat", {"messages": [{"role": "user", "content": "hi"}]}, "chat"),
+    ("/api/generate", {}, "generate"),  # loading it so too, as Ollama's handlers refuse it
+    ("/api/chat", {"messages": []}, "chat"),
 ])
 def test_an_embedding_model_does_not_generate(server: Server, created: list[dict], path: str,
                                               body: dict, endpoint: str) -> None:

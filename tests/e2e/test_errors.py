@@ -16,11 +16,18 @@ def test_malformed_json_is_400(server: Server, path: str) -> None:
     assert "invalid JSON" in reply.json()["error"]
 
 
-@pytest.mark.parametrize("path", ["/api/generate", "/api/chat", "/api/embed"])
-def test_missing_model_is_400(server: Server, path: str) -> None:
-    reply = server.post(path, {"prompt": "hi"})
+def test_missing_model_is_400_model_is_required_for_chat(server: Server) -> None:
+    reply = server.post("/api/chat", {"messages": []})
     assert reply.status == 400
     assert reply.json() == {"error": "model is required"}
+
+
+@pytest.mark.parametrize("path", ["/api/generate", "/api/embed"])
+def test_missing_model_is_an_unknown_one_for_generate_and_embed(server: Server,
+                                                               path: str) -> None:
+    reply = server.post(path, {"prompt": "hi"})  # as Ollama's handlers (routes_generate_test.go)
+    assert reply.status == 404
+    assert reply.json() == {"error": "model '' not found"}
 
 
 # The least body of each route: the model and what it takes as input.
@@ -29,11 +36,17 @@ ASKS = {"/api/generate": {"prompt": "hi"}, "/api/chat": {"messages": [{"role": "
         "/api/embed": {"input": "hi"}, "/api/embeddings": {"prompt": "hi"}}
 
 
-@pytest.mark.parametrize("path", ["/api/generate", "/api/chat", "/api/embed"])
+# Each route's words, as Ollama's handlers write them (routes.go; embed's handleScheduleError).
+UNKNOWN = {"/api/generate": "model 'nope:1b' not found", "/api/chat": "model 'nope:1b' not found",
+           "/api/embed": 'model "nope:1b" not found, try pulling it first',
+           "/api/embeddings": 'model "nope:1b" not found, try pulling it first'}
+
+
+@pytest.mark.parametrize("path", list(UNKNOWN))
 def test_unknown_model_is_404_with_ollamas_message(server: Server, path: str) -> None:
     reply = server.post(path, {"model": "nope:1b", **ASKS[path]})
     assert reply.status == 404
-    assert reply.json() == {"error": 'model "nope:1b" not found, try pulling it first'}
+    assert reply.json() == {"error": UNKNOWN[path]}
 
 
 @pytest.mark.parametrize("path", list(ASKS))
