@@ -500,7 +500,7 @@ async def test_the_system_endpoints_answer_as_documented(client: TestClient) -> 
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status"), [
-    ("post", "/api/generate", {"prompt": "no model"}, 400),
+    ("post", "/api/generate", {"model": "m", "prompt": 3}, 400),
     ("post", "/api/generate", {"model": "nope", "prompt": "hi"}, 404),
     ("post", "/api/chat", {"model": "m", "messages": [{"role": "robot"}]}, 400),
     ("post", "/api/embed", {"model": "m", "input": 3}, 400),
