@@ -88,7 +88,7 @@ async def _serve(settings: Settings, inventory: Inventory | None) -> tuple[int, 
     from server.systemd import notify  # noqa: PLC0415
     from store.store import Store  # noqa: PLC0415
 
-    store = Store(settings.models_dir)
+    store = Store(settings.models_dir, prune=not settings.noprune)
     if swept := store.sweep_partials():
         log.info("removed %d files left by unfinished uploads and downloads of an earlier run", swept)
     worker_factory: Callable[..., WorkerHandle] = WorkerHandle

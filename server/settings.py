@@ -29,6 +29,7 @@ class Settings:
     host: str
     port: int
     models_dir: Path
+    noprune: bool  # OLLAMA_NOPRUNE: a pull or create keeps the blobs it made unused
     keep_alive: float  # seconds; math.inf = forever
     num_parallel: int  # 0 = auto: as many sequences as the KV cache's cells allow
     max_queue: int
@@ -65,6 +66,9 @@ VARIABLES: tuple[_Var, ...] = (
          "Address to listen on: host, host:port or http://host:port."),
     _Var("OLLAMA_MODELS", "~/.ollama/models",
          "Model store (Ollama's layout: manifests/ and blobs/), so an Ollama store is served as is."),
+    _Var("OLLAMA_NOPRUNE", "false",
+         "Keep the blobs a pull or create of a model leaves unused (by default they are "
+         "removed once no other model names them)."),
     _Var("OLLAMA_KEEP_ALIVE", "5m",
          "How long an idle model stays loaded: a duration (5m, 1h) or seconds; negative = forever."),
     _Var("OLLAMA_NUM_PARALLEL", "auto",
@@ -161,6 +165,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         port=port,
         # Absolute, so that the paths /api/show prints (FROM a blob) read back as paths.
         models_dir=get("OLLAMA_MODELS", lambda s: Path(s).expanduser().resolve()),  # type: ignore[arg-type]
+        noprune=get("OLLAMA_NOPRUNE", _boolean),  # type: ignore[arg-type]
         keep_alive=get("OLLAMA_KEEP_ALIVE", parse_duration),  # type: ignore[arg-type]
         num_parallel=get("OLLAMA_NUM_PARALLEL", _slot_count),  # type: ignore[arg-type]
         max_queue=get("OLLAMA_MAX_QUEUE", _positive_int),  # type: ignore[arg-type]

@@ -429,4 +429,4 @@ def _write_if_changed(store: Store, name: ModelName, config: Layer, layers: list
     current = store.read_manifest(name)
     if current is not None and current.config == config and list(current.layers) == layers:
         return
-    store.write_manifest(name, config, layers)
+    store.prune(store.write_manifest(name, config, layers))  # as Ollama's RemoveLayers

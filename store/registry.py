@@ -219,8 +219,11 @@ async def pull(store: Store, name: ModelName, insecure: bool,
                         yield event
                 yield {"status": "verifying sha256 digest"}
                 yield {"status": "writing manifest"}
-                await asyncio.to_thread(store.write_manifest_bytes, name, raw)
+                replaced = await asyncio.to_thread(store.write_manifest_bytes, name, raw)
             await asyncio.to_thread(store.forget_pull, name)
+            if replaced and store.prunes:  # as Ollama's PullModel: what the old one named
+                yield {"status": "removing unused layers"}
+                await asyncio.to_thread(store.prune, replaced)
             yield {"status": "success"}
     except OSError as exc:
         if exc.errno != errno.ENOSPC:

@@ -158,8 +158,11 @@ class BlobWriter:
 
 
 class Store:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, prune: bool = True) -> None:
+        """`prune`: whether a pull or create that replaces a model's manifest removes the blobs
+        only the old one named (OLLAMA_NOPRUNE turns it off, as in Ollama)."""
         self.root = root
+        self.prunes = prune
         self.blobs_dir = root / "blobs"
         self.manifests_dir = root / "manifests"
         self.blobs_dir.mkdir(parents=True, exist_ok=True)
@@ -321,21 +324,31 @@ class Store:
         return Manifest(config=config, layers=layers, digest=hashlib.sha256(data).hexdigest(),
                         modified_at=datetime.fromtimestamp(stat.st_mtime, timezone.utc))
 
-    def write_manifest(self, name: ModelName, config: Layer, layers: list[Layer]) -> None:
+    def write_manifest(self, name: ModelName, config: Layer, layers: list[Layer]) -> set[str]:
         doc = {
             "schemaVersion": 2,
             "mediaType": MANIFEST_MEDIA_TYPE,
             "config": config.to_json(),
             "layers": [layer.to_json() for layer in layers],
         }
-        self.write_manifest_bytes(name, orjson.dumps(doc))
+        return self.write_manifest_bytes(name, orjson.dumps(doc))
 
-    def write_manifest_bytes(self, name: ModelName, data: bytes) -> None:
+    def write_manifest_bytes(self, name: ModelName, data: bytes) -> set[str]:
         """Every manifest this process writes goes through here (create, pull, copy), checked
-        first: none that listings would have to skip is written."""
+        first: none that listings would have to skip is written. Returns the digests the name's
+        previous manifest named and this one does not (what `prune` may remove)."""
         parse_manifest(data)
-        atomic_write(self.manifest_path(name), data)
+        path = self.manifest_path(name)
+        before = _digests_named(path) if path.is_file() else set()
+        atomic_write(path, data)
         self._changed()
+        return before - _digests_in(data)
+
+    def prune(self, digests: set[str]) -> None:
+        """After a pull or create replaced a manifest: removes the blobs it no longer names
+        that no other manifest names and nothing pins, unless the store keeps them."""
+        if self.prunes:
+            self._remove_unused(digests)
 
     def copy_manifest(self, source: ModelName, destination: ModelName) -> bool:
         """Gives the source's manifest a second name; False if the source does not exist."""
@@ -364,13 +377,18 @@ class Store:
             named |= _digests_named(record)
             record.unlink()
             found = True
+        self._remove_unused(named)
+        return found
+
+    def _remove_unused(self, named: set[str]) -> None:
+        """Removes each of these blobs, and its partial downloads, that no manifest names and
+        nothing pins."""
         with self._pins_lock:
             still_used = self._referenced_digests() | set(self._pins)
         for digest in named - still_used:
             self.blob_path(digest).unlink(missing_ok=True)
             for partial in self.blobs_dir.glob(f"{self.partial_download(digest).name}*"):
                 partial.unlink(missing_ok=True)
-        return found
 
     def _tidy(self, path: Path) -> None:
         """Removes the folders a deleted manifest leaves empty, up to manifests/."""
@@ -509,6 +527,10 @@ def _digests_named(path: Path) -> set[str]:
             data = f.read()
     except FileNotFoundError:
         return set()  # removed while we looked
+    return _digests_in(data)
+
+
+def _digests_in(data: bytes) -> set[str]:
     return {f"sha256:{h.decode()}" for h in _ANY_DIGEST.findall(data)}
 
 

@@ -65,6 +65,32 @@ def test_pull_into_an_empty_store_gives_a_working_model(empty_server: Server, pu
         empty_server.stop()
 
 
+def test_pulling_a_changed_model_removes_the_layers_it_no_longer_uses(
+        server: Server, empty_server: Server, registry: str) -> None:
+    name = f"{registry}/library/gemma3:prune"
+
+    def publish(parameters: dict) -> None:
+        assert server.post("/api/create", {"model": name, "from": MODEL, "stream": False,
+                                           "parameters": parameters}).status == 200
+        assert server.post("/api/push", {"model": name, "insecure": True}).status == 200
+
+    def layers() -> set[str]:
+        path = empty_server.models_dir / "manifests" / registry / "library/gemma3/prune"
+        return {layer["digest"] for layer in orjson.loads(path.read_bytes())["layers"]}
+
+    try:
+        publish({"temperature": 0.5})
+        empty_server.post("/api/pull", {"model": name, "insecure": True})
+        before = layers()
+        publish({"temperature": 0.7})  # a new parameters blob
+        lines = empty_server.post("/api/pull", {"model": name, "insecure": True}).lines()
+        assert lines[-2:] == [{"status": "removing unused layers"}, {"status": "success"}]
+        [gone] = before - layers()
+        assert not (empty_server.models_dir / "blobs" / gone.replace(":", "-")).exists()
+    finally:
+        empty_server.stop()
+
+
 def test_an_interrupted_download_resumes_from_its_partial_file(empty_server: Server,
                                                                server: Server, pushed: str,
                                                                store_dir: Path) -> None:

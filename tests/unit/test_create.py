@@ -181,3 +181,13 @@ async def test_a_refused_adapter_leaves_no_copy_of_the_weights(store: Store, all
         await _create(store, model="x", from_=str(allowed / "tiny.gguf"), import_dirs=(allowed,),
                       adapter_paths=[str(allowed / "not-an-adapter.gguf")])
     assert not [p for p in store.blobs_dir.iterdir() if p.name.startswith("sha256-")]
+
+
+async def test_re_creating_a_model_removes_the_weights_it_no_longer_uses(store: Store,
+                                                                          allowed: Path) -> None:
+    # As Ollama's create (oldManifest.RemoveLayers): the old weights go, once nothing names them.
+    (allowed / "other.gguf").write_bytes(one_block_model(data=b"\1" * 64))
+    await _create(store, model="tiny", from_=str(allowed / "tiny.gguf"), import_dirs=(allowed,))
+    old = _weights(store, "tiny")
+    await _create(store, model="tiny", from_=str(allowed / "other.gguf"), import_dirs=(allowed,))
+    assert _weights(store, "tiny") != old and not store.has_blob(old)

@@ -84,6 +84,29 @@ def test_delete_prunes_only_blobs_no_other_model_uses(store: Store) -> None:
     assert store.read_manifest(parse_name("a")) is None
 
 
+def test_a_replaced_manifest_prunes_the_blobs_only_it_named(store: Store) -> None:
+    old, new, kept = (store.add_blob_bytes(data, MODEL_MEDIA)
+                      for data in (b"old weights", b"new weights", b"kept weights"))
+    config = store.add_blob_bytes(b"{}", CONFIG_MEDIA_TYPE)
+    store.write_manifest(parse_name("a"), config, [old, kept])
+    store.write_manifest(parse_name("b"), config, [kept])
+    replaced = store.write_manifest(parse_name("a"), config, [new])
+    assert replaced == {old.digest, kept.digest}
+    store.prune(replaced)
+    assert not store.has_blob(old.digest)
+    assert store.has_blob(kept.digest) and store.has_blob(new.digest)  # b names it
+
+
+def test_a_store_that_does_not_prune_keeps_what_a_replaced_manifest_named(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path, prune=False)  # OLLAMA_NOPRUNE
+    old, new = (store.add_blob_bytes(data, MODEL_MEDIA) for data in (b"old", b"new"))
+    config = store.add_blob_bytes(b"{}", CONFIG_MEDIA_TYPE)
+    store.write_manifest(parse_name("a"), config, [old])
+    store.prune(store.write_manifest(parse_name("a"), config, [new]))
+    assert store.has_blob(old.digest)
+
+
 def test_partial_uploads_left_by_a_killed_server_are_swept(tmp_path: Path) -> None:
     store = Store(tmp_path)
     writer = store.blob_writer()
