@@ -13,6 +13,7 @@ from server.generation import Body, Run, bodies, final_stats, with_logprobs
 from server.resolve import Prepared, prepare
 from server.schemas import CHAT_FIELDS, ChatRequest, only, read_request
 from server.streaming import respond
+from server.thinking import ThinkingParser
 from server.timestamps import now_rfc3339
 from server.toolchoice import ForcedCall, call_format
 from workers import protocol
@@ -50,6 +51,8 @@ async def submit_chat(p: Prepared, req: ChatRequest, call: ForcedCall | None = N
     # As Ollama: the Modelfile's system goes first unless the request brings its own.
     if p.spec.system and (not req.messages or req.messages[0]["role"] != "system"):
         messages.insert(0, {"role": "system", "content": p.spec.system})
+    if p.spec.config.get("model_family") == "qwen3" or p.spec.name.model == "deepseek-r1":
+        messages = without_earlier_thinking(messages)
     think = p.think(req.think)
     # Inferring thinking tags and the tool-call format parses the template: not on the loop.
     output = await threads.parse(answer_for, req.model, p.spec.template, think, req.tools)
@@ -67,6 +70,16 @@ async def submit_chat(p: Prepared, req: ChatRequest, call: ForcedCall | None = N
                                        logprobs=req.logprobs, shift=req.shift,
                                        format_prefix=prefix)
     return Run(job, output)
+
+
+def without_earlier_thinking(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """The conversation with the <think> blocks of the assistant's turns before the last user
+    message cut from their content, as Ollama's filterThinkTags does for the qwen3 family and
+    deepseek-r1 (whose templates would otherwise show the model its old thoughts)."""
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
+    return [{**m, "content": ThinkingParser("<think>", "</think>").feed(m["content"])[1]}
+            if m["role"] == "assistant" and i < last_user else m
+            for i, m in enumerate(messages)]
 
 
 def message(parts: Parts) -> Body:

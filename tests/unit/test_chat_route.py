@@ -78,3 +78,27 @@ async def test_a_role_in_capitals_is_taken_lowercased_as_ollama_takes_it(
         client: tuple[TestClient, ScriptedScheduler]) -> None:
     sent = await chat(client, [{"role": "User", "content": "Q"}])
     assert sent[-1] == {"role": "user", "content": "Q"}
+
+
+async def test_deepseek_r1_sees_no_thinking_of_its_earlier_turns(
+        client: tuple[TestClient, ScriptedScheduler]) -> None:
+    # As Ollama's filterThinkTags (deepseek-r1 and the qwen3 family).
+    resp = await client[0].post("/api/copy", json={"source": "primed",
+                                                   "destination": "deepseek-r1:test"})
+    assert resp.status == 200
+    resp = await client[0].post("/api/chat", json={"model": "deepseek-r1:test", "stream": False,
+                                                   "messages": [
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "<think>\n\n</think>\n\nA1"},
+        {"role": "user", "content": "Q2"}]})
+    assert resp.status == 200, await resp.text()
+    sent = client[1].submitted[-1]["prompt"]["messages"]
+    assert [m["content"] for m in sent if m["role"] == "assistant"] == ["Hello", "A1"]
+
+
+async def test_another_model_keeps_its_earlier_turns_as_they_were(
+        client: tuple[TestClient, ScriptedScheduler]) -> None:
+    sent = await chat(client, [{"role": "user", "content": "Q1"},
+                               {"role": "assistant", "content": "<think>t</think>A1"},
+                               {"role": "user", "content": "Q2"}])
+    assert sent[-2]["content"] == "<think>t</think>A1"
