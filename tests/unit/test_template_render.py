@@ -221,3 +221,14 @@ def test_jinja_template_sees_the_tools() -> None:
     template = "{% for t in tools %}{{ t['function']['name'] }}{% endfor %}"
     assert render_jinja(template, [msg("user", "hi")], "", "", tools=[WEATHER]) == "get_weather"
 
+
+
+def test_tool_call_arguments_print_as_go_prints_the_float64s_it_decodes_json_into() -> None:
+    # Ollama decodes arguments into `any`: every number a float64, which fmt prints with %g's
+    # shortest form (1e+06); json writes it back as 1000000.
+    calls = [{"function": {"name": "f", "arguments": {"a": 1000000, "b": 2500000.5,
+                                                      "c": {"x": 1000000}, "d": 3}}}]
+    template = ("{{ range .Messages }}{{ range .ToolCalls }}{{ range $k, $v := .Function.Arguments }}"
+                "{{ $k }}={{ $v }};{{ end }}{{ json .Function.Arguments }}{{ end }}{{ end }}")
+    assert render_go(template, [{"role": "assistant", "content": "", "tool_calls": calls}]) == (
+        'a=1e+06;b=2.5000005e+06;c=map[x:1e+06];d=3;{"a":1000000,"b":2500000.5,"c":{"x":1000000},"d":3}')

@@ -74,7 +74,8 @@ def json_string(text: str) -> str:
 
 def _go_float(number: float, *, for_json: bool) -> str:
     """Shortest float64 text the way Go writes it: encoding/json (exponent below 1e-6 and from
-    1e21, `e-7` not `e-07`) or fmt's %v (exponent below 1e-4 and from 1e21)."""
+    1e21, `e-7` not `e-07`) or fmt's %v, which is strconv's shortest %g (exponent below 1e-4
+    and from 1e6: 1000000.0 prints as 1e+06)."""
     if math.isnan(number) or math.isinf(number):
         if for_json:
             raise ValueError(f"json: unsupported value: {number}")
@@ -85,7 +86,7 @@ def _go_float(number: float, *, for_json: bool) -> str:
     sign, digits, exponent = exact.as_tuple()
     assert isinstance(exponent, int)
     point = exponent + len(digits) - 1  # the exponent in d.ddd form
-    if (abs(number) < 1e-6 or abs(number) >= 1e21) if for_json else (point < -4 or point >= 21):
+    if (abs(number) < 1e-6 or abs(number) >= 1e21) if for_json else (point < -4 or point >= 6):
         mantissa = str(digits[0]) + ("." + "".join(map(str, digits[1:])) if len(digits) > 1 else "")
         width = 1 if for_json and point < 0 else 2
         return f"{'-' if sign else ''}{mantissa}e{'-' if point < 0 else '+'}{abs(point):0{width}d}"
@@ -283,7 +284,8 @@ def _tool_property(raw: Any) -> Any:
         Type=_PropertyType([kind] if isinstance(kind, str) else _strings(kind)),
         Items=prop.get("items"),
         Description=str(prop.get("description") or ""),
-        Enum=_GoList(prop["enum"]) if isinstance(prop.get("enum"), list) else _NilList(),
+        Enum=(_GoList(_go_numbers(prop["enum"])) if isinstance(prop.get("enum"), list)
+              else _NilList()),
         Properties=(OrderedMap((str(k), _tool_property(v)) for k, v in nested.items())
                     if isinstance(nested, Mapping) else None),
         Required=_strings(prop.get("required")))
@@ -320,7 +322,18 @@ def _arguments(raw: Any) -> _StringerMap:
             raw = None
     if not isinstance(raw, Mapping):
         return _NilStringerMap()
-    return _StringerMap((str(k), v) for k, v in raw.items())
+    return _StringerMap((str(k), _go_numbers(v)) for k, v in raw.items())
+
+
+def _go_numbers(value: Any) -> Any:
+    """JSON as Go decodes it into `any`: every number a float64 (so 1000000 prints as 1e+06)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {k: _go_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_go_numbers(v) for v in value]
+    return value
 
 
 def template_message(msg: Mapping[str, Any]) -> Any:
