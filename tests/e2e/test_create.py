@@ -106,15 +106,16 @@ def test_a_custom_template_renders_the_prompt_exactly(server: Server) -> None:
     without_messages = "\n".join(line for line in MODELFILE.splitlines()
                                   if not line.startswith("MESSAGE"))
     server.post("/api/create", {"model": "tpl:1", "modelfile": without_messages, "stream": False})
-    options = {"num_predict": 1, "temperature": 0}
+    options = {"num_predict": 6, "temperature": 0}
     templated = server.post("/api/generate", {"model": "tpl:1", "prompt": "hi", "stream": False,
                                               "options": options}).json()
     raw_text = ('<start_of_turn>user\nYou answer in "one" word.\nAlways. hi<end_of_turn>\n'
                 "<start_of_turn>model\n")
     raw = server.post("/api/generate", {"model": "tpl:1", "prompt": raw_text, "raw": True,
                                         "stream": False, "options": options}).json()
+    # The same tokens (a raw reply has no context to compare): as many, answered alike.
     assert templated["prompt_eval_count"] == raw["prompt_eval_count"]
-    assert templated["context"] == raw["context"][: len(templated["context"])]
+    assert templated["response"] == raw["response"]
 
 
 def _upload_file(server: Server, path: Path) -> str:
