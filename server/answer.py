@@ -63,14 +63,15 @@ class Answer:
         return Parts(content=content, tool_calls=calls)
 
 
-def answer_for(model: str, template: str, think: bool | str | None,
+def answer_for(model: str, full_name: str, template: str, think: bool | str | None,
                tools: list[dict[str, Any]] | None = None) -> Answer:
     """The splitter for this request's output; 400 where the model's template cannot do what
-    the request asks (Ollama's messages). Parses the template (once; it is cached): not on the
-    event loop."""
+    the request asks, in Ollama's words (a missing tools capability names the model in full,
+    thinking names it as asked). Parses the template (once; it is cached): not on the event
+    loop."""
     info = analyze(template)
     if tools and not info.tools:
-        raise errors.BadRequest(f'"{model}" does not support tools')
+        raise errors.BadRequest(f"{full_name} does not support tools")
     if think and not info.thinking:
         raise errors.BadRequest(f'"{model}" does not support thinking')
     return Answer(template, bool(think), tools or [])

@@ -42,6 +42,11 @@ class ModelName:
         return f"{prefix}{self.model}:{self.tag}"
 
     @property
+    def full(self) -> str:
+        """Every part written out, as Ollama names a model in its capability errors."""
+        return f"{self.host}/{self.namespace}/{self.model}:{self.tag}"
+
+    @property
     def parts(self) -> tuple[str, str, str, str]:
         return self.host, self.namespace, self.model, self.tag
 

@@ -55,7 +55,8 @@ async def submit_chat(p: Prepared, req: ChatRequest, call: ForcedCall | None = N
         messages = without_earlier_thinking(messages)
     think = p.think(req.think)
     # Inferring thinking tags and the tool-call format parses the template: not on the loop.
-    output = await threads.parse(answer_for, req.model, p.spec.template, think, req.tools)
+    output = await threads.parse(answer_for, req.model, p.spec.name.full, p.spec.template, think,
+                                 req.tools)
     prompt: PromptSpec = {"raw": None, "messages": messages, "template": p.spec.template,
                           "context": [], "tools": req.tools, "think": think,
                           "truncate": req.truncate}

@@ -55,8 +55,8 @@ async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
                                 f"model (0 to {p.ref.n_vocab - 1})")
     await check_template(req.template)
     template = req.template or p.spec.template
-    if req.suffix and ".Suffix" not in template:
-        raise errors.BadRequest(f'"{req.model}" does not support insert')
+    if req.suffix and "insert" not in p.capabilities:  # as Ollama: the model's own template
+        raise errors.BadRequest(f"{p.spec.name.full} does not support insert")
     messages: list[ChatMessage] = []
     think = p.think(req.think)
     if req.raw and req.images:
@@ -79,7 +79,7 @@ async def submit_generate(p: Prepared, req: GenerateRequest) -> Run:
                   "context": req.context, "think": think, "suffix": req.suffix,
                   "truncate": req.truncate}
     # As Ollama: the model's own template says whether it thinks and with which tags.
-    output = await threads.parse(answer_for, req.model, p.spec.template, think)
+    output = await threads.parse(answer_for, req.model, p.spec.name.full, p.spec.template, think)
     with errors.scheduler_errors():
         job = await p.scheduler.submit(p.ref, p.load, req.keep_alive, prompt, p.options,
                                        want_context=not req.raw, output_format=req.format,

@@ -10,7 +10,8 @@ import pytest
 
 from store.templates import template
 from workers.template.godata import go_json
-from workers.template.render import TemplateError, check_go_template, render_go, render_jinja
+from workers.template.render import (TemplateError, check_go_template, render_go, render_jinja,
+                                      render_prompt)
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "ollama-templates"
 
@@ -232,3 +233,21 @@ def test_tool_call_arguments_print_as_go_prints_the_float64s_it_decodes_json_int
                 "{{ $k }}={{ $v }};{{ end }}{{ json .Function.Arguments }}{{ end }}{{ end }}")
     assert render_go(template, [{"role": "assistant", "content": "", "tool_calls": calls}]) == (
         'a=1e+06;b=2.5000005e+06;c=map[x:1e+06];d=3;{"a":1000000,"b":2500000.5,"c":{"x":1000000},"d":3}')
+
+
+def test_a_legacy_template_ending_in_a_brace_renders_it() -> None:
+    # Go renders " User: hi {" (Ollama appends the .Response node to the tree, not as text).
+    assert render_go("{{ .System }} User: {{ .Prompt }} {", [msg("user", "hi")]) == " User: hi {"
+
+
+def test_a_model_without_a_template_gets_ollamas_default_prompt_template() -> None:
+    # template.DefaultTemplate "{{ .Prompt }}", rendered as a legacy template: the last user
+    # turn's messages joined by a blank line.
+    messages = [msg("system", "S"), msg("user", "a"), msg("user", "b"), msg("assistant", "r"),
+                msg("tool", "T"), msg("user", "c")]
+    assert render_prompt("", messages) == "a\n\nbrc"
+
+
+def test_fill_in_the_middle_passes_the_think_values_too() -> None:
+    template = "{{ if .Think }}T{{ end }}{{ .Prompt }}|{{ .Suffix }}"
+    assert render_prompt(template, [msg("user", "pre")], suffix="post", think=True) == "Tpre|post"

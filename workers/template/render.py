@@ -156,7 +156,11 @@ def _new_template(source: str) -> gotpl.Template:
 def _compile(source: str) -> _Compiled:
     uses = analysis.analyze(source).variables
     if "messages" not in uses and "response" not in uses:
-        source += "{{ .Response }}"  # Ollama appends it to such templates
+        # Ollama appends the node to the parsed tree; appended as text, a trailing "{" of the
+        # template's would run into it ("{{{"), so an action writes that brace instead.
+        if source.endswith("{") and not source.endswith("{{"):
+            source = source[:-1] + '{{ "{" }}'
+        source += "{{ .Response }}"
     parsed = _parse(source)  # errors point into the text as written: only appended to
     _check_calls(parsed)
     try:
@@ -406,15 +410,18 @@ def render_jinja(source: str, messages: Sequence[ChatMessage], bos: str, eos: st
     return text[len(bos):] if bos and text.startswith(bos) else text
 
 
+DEFAULT_TEMPLATE = "{{ .Prompt }}"  # Ollama's template.DefaultTemplate, for a model without one
+
+
 def render_prompt(template: str, messages: Sequence[ChatMessage], *, chat_template: str = "",
                   bos: str = "", eos: str = "", tools: Sequence[Mapping[str, Any]] | None = None,
                   think: bool | str | None = None, suffix: str = "") -> str:
     """The prompt for `messages`: the model's Go template (fill-in-the-middle with a suffix),
     else the GGUF's Jinja chat template, else the bare prompt (Ollama's default)."""
     if template and suffix:
-        return render_go(template, [], prompt=messages[-1]["content"], suffix=suffix)
+        return render_go(template, [], prompt=messages[-1]["content"], suffix=suffix, think=think)
     if template:
         return render_go(template, messages, tools=tools, think=think)
     if chat_template:
         return render_jinja(chat_template, messages, bos, eos, tools=tools)
-    return "".join(m["content"] for m in messages if m["role"] != "system")
+    return render_go(DEFAULT_TEMPLATE, messages)
