@@ -27,9 +27,6 @@ from workers.logprobs import MAX_TOP_LOGPROBS
 from workers.template.render import TemplateError, check_go_template
 from workers.protocol import ChatMessage, OutputFormat
 
-ROLES = ("system", "user", "assistant", "tool")
-
-
 # Bodies up to this size are parsed on the event loop (microseconds); larger ones on the parsing
 # threads (a 64 MB chat takes seconds to decode and check).
 INLINE_BODY_BYTES = 256 << 10
@@ -308,11 +305,11 @@ def parse_messages(raw: list[Any]) -> list[ChatMessage]:
         if not isinstance(msg, dict):
             raise errors.BadRequest(f"messages[{i}] must be an object")
         role, content = msg.get("role"), msg.get("content", "")
-        if isinstance(role, str):
-            role = role.lower()  # as Ollama's Message.UnmarshalJSON: "User" is "user"
-        if role not in ROLES:
-            raise errors.BadRequest(f'messages[{i}] has invalid role "{role}"; '
-                                    f"expected one of {', '.join(ROLES)}")
+        if not isinstance(role, str):
+            raise errors.BadRequest(f"messages[{i}].role must be a string")
+        # As Ollama's Message.UnmarshalJSON: lowercased ("User" is "user"), and any role goes to
+        # the template (Llama 3.1's "ipython", a client's own).
+        role = role.lower()
         if content is None:
             content = ""
         if not isinstance(content, str):

@@ -102,3 +102,10 @@ async def test_another_model_keeps_its_earlier_turns_as_they_were(
                                {"role": "assistant", "content": "<think>t</think>A1"},
                                {"role": "user", "content": "Q2"}])
     assert sent[-2]["content"] == "<think>t</think>A1"
+
+
+async def test_any_role_goes_to_the_template_as_ollama_passes_it_on(
+        client: tuple[TestClient, ScriptedScheduler]) -> None:
+    sent = await chat(client, [{"role": "user", "content": "Q"},
+                               {"role": "ipython", "content": "42"}])  # Llama 3.1's tool role
+    assert sent[-1] == {"role": "ipython", "content": "42"}

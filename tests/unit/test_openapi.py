@@ -345,7 +345,7 @@ INVALID = [
     ("GenerateRequest", {"model": "m", "logprobs": True, "top_logprobs": 21}),
     ("GenerateRequest", {"model": "m", "format": "yaml"}),
     ("GenerateRequest", {"model": "m", "context": [-1]}),
-    ("ChatRequest", {"model": "m", "messages": [{"role": "robot", "content": "hi"}]}),
+    ("ChatRequest", {"model": "m", "messages": [{"role": 7, "content": "hi"}]}),
     ("ChatRequest", {"model": "m", "tools": [{"type": "function", "function": {}}]}),
     ("ChatResponse", {"model": "m", "created_at": NOW, "done": True,
                       "message": {"role": "user", "content": "x"}}),
@@ -502,7 +502,7 @@ async def test_the_system_endpoints_answer_as_documented(client: TestClient) -> 
 @pytest.mark.parametrize(("method", "path", "body", "status"), [
     ("post", "/api/generate", {"model": "m", "prompt": 3}, 400),
     ("post", "/api/generate", {"model": "nope", "prompt": "hi"}, 404),
-    ("post", "/api/chat", {"model": "m", "messages": [{"role": "robot"}]}, 400),
+    ("post", "/api/chat", {"model": "m", "messages": [{"role": 7}]}, 400),
     ("post", "/api/embed", {"model": "m", "input": 3}, 400),
     ("post", "/api/create", {"model": "m"}, 400),
     ("post", "/api/show", {"model": "nope"}, 404),
