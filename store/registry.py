@@ -277,21 +277,26 @@ async def _download(session: _Session, store: Store, layer: Layer) -> AsyncItera
             yield event
 
 
+def _progress(event: Event, completed: int) -> Event:
+    """A progress line; none of 0 bytes yet names `completed`, as Go's omitempty leaves it out."""
+    return {**event, "completed": completed} if completed else event
+
+
 async def _fetch(session: _Session, store: Store, layer: Layer) -> AsyncIterator[Event]:
     event = {"status": f"pulling {layer.digest[7:19]}", "digest": layer.digest,
              "total": layer.size}
     if store.has_blob(layer.digest):
-        yield {**event, "completed": layer.size}
+        yield _progress(event, layer.size)
         return
     download = await asyncio.to_thread(Download, store, layer.digest, layer.size)
     fetching = asyncio.ensure_future(_fetch_parts(session, download,
                                                   f"{session.base}/blobs/{layer.digest}"))
     try:
         while not fetching.done():
-            yield {**event, "completed": download.received}
+            yield _progress(event, download.received)
             await asyncio.wait([fetching], timeout=PROGRESS_EVERY)
         fetching.result()
-        yield {**event, "completed": download.received}
+        yield _progress(event, download.received)
         await download.finish()
     finally:
         await _cancelled(fetching)
@@ -378,12 +383,13 @@ async def push(store: Store, name: ModelName, insecure: bool,
     yield {"status": "retrieving manifest"}
     manifest = store.read_manifest(name)
     if manifest is None:
+        yield {"status": "couldn't retrieve manifest"}  # as Ollama's PushModel, then the error
         raise NotFound(f'model "{name.display}" not found')
     raw = store.manifest_path(name).read_bytes()
     mountable = await asyncio.to_thread(_elsewhere_on_registry, store, name)
     async with _client() as http:
         session = _Session(http, name, insecure, login)
-        for layer in (manifest.config, *manifest.layers):
+        for layer in (*manifest.layers, manifest.config):  # as Ollama's: the config last
             async for event in _upload(session, store, layer, mountable.get(layer.digest)):
                 yield event
         yield {"status": "pushing manifest"}
@@ -417,27 +423,27 @@ async def _upload(session: _Session, store: Store, layer: Layer,
     head = await session.request("HEAD", f"{session.base}/blobs/{layer.digest}")
     head.release()
     if head.status == 200:
-        yield {**event, "completed": layer.size}
+        yield _progress(event, layer.size)
         return
     mount = f"?mount={layer.digest}&from={mount_from}" if mount_from else ""
     start = await session.request("POST", f"{session.base}/blobs/uploads/{mount}")
     async with start:
         location = start.headers.get("Location", "")
         if start.status == 201 and mount:  # mounted: nothing to send
-            yield {**event, "completed": layer.size}
+            yield _progress(event, layer.size)
             return
         if start.status != 202 or not location:
             raise RegistryError(f"{session.name.host}: upload refused ({start.status})")
     path = store.blob_path(layer.digest)
     for offset in range(0, layer.size, UPLOAD_CHUNK):
-        yield {**event, "completed": offset}
+        yield _progress(event, offset)
         data = await asyncio.to_thread(_read_at, path, offset, UPLOAD_CHUNK)
         location = await _send(session, "PATCH", location, data, {
             "Content-Type": "application/octet-stream",
             "Content-Range": f"{offset}-{offset + len(data) - 1}"})
     separator = "&" if "?" in location else "?"
     await _send(session, "PUT", f"{location}{separator}digest={layer.digest}", b"", {})
-    yield {**event, "completed": layer.size}
+    yield _progress(event, layer.size)
 
 
 async def _send(session: _Session, method: str, location: str, data: bytes,

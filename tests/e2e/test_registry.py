@@ -48,6 +48,16 @@ def test_push_uploads_every_layer_then_the_manifest(server: Server, pushed: str)
     assert statuses[0] == "retrieving manifest" and statuses[-2:] == ["pushing manifest", "success"]
     layers = [line for line in again if line["status"].startswith("pushing ") and "total" in line]
     assert layers and all(line["completed"] == line["total"] for line in layers)  # already there
+    manifest = orjson.loads(server.models_dir.joinpath(
+        "manifests", *parse_name(pushed).parts).read_bytes())
+    assert layers[-1]["digest"] == manifest["config"]["digest"]  # as Ollama's: the config last
+
+
+def test_pushing_a_model_not_here_says_so_in_ollamas_words(server: Server, registry: str) -> None:
+    reply = server.post("/api/push", {"model": f"{registry}/library/nope:1", "insecure": True})
+    lines = reply.lines()
+    assert lines[:2] == [{"status": "retrieving manifest"}, {"status": "couldn't retrieve manifest"}]
+    assert "not found" in lines[-1]["error"]
 
 
 def test_pull_into_an_empty_store_gives_a_working_model(empty_server: Server, pushed: str) -> None:
@@ -58,6 +68,7 @@ def test_pull_into_an_empty_store_gives_a_working_model(empty_server: Server, pu
         assert {"status": "verifying sha256 digest"} in lines and {"status": "writing manifest"} in lines
         progress = [line for line in lines if "completed" in line]
         assert progress[-1]["completed"] == progress[-1]["total"]
+        assert all(line["completed"] > 0 for line in progress)  # 0 is left out, as Go's omitempty
         answer = empty_server.post("/api/generate", {"model": pushed, "prompt": "hi",
                                                      "stream": False, "options": QUICK})
         assert answer.status == 200 and answer.json()["done"] is True
