@@ -46,10 +46,18 @@ class ModelSpec:
 
 
 def name_field(text: Any, field: str = "model") -> ModelName:
-    """A request field that must hold a model name; InvalidName says which field is wrong."""
-    if not isinstance(text, str) or not text:
-        raise InvalidName(f"{field} is required")
-    return parse_name(text)
+    """A request field that must hold a model name; InvalidName in Ollama's words: a missing
+    model (or delete's name) is 'model is required'; a wrong copy source or destination, or a
+    wrong name to delete, is '<field> "<text>" is invalid'; else 'invalid model name'."""
+    given = text if isinstance(text, str) else ""
+    if not given and field in ("model", "name"):
+        raise InvalidName("model is required")
+    try:
+        return parse_name(given)
+    except InvalidName:
+        if field == "model":
+            raise
+        raise InvalidName(f'{field} "{given}" is invalid') from None
 
 
 def resolve(store: Store, text: Any) -> ModelSpec:

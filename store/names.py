@@ -51,6 +51,9 @@ class ModelName:
         return self.host, self.namespace, self.model, self.tag
 
 
+INVALID = "invalid model name"  # Ollama's errtypes.InvalidModelNameErrMsg
+
+
 def parse_name(text: str) -> ModelName:
     """`[host/][namespace/]model[:tag]`, split at the last separators as Ollama does."""
     if not isinstance(text, str) or not text:
@@ -60,11 +63,11 @@ def parse_name(text: str) -> ModelName:
         raw, tag = raw.rsplit(":", 1)
     pieces = raw.split("/")
     if len(pieces) > 3:
-        raise InvalidName(f'invalid model name "{text}"')
+        raise InvalidName(INVALID)
     model = pieces[-1]
     namespace = pieces[-2] if len(pieces) >= 2 else DEFAULT_NAMESPACE
     host = pieces[-3] if len(pieces) == 3 else DEFAULT_HOST
     if not (_HOST.fullmatch(host) and _NAMESPACE.fullmatch(namespace)
             and _MODEL_OR_TAG.fullmatch(model) and _MODEL_OR_TAG.fullmatch(tag)):
-        raise InvalidName(f'invalid model name "{text}"')
+        raise InvalidName(INVALID)
     return ModelName(host, namespace, model, tag)

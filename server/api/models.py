@@ -161,7 +161,7 @@ async def copy(request: web.Request) -> web.Response:
 async def delete(request: web.Request) -> web.Response:
     body = await read_json(request)
     text = body.get("model") or body.get("name")
-    name = name_field(text)
+    name = name_field(text, "name")  # Ollama's DeleteHandler: name "x" is invalid
     if not await asyncio.to_thread(request.app[STORE].delete_manifest, name):
         raise errors.NotFound(f"model '{text}' not found")
     return web.Response(status=200)

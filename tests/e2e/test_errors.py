@@ -120,3 +120,16 @@ def test_template_that_fails_while_rendering_is_400_not_a_crash(server: Server) 
     assert "index out of range" in reply.json()["error"]
     assert server.post("/api/generate", {"model": MODEL, "prompt": "hi", "stream": False,
                                          "options": QUICK}).status == 200
+
+
+@pytest.mark.parametrize(("method", "path", "body", "error"), [
+    ("POST", "/api/generate", {"model": "a/b/c/d", "prompt": "hi"}, "invalid model name"),
+    ("POST", "/api/copy", {"source": MODEL, "destination": "bad name"},
+     'destination "bad name" is invalid'),
+    ("POST", "/api/copy", {"source": "", "destination": "x"}, 'source "" is invalid'),
+    ("DELETE", "/api/delete", {"model": "bad name"}, 'name "bad name" is invalid'),
+])
+def test_an_invalid_model_name_is_400_in_each_routes_ollama_words(
+        server: Server, method: str, path: str, body: dict, error: str) -> None:
+    reply = server.request(method, path, body)
+    assert reply.status == 400 and reply.json() == {"error": error}
