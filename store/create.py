@@ -24,7 +24,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from store import quantize
 from store.convert import convert
@@ -102,10 +102,19 @@ class _Base:
 Status = str | dict[str, Any]  # a status line, or {"status", "total", "completed"} progress
 
 
-async def create_model(store: Store, spec: CreateSpec) -> AsyncIterator[Status]:
+# Pulls a model into the store, yielding the pull's statuses (store/registry.py pull).
+Pull = Callable[[ModelName], AsyncIterator[Status]]
+
+
+async def create_model(store: Store, spec: CreateSpec,
+                       pull: Pull | None = None) -> AsyncIterator[Status]:
     """Creates or replaces the model, yielding each status; raises StoreError before the first
-    status if the request is bad."""
+    status if the request is bad. With `pull`, a base model (`from`) not in the store is pulled
+    first, its statuses passed on, as Ollama's create does."""
     name = name_field(spec.model)
+    if pull is not None and (base_name := await asyncio.to_thread(_missing_base, store, spec)):
+        async for status in pull(base_name):
+            yield status
     base = await asyncio.to_thread(_base, store, spec)
     with store.pinned(lay.digest for lay in base.layers):
         async for status in _build(store, spec, name, base):
@@ -293,6 +302,14 @@ def _kept(media_type: str, spec: CreateSpec) -> bool:
     replaced = {TEMPLATE_MEDIA: spec.template is not None, SYSTEM_MEDIA: spec.system is not None,
                 PARAMS_MEDIA: True, MESSAGES_MEDIA: spec.messages is not None}
     return not replaced.get(media_type, False)
+
+
+def _missing_base(store: Store, spec: CreateSpec) -> ModelName | None:
+    """The base model `from` names, where it names a model the store does not hold."""
+    if spec.files or spec.from_paths or not spec.from_ or is_path(spec.from_):
+        return None
+    base = name_field(spec.from_)
+    return None if store.read_manifest(base) is not None else base
 
 
 def _resolve_from(store: Store, text: str) -> ModelSpec:

@@ -9,7 +9,7 @@ import orjson
 
 from server import OLLAMA_VERSION, __version__
 from tests.e2e.conftest import MODEL, QUICK
-from tests.e2e.server import Server
+from tests.e2e.server import Server, free_port
 
 
 def digest_of(data: bytes) -> str:
@@ -150,9 +150,14 @@ def test_create_with_ill_typed_parameter_is_400(server: Server) -> None:
     assert reply.status == 400 and "top_k" in reply.json()["error"]
 
 
-def test_create_from_unknown_model_is_404(server: Server) -> None:
-    reply = server.post("/api/create", {"model": "child", "from": "no-such-parent"})
-    assert reply.status == 404
+def test_create_from_a_model_not_here_pulls_it_and_says_why_the_pull_failed(
+        server: Server) -> None:
+    # As Ollama's create, the base model is pulled first; this registry is not listening.
+    parent = f"127.0.0.1:{free_port()}/library/no-such-parent:1"
+    reply = server.post("/api/create", {"model": "child", "from": parent})
+    lines = reply.lines()
+    assert lines[0] == {"status": "pulling manifest"} and "127.0.0.1" in lines[-1]["error"]
+    assert server.post("/api/show", {"model": "child"}).status == 404
 
 
 def test_create_rejects_path_traversal_names(server: Server) -> None:

