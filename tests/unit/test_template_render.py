@@ -28,6 +28,14 @@ def test_gemma_template_renders_turns_and_folds_system_into_first_user_turn() ->
                    "<start_of_turn>user\nWhy?<end_of_turn>\n<start_of_turn>model\n\n")
 
 
+def test_gemma_template_shows_the_system_text_only_in_a_user_turn_right_after_it() -> None:
+    # As Ollama's gemma3-instruct.gotmpl ({{ if and (eq $i 1) $.System }}): a system message
+    # that does not open the conversation is not shown.
+    out = render_go(template("gemma3-instruct"), [msg("user", "Hi"), msg("system", "Be brief."),
+                                                  msg("user", "Why?")])
+    assert "Be brief." not in out
+
+
 def test_legacy_template_is_cut_after_the_response() -> None:
     template = "{{ if .System }}S:{{ .System }} {{ end }}U:{{ .Prompt }} A:{{ .Response }}</s>"
     out = render_go(template, [msg("system", "sys"), msg("user", "q1"), msg("assistant", "a1"),
