@@ -155,7 +155,14 @@ def convert(opt: Option, value: Any, what: str = "option") -> Any:
         value = int(value)
     if not opt.low <= value <= opt.high:
         raise InvalidOption(f"{label} must be between {_bound(opt.low)} and {_bound(opt.high)}")
+    if opt.name in POSITIVE and value <= 0:
+        raise InvalidOption(f"{label} must be greater than 0")
     return float(value) if opt.kind is float else value
+
+
+# Values llama.cpp's sampler refuses at 0 and below (common_sampler_init: "penalty_repeat must
+# be finite and greater than 0"); a penalty of 0 divided logits by zero.
+POSITIVE = frozenset({"repeat_penalty"})
 
 
 def _bound(x: float) -> str:

@@ -1,9 +1,9 @@
 """Per-sequence llama.cpp sampler chains built from request options.
 
-Top-k runs before the repetition penalties (llama.cpp warns that penalties over a whole vocabulary
-are slow: Gemma has 262k tokens), then typical-p, top-p, min-p, temperature and a seeded draw. Temperature
-<= 0 means greedy, as in Ollama; there the penalties see the whole vocabulary so that they can
-still change the choice. Structured output adds a grammar beside the chain (grammar.py).
+In llama-server's order, which Ollama runs (common_sampler_init's default samplers): the
+repetition penalties, top-k, typical-p, top-p, min-p, temperature and a seeded draw.
+Temperature <= 0 means greedy, as in Ollama. Structured output adds a grammar beside the chain
+(grammar.py).
 
 `llama_sampler_sample` first copies the whole vocabulary's logits into a candidate array: ~0.4 ms
 a token for Gemma's 262k on a CPU (measured), paid by every sequence in every step, before the
@@ -11,9 +11,11 @@ chain looks at it. So the common chains start from fewer candidates, with the sa
 token for token (tests/unit/test_sampling.py holds each beside llama.cpp's own):
 - greedy: the first highest logit after llama.cpp's penalties, in numpy (an argmax is ~25 µs),
   in float32 as its C code computes them;
-- top-k first (Ollama's default): the chain runs on the k highest logits, already in the order
-  its partial sort leaves them, which is only one order when they are distinct and above the
-  rest; with a tie there, the whole vocabulary, as before.
+- with a top-k (Ollama's default): the chain runs on the k highest logits (of the row with
+  llama.cpp's penalties applied in numpy, the few tokens they touch), in the order its partial
+  sort leaves them, which is only one order when they are distinct and above the rest; with a
+  tie there, the whole vocabulary, as before. (llama.cpp's penalties look up every candidate:
+  over a whole 262k row that is milliseconds a token.)
 The chain accepts every token either way, so its state stays what llama.cpp's would be.
 """
 
@@ -120,10 +122,14 @@ class Chain:
         penalize = last_n > 0 and (opts["repeat_penalty"] != 1.0 or frequency != 0
                                    or presence != 0)
         greedy = opts["temperature"] <= 0
-        self._greedy = greedy and (not penalize or Penalties.exact(frequency, presence))
-        self._top_k = opts["top_k"] if not greedy and 0 < opts["top_k"] <= TOP_K_SORTED else 0
+        exact = not penalize or Penalties.exact(frequency, presence)
+        self._greedy = greedy and exact
+        # Penalties come before the top-k (below): the k candidates are then the highest of
+        # the penalized row, found in numpy where its penalties are C's.
+        self._top_k = (opts["top_k"] if not greedy and exact
+                       and 0 < opts["top_k"] <= TOP_K_SORTED else 0)
         self._penalties = (Penalties(last_n, opts["repeat_penalty"], frequency, presence)
-                           if self._greedy and penalize else None)
+                           if penalize and (self._greedy or self._top_k) else None)
 
         def add(sampler: llama.llama_sampler_p) -> None:
             llama.llama_sampler_chain_add(self.handle, sampler)
@@ -137,13 +143,16 @@ class Chain:
             add_penalties()
             add(llama.llama_sampler_init_greedy())
         else:
+            # In llama-server's order (common_sampler_init's default samplers), which Ollama
+            # runs: penalties first, then top-k, typical, top-p, min-p, temperature. A top-p or
+            # typical-p of 0 or below keeps only the likeliest token there, as there.
+            add_penalties()
             if opts["top_k"] > 0:
                 add(llama.llama_sampler_init_top_k(opts["top_k"]))
-            add_penalties()
-            if 0 < opts["typical_p"] < 1:
-                add(llama.llama_sampler_init_typical(opts["typical_p"], 1))
-            if 0 < opts["top_p"] < 1:
-                add(llama.llama_sampler_init_top_p(opts["top_p"], 1))
+            if opts["typical_p"] < 1:
+                add(llama.llama_sampler_init_typical(max(opts["typical_p"], 0.0), 1))
+            if opts["top_p"] < 1:
+                add(llama.llama_sampler_init_top_p(max(opts["top_p"], 0.0), 1))
             if opts["min_p"] > 0:
                 add(llama.llama_sampler_init_min_p(opts["min_p"], 1))
             add(llama.llama_sampler_init_temp(opts["temperature"]))
@@ -167,10 +176,14 @@ class Chain:
             return token
         if self._top_k:
             logits = model.logits(index)
-            ids = top_candidates(logits, self._top_k)
-            if ids is not None:
+            ranked = logits if self._penalties is None else self._penalties.apply(logits)
+            ids = top_candidates(ranked, self._top_k)
+            if ids is not None:  # the raw logits: the chain penalizes them itself
                 return self._choose_among(ids, logits[ids])
-        return llama.llama_sampler_sample(self.handle, model.ctx, index)
+        token = llama.llama_sampler_sample(self.handle, model.ctx, index)
+        if self._penalties is not None:
+            self._penalties.accept(token)
+        return token
 
     def _choose_among(self, ids: np.ndarray, logits: np.ndarray) -> int:
         """The chain run on a top-k's candidates, highest first (as its partial sort leaves
@@ -180,7 +193,7 @@ class Chain:
         candidates = token_array(data, is_sorted=True)
         llama.llama_sampler_apply(self.handle, ctypes.byref(candidates))
         token = int(data["id"][candidates.selected])
-        llama.llama_sampler_accept(self.handle, token)
+        self.accept(token)
         return token
 
     def accept(self, token: int) -> None:

@@ -131,3 +131,9 @@ def test_the_wire_options_are_every_option_but_the_load_ones() -> None:
 def test_a_stop_string_longer_than_the_limit_is_refused() -> None:
     with pytest.raises(options.InvalidOption, match="at most 512 characters"):
         options.validate({"stop": ["x" * 513]})
+
+
+@pytest.mark.parametrize("value", [0, -1.1])
+def test_a_repeat_penalty_of_zero_or_below_is_refused_as_llama_cpp_refuses_it(value: float) -> None:
+    with pytest.raises(options.InvalidOption, match='"repeat_penalty" must be greater than 0'):
+        options.validate({"repeat_penalty": value})

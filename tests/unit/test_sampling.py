@@ -150,3 +150,51 @@ def test_a_tie_among_the_top_k_is_left_to_llama_cpp(tied: tuple[int, int],
     row = np.linspace(10, -10, WIDE_VOCAB, dtype=np.float32)  # id 0 highest
     row[tied[1]] = row[tied[0]]
     assert (top_candidates(row, 40) is None) == leaves_it
+
+
+def llama_server_chain(options: dict[str, float], n_vocab: int, history: list[int]) -> Chain:
+    """A Chain whose handle is llama-server's own chain for these options, as Ollama runs it:
+    common_sampler_init's default order (penalties, top-k, typical-p, top-p, min-p,
+    temperature, then the seeded draw; DRY, top-n-sigma and XTC are off by default), with
+    min_keep 0 and top-p clamped to [0, 1] as server-schema.cpp reads it."""
+    opts, _ = merge({}, options, 4096)
+    chain = Chain(opts, 4096, n_vocab, [])
+    llama.llama_sampler_free(chain.handle)
+    handle = chain.handle = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+    for sampler in (
+            llama.llama_sampler_init_penalties(n_vocab, opts["repeat_last_n"],
+                                               opts["repeat_penalty"], opts["frequency_penalty"],
+                                               opts["presence_penalty"]),
+            llama.llama_sampler_init_top_k(opts["top_k"]),
+            llama.llama_sampler_init_typical(opts["typical_p"], 0),
+            llama.llama_sampler_init_top_p(min(max(opts["top_p"], 0.0), 1.0), 0),
+            llama.llama_sampler_init_min_p(opts["min_p"], 0),
+            llama.llama_sampler_init_temp_ext(opts["temperature"], 0.0, 1.0),
+            llama.llama_sampler_init_dist(opts["seed"] & 0xFFFFFFFF)):
+        llama.llama_sampler_chain_add(handle, sampler)
+    for token in history[-opts["repeat_last_n"]:]:
+        llama.llama_sampler_accept(handle, token)
+    return chain
+
+
+@pytest.mark.parametrize("options", [
+    {"repeat_penalty": 1.5},  # penalized tokens fall out of the top 40, others come in
+    {"repeat_penalty": 0.6, "presence_penalty": -1.0},  # and repeats are pulled in
+    {"repeat_penalty": 1.3, "top_p": 0.0},  # top-p 0 keeps the likeliest only
+    {"repeat_penalty": 1.0, "top_p": -0.5, "typical_p": 0.5},
+], ids=str)
+def test_a_sampled_chain_picks_what_llama_servers_chain_picks(options: dict[str, float]) -> None:
+    history = [3, 5, 5, 7, 3, 11, 3, 17, 19, 23]
+    opts = {"temperature": 0.9, "top_k": 40, "seed": 42, **options}
+    model, rng = Rows(WIDE_VOCAB), np.random.default_rng(11)
+    ours = Chain(merge({}, opts, 4096)[0], 4096, WIDE_VOCAB, history)
+    theirs = llama_server_chain(opts, WIDE_VOCAB, history)
+    try:
+        for _ in range(200):
+            model.row[:] = rng.normal(size=WIDE_VOCAB).astype(np.float32)
+            model.row[history] += np.float32(4)  # the repeats are among the likeliest
+            want = llama_choice(theirs, model.row)
+            assert ours.sample(model, 0) == want  # type: ignore[arg-type]
+    finally:
+        ours.free()
+        theirs.free()
