@@ -223,10 +223,14 @@ def test_create_without_the_modelfile_is_one_line(server: Server, tmp_path: Path
     assert line == "Error: specified Modelfile wasn't located"
 
 
-def test_a_bad_modelfile_is_the_servers_message(server: Server, tmp_path: Path) -> None:
-    (tmp_path / "Modelfile").write_text("FROM no-such-base\n")
-    line = one_error_line(corral(server.base, "create", "x", "-f", str(tmp_path / "Modelfile")))
-    assert "no-such-base" in line
+def test_create_from_a_base_that_cannot_be_pulled_prints_the_pulls_error(server: Server, tmp_path: Path) -> None:
+    # A base model not here is pulled first, as Ollama does: from a registry not listening.
+    base = f"127.0.0.1:{free_port()}/library/no-such-base:1"
+    (tmp_path / "Modelfile").write_text(f"FROM {base}\n")
+    result = corral(server.base, "create", "x", "-f", str(tmp_path / "Modelfile"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[0] == "pulling manifest"
+    assert result.stderr.splitlines()[-1].startswith(f"Error: {base.split('/')[0]}")
 
 
 def test_help_lists_the_verbs(server: Server) -> None:

@@ -123,7 +123,7 @@ def test_a_long_embedding_input_takes_bounded_memory_and_lets_generation_through
 
 def test_a_name_with_newlines_is_400_and_creates_nothing(server: Server, store_dir: Path) -> None:
     reply = server.post("/api/copy", {"source": MODEL, "destination": "a\n/b\n:c\n"})
-    assert reply.status == 400 and "invalid model name" in reply.json()["error"]
+    assert reply.status == 400 and reply.json()["error"] == 'destination "a\n/b\n:c\n" is invalid'
     assert not [p for p in (store_dir / "manifests").rglob("*") if "\n" in p.name]
 
 
