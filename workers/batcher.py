@@ -23,7 +23,7 @@ from typing import Callable
 import llama_cpp as llama
 
 from workers import protocol
-from workers.context import FILL_CONTEXT, Window, predict_limit
+from workers.context import Window, predict_limit
 from workers.grammar import GrammarDeadEnd
 from workers.kvcache import KVCache, LlamaMemory, newest
 from workers.llm import LoadedModel
@@ -428,11 +428,9 @@ class ModelBatcher:
         text = seq.text.push(piece)
         if text:
             self._emit(seq, text)
-        context_full = (seq.opts["num_predict"] == FILL_CONTEXT
-                        and seq.n_computed + 1 >= model.num_ctx)
         if seq.text.stopped:
             self._finish(seq, "stop")
-        elif len(seq.generated) >= seq.limit or context_full:
+        elif len(seq.generated) >= seq.limit:
             self._finish(seq, "length")
         else:
             seq.tokens.append(token)

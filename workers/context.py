@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# num_predict -1: unlimited, but bounded so that a model that never emits EOS cannot run forever.
-# -2: fill the context once and stop, without shifting.
-UNLIMITED, FILL_CONTEXT = -1, -2
+# num_predict -1 (any negative, and 0): unlimited, but bounded so that a model that never emits EOS
+# cannot run forever, as Ollama bounds it (llm/llama_server.go boundedNumPredict; its 0 is left
+# out of the request, which llama-server then takes as unlimited).
 OPEN_ENDED_LIMIT = 10  # x num_ctx
 
 
@@ -39,8 +39,6 @@ class Window:
 
 def predict_limit(num_predict: int, num_ctx: int) -> int:
     """How many tokens a sequence may generate at most."""
-    if num_predict == FILL_CONTEXT:
-        return num_ctx
-    if num_predict < 0 or num_predict > OPEN_ENDED_LIMIT * num_ctx:
+    if num_predict <= 0 or num_predict > OPEN_ENDED_LIMIT * num_ctx:
         return OPEN_ENDED_LIMIT * num_ctx
     return num_predict

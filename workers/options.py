@@ -60,7 +60,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("repeat_last_n", int, 64, SAMPLING, -1, INT32_MAX),
     Option("presence_penalty", float, 0.0, SAMPLING),
     Option("frequency_penalty", float, 0.0, SAMPLING),
-    # -2 fills the context; any other negative is open-ended, as Ollama takes every negative.
+    # 0 and every negative are open-ended, as Ollama takes them (llm/llama_server.go).
     Option("num_predict", int, -1, STOPPING, INT32_MIN, INT32_MAX),
     # A Runner option in Ollama; here per request, as drafts are planned per sequence and step.
     Option("draft_num_predict", int, 4, SPECULATION, 0, INT32_MAX),  # a draft model's guesses

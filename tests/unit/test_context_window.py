@@ -70,8 +70,11 @@ def test_predict_limit_unlimited_is_ten_contexts() -> None:
     assert predict_limit(-1, 2048) == 20_480
 
 
-def test_predict_limit_fill_context_is_one_context() -> None:
-    assert predict_limit(-2, 2048) == 2048
+@pytest.mark.parametrize("num_predict", [0, -2, -7])
+def test_predict_limit_of_zero_or_any_negative_is_open_ended_as_in_ollama(num_predict: int) -> None:
+    # llm/llama_server.go boundedNumPredict: every negative is the open-ended budget; a 0 is
+    # left out of llama-server's request (omitempty), which then has no limit of its own.
+    assert predict_limit(num_predict, 2048) == 20_480
 
 
 def test_predict_limit_keeps_a_positive_value() -> None:
