@@ -156,8 +156,9 @@ class Chain:
             if opts["min_p"] > 0:
                 add(llama.llama_sampler_init_min_p(opts["min_p"], 1))
             add(llama.llama_sampler_init_temp(opts["temperature"]))
-            seed = llama.LLAMA_DEFAULT_SEED if opts["seed"] < 0 else opts["seed"] & 0xFFFFFFFF
-            add(llama.llama_sampler_init_dist(seed))
+            # As llama-server reads it, a uint32: -1 is LLAMA_DEFAULT_SEED (a random draw), and
+            # any other value, negative too, a fixed seed.
+            add(llama.llama_sampler_init_dist(opts["seed"] & 0xFFFFFFFF))
         # Penalties look back over the prompt too, as llama.cpp's server does.
         if penalize:
             for token in history[-last_n:]:
