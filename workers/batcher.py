@@ -111,7 +111,7 @@ class ModelBatcher:
             self.fail(job_id, "the prompt must not end with an image", kind="bad_request")
             return
         seq.shift = seq.shift and not seq.images
-        seq.window = Window.of(model.num_ctx, opts["num_keep"], len(tokens))
+        seq.window = Window.of(model.num_ctx, opts["num_keep"], len(tokens), model.adds_bos)
         seq.prompt = seq.window.fit_prompt(tokens)
         seq.tokens = list(seq.prompt)
         seq.limit = predict_limit(opts["num_predict"], model.num_ctx)

@@ -23,8 +23,10 @@ class Window:
     discard: int  # tokens dropped after `keep` by one shift
 
     @classmethod
-    def of(cls, num_ctx: int, num_keep: int, prompt_len: int) -> "Window":
-        keep = prompt_len if num_keep < 0 else num_keep
+    def of(cls, num_ctx: int, num_keep: int, prompt_len: int, bos: bool = False) -> "Window":
+        """`bos`: the tokenizer put a BOS first, which `num_keep` does not count (as Ollama and
+        llama-server keep num_keep + 1 then)."""
+        keep = prompt_len if num_keep < 0 else num_keep + bos
         keep = max(0, min(keep, num_ctx - 1))  # at least one token can always be dropped
         return cls(num_ctx, keep, max((num_ctx - keep) // 2, 1))
 

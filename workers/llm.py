@@ -93,6 +93,7 @@ class LoadedModel:
         self.causal = self._meta(f"{arch}.attention.causal") != "false"
         self.n_ctx_train = llama.llama_model_n_ctx_train(self.model)
         self.bos_text = self.piece(llama.llama_vocab_bos(self.vocab), special=True).decode(errors="replace")
+        self.adds_bos = bool(llama.llama_vocab_get_add_bos(self.vocab))  # to a tokenized prompt
         self.eos_text = self.piece(llama.llama_vocab_eos(self.vocab), special=True).decode(errors="replace")
         self.draft: DraftModel | None = None
         if req.draft and req.speculative != "off" and not req.batch_invariant:

@@ -88,3 +88,11 @@ def test_predict_limit_caps_a_value_above_ten_contexts() -> None:
 
 def test_a_one_token_context_still_holds_the_newest_prompt_token() -> None:
     assert Window.of(1, 4, 3).fit_prompt([7, 8, 9]) == [9]
+
+
+def test_a_bos_the_tokenizer_added_is_kept_beside_num_keep_as_ollama_keeps_it() -> None:
+    # llm/llama_server.go completionPromptForRequest: nKeep++ where the tokenizer adds BOS.
+    # keep 5; limit = 2048 - (2048 - 5) // 2 = 1027; discard 3000 - 1027 after the kept ones
+    tokens = list(range(3000))
+    assert Window.of(2048, 4, len(tokens), bos=True).fit_prompt(tokens) == (
+        tokens[:5] + tokens[5 + 3000 - 1027:])
