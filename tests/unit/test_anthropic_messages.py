@@ -94,8 +94,10 @@ def sse(raw: bytes) -> list[dict[str, Any]]:
     return events
 
 
-@pytest.fixture
-async def served(aiohttp_client: Client, tmp_path: Path) -> Served:
+async def scripted_app(aiohttp_client: Client, tmp_path: Path,
+                       models: dict[str, dict[str, Any]]) -> tuple[TestClient, ScriptedScheduler]:
+    """The app over a scripted scheduler, with each model created from a tiny GGUF and the
+    create fields given."""
     scheduler = ScriptedScheduler()
     app = build_app(load_settings({}), Store(tmp_path / "models"),
                     scheduler)  # type: ignore[arg-type]
@@ -103,12 +105,18 @@ async def served(aiohttp_client: Client, tmp_path: Path) -> Served:
     weights = one_block_model()
     digest = "sha256:" + hashlib.sha256(weights).hexdigest()
     assert (await client.post(f"/api/blobs/{digest}", data=weights)).status == 201
-    for name, template in (("plain", None), ("toolbox", TOOL_TEMPLATE),
-                           ("thinker", THINK_TEMPLATE)):
+    for name, fields in models.items():
         resp = await client.post("/api/create", json={"model": name, "files": {"m.gguf": digest},
-                                                      "template": template, "stream": False})
+                                                      "stream": False, **fields})
         assert resp.status == 200, await resp.text()
-    return Served(client, scheduler)
+    return client, scheduler
+
+
+@pytest.fixture
+async def served(aiohttp_client: Client, tmp_path: Path) -> Served:
+    return Served(*await scripted_app(aiohttp_client, tmp_path, {
+        "plain": {}, "toolbox": {"template": TOOL_TEMPLATE},
+        "thinker": {"template": THINK_TEMPLATE}}))
 
 
 # ---- the request, as the native chat ------------------------------------------------------------

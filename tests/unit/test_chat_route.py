@@ -3,35 +3,20 @@ conversation (Ollama's ChatHandler and openai.FromChatRequest are the reference)
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server.app import build_app
-from server.settings import load as load_settings
-from store.store import Store
-from tests.gguf_files import one_block_model
-from tests.unit.test_anthropic_messages import Client, ScriptedScheduler
+from tests.unit.test_anthropic_messages import Client, ScriptedScheduler, scripted_app
 
 
 @pytest.fixture
 async def client(aiohttp_client: Client, tmp_path: Path) -> tuple[TestClient, ScriptedScheduler]:
-    scheduler = ScriptedScheduler()
-    app = build_app(load_settings({}), Store(tmp_path / "models"),
-                    scheduler)  # type: ignore[arg-type]
-    client = await aiohttp_client(app)
-    weights = one_block_model()
-    digest = "sha256:" + hashlib.sha256(weights).hexdigest()
-    assert (await client.post(f"/api/blobs/{digest}", data=weights)).status == 201
-    resp = await client.post("/api/create", json={
-        "model": "primed", "files": {"m.gguf": digest}, "system": "Modelfile system.",
-        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
-        "stream": False})
-    assert resp.status == 200, await resp.text()
-    return client, scheduler
+    return await scripted_app(aiohttp_client, tmp_path, {"primed": {
+        "system": "Modelfile system.",
+        "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}})
 
 
 async def chat(client: tuple[TestClient, ScriptedScheduler],
