@@ -86,11 +86,19 @@ def test_a_model_loaded_for_a_client_that_left_unloads_at_its_keep_alive(
     while "loading gemma3" not in server.log():
         time.sleep(0.01)
     conn.close()  # the client goes away while its model loads
-    time.sleep(1.5)
-    [running] = server.get("/api/ps").json()["models"]
+
+    def models_once(done: Callable[[list[dict]], bool], wait: float) -> list[dict]:
+        """/api/ps's models once `done` holds of them, or after `wait` s (a busy machine loads
+        slower than a fixed sleep allows)."""
+        deadline = time.monotonic() + wait
+        while not done(models := server.get("/api/ps").json()["models"]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return models
+
+    [running] = models_once(bool, 60)
     assert running["expires_at"] > time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-    time.sleep(3)
-    assert server.get("/api/ps").json()["models"] == []
+    assert models_once(lambda models: not models, 10) == []  # 3 s after its load, unheld
 
 
 def test_a_client_that_hangs_up_mid_body_is_logged_as_499_without_a_traceback(
